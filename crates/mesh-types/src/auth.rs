@@ -1,0 +1,168 @@
+//! Principals, roles and the permission table that every route is checked against.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+/// Who is calling: the owner of an API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Principal {
+    /// Id of the API key the caller presented.
+    pub key_id: Uuid,
+    pub name: String,
+    pub roles: Vec<Role>,
+    pub tenant: String,
+}
+
+impl Principal {
+    pub fn may(&self, permission: Permission) -> bool {
+        self.roles.iter().any(|role| role.grants(permission))
+    }
+
+    /// Admins see every tenant; everyone else sees their own.
+    pub fn tenant_scope(&self) -> Option<String> {
+        if self.roles.contains(&Role::Admin) {
+            None
+        } else {
+            Some(self.tenant.clone())
+        }
+    }
+}
+
+/// A role bundles permissions; a key has one or more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including key management.
+    Admin,
+    /// Runs the mesh: tasks, agents, tools, reading provenance.
+    Operator,
+    /// A worker: submits (sub)tasks, registers itself, heartbeats.
+    Agent,
+    /// Reads and verifies provenance and state; changes nothing.
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: &'static [Role] = &[Role::Admin, Role::Operator, Role::Agent, Role::Auditor];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Agent => "agent",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// The permission table. Every route names the one permission it needs.
+    pub fn grants(self, permission: Permission) -> bool {
+        use Permission::*;
+        match self {
+            Role::Admin => true,
+            Role::Operator => !matches!(permission, KeysManage),
+            Role::Agent => matches!(
+                permission,
+                TaskSubmit | TaskRead | AgentRegister | AgentHeartbeat | AgentRead | ToolRead
+            ),
+            Role::Auditor => matches!(
+                permission,
+                TaskRead | AgentRead | ToolRead | ProvenanceRead | ProvenanceVerify
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role `{s}`, expected one of: admin, operator, agent, auditor"))
+    }
+}
+
+/// One right a route requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    TaskSubmit,
+    TaskRead,
+    TaskCancel,
+    AgentRegister,
+    AgentHeartbeat,
+    AgentRetire,
+    AgentRead,
+    ToolRegister,
+    ToolRetire,
+    ToolRead,
+    ProvenanceRead,
+    ProvenanceVerify,
+    KeysManage,
+}
+
+impl Permission {
+    pub const ALL: &'static [Permission] = &[
+        Permission::TaskSubmit,
+        Permission::TaskRead,
+        Permission::TaskCancel,
+        Permission::AgentRegister,
+        Permission::AgentHeartbeat,
+        Permission::AgentRetire,
+        Permission::AgentRead,
+        Permission::ToolRegister,
+        Permission::ToolRetire,
+        Permission::ToolRead,
+        Permission::ProvenanceRead,
+        Permission::ProvenanceVerify,
+        Permission::KeysManage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::TaskSubmit => "task.submit",
+            Permission::TaskRead => "task.read",
+            Permission::TaskCancel => "task.cancel",
+            Permission::AgentRegister => "agent.register",
+            Permission::AgentHeartbeat => "agent.heartbeat",
+            Permission::AgentRetire => "agent.retire",
+            Permission::AgentRead => "agent.read",
+            Permission::ToolRegister => "tool.register",
+            Permission::ToolRetire => "tool.retire",
+            Permission::ToolRead => "tool.read",
+            Permission::ProvenanceRead => "provenance.read",
+            Permission::ProvenanceVerify => "provenance.verify",
+            Permission::KeysManage => "keys.manage",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_permission_table() {
+        use Permission::*;
+        for p in Permission::ALL {
+            assert!(Role::Admin.grants(*p));
+        }
+        assert!(!Role::Operator.grants(KeysManage));
+        assert!(Role::Operator.grants(TaskCancel));
+        assert!(Role::Agent.grants(TaskSubmit));
+        assert!(!Role::Agent.grants(ToolRegister));
+        assert!(!Role::Agent.grants(ProvenanceRead));
+        assert!(Role::Auditor.grants(ProvenanceVerify));
+        assert!(!Role::Auditor.grants(TaskSubmit));
+        assert!("superuser".parse::<Role>().is_err());
+    }
+}

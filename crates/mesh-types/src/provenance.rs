@@ -1,0 +1,356 @@
+//! Provenance events and the hash chain that makes the log tamper-evident.
+//!
+//! Each event commits to the previous one: `hash = SHA-256(canonical JSON of every
+//! field but the hash)`, and the sealed fields include `prevHash`. Verification is a
+//! pure fold over the events in sequence order plus the separately stored head (count
+//! and last hash), so it can run anywhere the events can be read.
+
+use crate::canonical;
+use crate::time::{Timestamp, rfc3339_micros};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// `prevHash` of the first event.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An event before it is placed in the chain. Stores seal drafts inside the
+/// transaction of the state change they describe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventDraft {
+    /// What happened, e.g. `task_created`, `agent_retired`, `auth_denied`.
+    pub action: String,
+    /// Who did it: a principal or agent name, or `system`.
+    pub actor: String,
+    /// The task whose timeline this event belongs to, if any.
+    pub task_id: Option<Uuid>,
+    /// Kind of the thing changed: `task`, `agent`, `tool`, `api_key`, `request`.
+    pub subject_type: String,
+    pub subject_id: Option<String>,
+    pub payload: Value,
+}
+
+impl EventDraft {
+    pub fn new(action: &str, actor: &str, subject_type: &str, subject_id: Option<String>) -> Self {
+        Self {
+            action: action.to_string(),
+            actor: actor.to_string(),
+            task_id: None,
+            subject_type: subject_type.to_string(),
+            subject_id,
+            payload: json!({}),
+        }
+    }
+
+    pub fn task(mut self, task_id: Uuid) -> Self {
+        self.task_id = Some(task_id);
+        self
+    }
+
+    pub fn payload(mut self, payload: Value) -> Self {
+        self.payload = payload;
+        self
+    }
+}
+
+/// A sealed event as stored in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvenanceEvent {
+    pub seq: i64,
+    pub id: Uuid,
+    #[serde(with = "rfc3339_micros")]
+    pub timestamp: Timestamp,
+    pub action: String,
+    pub actor: String,
+    pub task_id: Option<Uuid>,
+    pub subject_type: String,
+    pub subject_id: Option<String>,
+    pub payload: Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl ProvenanceEvent {
+    /// Places a draft at position `seq` after the event whose hash is `prev_hash`.
+    pub fn seal(draft: EventDraft, seq: i64, prev_hash: &str, timestamp: Timestamp) -> Self {
+        let mut event = ProvenanceEvent {
+            seq,
+            id: Uuid::now_v7(),
+            timestamp,
+            action: draft.action,
+            actor: draft.actor,
+            task_id: draft.task_id,
+            subject_type: draft.subject_type,
+            subject_id: draft.subject_id,
+            payload: draft.payload,
+            prev_hash: prev_hash.to_string(),
+            hash: String::new(),
+        };
+        event.hash = event.compute_hash();
+        event
+    }
+
+    /// The hash this event's content commits to, whatever its stored `hash` says.
+    pub fn compute_hash(&self) -> String {
+        let sealed = json!({
+            "seq": self.seq,
+            "id": self.id,
+            "timestamp": crate::time::format(&self.timestamp),
+            "action": self.action,
+            "actor": self.actor,
+            "taskId": self.task_id,
+            "subjectType": self.subject_type,
+            "subjectId": self.subject_id,
+            "payload": self.payload,
+            "prevHash": self.prev_hash,
+        });
+        hex::encode(Sha256::digest(canonical::to_string(&sealed).as_bytes()))
+    }
+}
+
+/// The log's head, stored apart from the events so that removing the newest events
+/// is detectable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainHead {
+    pub count: i64,
+    pub last_hash: String,
+}
+
+impl ChainHead {
+    pub fn genesis() -> Self {
+        Self {
+            count: 0,
+            last_hash: GENESIS_HASH.to_string(),
+        }
+    }
+}
+
+/// How the chain is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreachKind {
+    /// The event's content no longer matches its hash.
+    Altered,
+    /// Sequence numbers skip: the events in between were deleted.
+    Deleted,
+    /// The event does not follow the one before it: an event was inserted, removed
+    /// and renumbered around, or the order was changed.
+    Relinked,
+    /// The newest events recorded in the head are gone.
+    Truncated,
+    /// Events exist beyond what the head records, or the last hash differs from it.
+    HeadMismatch,
+}
+
+/// The first place the chain fails to verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Breach {
+    pub kind: BreachKind,
+    /// The first event that fails, when there is one to name.
+    pub event_id: Option<Uuid>,
+    pub seq: Option<i64>,
+    pub message: String,
+}
+
+/// Folds events, in ascending `seq` order, into a verdict on the chain.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    expected_seq: i64,
+    prev_hash: String,
+    last_event: Option<Uuid>,
+    breach: Option<Breach>,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChainVerifier {
+    pub fn new() -> Self {
+        Self {
+            expected_seq: 1,
+            prev_hash: GENESIS_HASH.to_string(),
+            last_event: None,
+            breach: None,
+        }
+    }
+
+    /// Number of events checked so far.
+    pub fn checked(&self) -> i64 {
+        self.expected_seq - 1
+    }
+
+    /// Whether a breach was found (later events need not be read).
+    pub fn is_broken(&self) -> bool {
+        self.breach.is_some()
+    }
+
+    pub fn push(&mut self, event: &ProvenanceEvent) {
+        if self.breach.is_some() {
+            return;
+        }
+        let breach = |kind, message: String| Breach {
+            kind,
+            event_id: Some(event.id),
+            seq: Some(event.seq),
+            message,
+        };
+        if event.seq > self.expected_seq {
+            self.breach = Some(breach(
+                BreachKind::Deleted,
+                format!(
+                    "events {}..{} are missing before event {} (seq {})",
+                    self.expected_seq,
+                    event.seq - 1,
+                    event.id,
+                    event.seq
+                ),
+            ));
+            return;
+        }
+        if event.compute_hash() != event.hash {
+            self.breach = Some(breach(
+                BreachKind::Altered,
+                format!(
+                    "event {} (seq {}) was altered: its content does not match its hash",
+                    event.id, event.seq
+                ),
+            ));
+            return;
+        }
+        if event.seq < self.expected_seq || event.prev_hash != self.prev_hash {
+            self.breach = Some(breach(
+                BreachKind::Relinked,
+                format!(
+                    "event {} (seq {}) does not follow the event before it: events were inserted, removed or reordered",
+                    event.id, event.seq
+                ),
+            ));
+            return;
+        }
+        self.expected_seq += 1;
+        self.prev_hash = event.hash.clone();
+        self.last_event = Some(event.id);
+    }
+
+    /// The verdict, comparing what was read with the stored head.
+    pub fn finish(self, head: &ChainHead) -> Result<i64, Breach> {
+        if let Some(breach) = self.breach {
+            return Err(breach);
+        }
+        let count = self.checked();
+        if count < head.count {
+            return Err(Breach {
+                kind: BreachKind::Truncated,
+                event_id: None,
+                seq: Some(count + 1),
+                message: format!(
+                    "the log ends at seq {count} but its head records {} events: the newest {} were removed (last intact event {})",
+                    head.count,
+                    head.count - count,
+                    self.last_event.map(|id| id.to_string()).unwrap_or_else(|| "none".into())
+                ),
+            });
+        }
+        if count > head.count || self.prev_hash != head.last_hash {
+            return Err(Breach {
+                kind: BreachKind::HeadMismatch,
+                event_id: self.last_event,
+                seq: Some(count),
+                message: format!(
+                    "the log has {count} events ending in {} but its head records {} events ending in {}",
+                    self.prev_hash, head.count, head.last_hash
+                ),
+            });
+        }
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: i64) -> Vec<ProvenanceEvent> {
+        let mut prev = GENESIS_HASH.to_string();
+        (1..=n)
+            .map(|seq| {
+                let draft = EventDraft::new("task_created", "tester", "task", None)
+                    .payload(json!({"n": seq, "ratio": 0.25}));
+                let e = ProvenanceEvent::seal(draft, seq, &prev, crate::time::now());
+                prev = e.hash.clone();
+                e
+            })
+            .collect()
+    }
+
+    fn verify(events: &[ProvenanceEvent], head: &ChainHead) -> Result<i64, Breach> {
+        let mut v = ChainVerifier::new();
+        events.iter().for_each(|e| v.push(e));
+        v.finish(head)
+    }
+
+    fn head_of(events: &[ProvenanceEvent]) -> ChainHead {
+        ChainHead {
+            count: events.len() as i64,
+            last_hash: events.last().map(|e| e.hash.clone()).unwrap_or(GENESIS_HASH.into()),
+        }
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let events = chain(10);
+        assert_eq!(verify(&events, &head_of(&events)), Ok(10));
+        assert_eq!(verify(&[], &ChainHead::genesis()), Ok(0));
+    }
+
+    #[test]
+    fn each_kind_of_tampering_is_named() {
+        let events = chain(10);
+        let head = head_of(&events);
+
+        let mut altered = events.clone();
+        altered[4].payload = json!({"n": 99});
+        let b = verify(&altered, &head).unwrap_err();
+        assert_eq!((b.kind, b.event_id), (BreachKind::Altered, Some(events[4].id)));
+
+        let mut deleted = events.clone();
+        deleted.remove(3);
+        let b = verify(&deleted, &head).unwrap_err();
+        assert_eq!((b.kind, b.event_id), (BreachKind::Deleted, Some(events[4].id)));
+
+        let truncated = &events[..7];
+        let b = verify(truncated, &head).unwrap_err();
+        assert_eq!(b.kind, BreachKind::Truncated);
+
+        let mut extended = events.clone();
+        extended.extend(chain(11).pop());
+        assert!(verify(&extended, &head).is_err());
+
+        // A forged event that is internally consistent but not linked to its predecessor.
+        let mut relinked = events.clone();
+        let forged = ProvenanceEvent::seal(
+            EventDraft::new("task_created", "mallory", "task", None),
+            6,
+            GENESIS_HASH,
+            crate::time::now(),
+        );
+        relinked[5] = forged.clone();
+        let b = verify(&relinked, &head).unwrap_err();
+        assert_eq!((b.kind, b.event_id), (BreachKind::Relinked, Some(forged.id)));
+    }
+
+    #[test]
+    fn hash_survives_a_json_round_trip() {
+        let events = chain(3);
+        let text = serde_json::to_string(&events).unwrap();
+        let back: Vec<ProvenanceEvent> = serde_json::from_str(&text).unwrap();
+        assert_eq!(verify(&back, &head_of(&events)), Ok(3));
+    }
+}
