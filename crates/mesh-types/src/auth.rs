@@ -87,7 +87,9 @@ impl std::str::FromStr for Role {
             .iter()
             .copied()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role `{s}`, expected one of: admin, operator, agent, auditor"))
+            .ok_or_else(|| {
+                format!("unknown role `{s}`, expected one of: admin, operator, agent, auditor")
+            })
     }
 }
 

@@ -112,7 +112,10 @@ mod tests {
     #[test]
     fn sorts_keys_and_drops_whitespace() {
         let v = json!({"b": 1, "a": [true, null, "x"], "c": {"z": 1, "y": 2}});
-        assert_eq!(to_string(&v), r#"{"a":[true,null,"x"],"b":1,"c":{"y":2,"z":1}}"#);
+        assert_eq!(
+            to_string(&v),
+            r#"{"a":[true,null,"x"],"b":1,"c":{"y":2,"z":1}}"#
+        );
     }
 
     #[test]

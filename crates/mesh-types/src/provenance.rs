@@ -254,7 +254,9 @@ impl ChainVerifier {
                     "the log ends at seq {count} but its head records {} events: the newest {} were removed (last intact event {})",
                     head.count,
                     head.count - count,
-                    self.last_event.map(|id| id.to_string()).unwrap_or_else(|| "none".into())
+                    self.last_event
+                        .map(|id| id.to_string())
+                        .unwrap_or_else(|| "none".into())
                 ),
             });
         }
@@ -299,7 +301,10 @@ mod tests {
     fn head_of(events: &[ProvenanceEvent]) -> ChainHead {
         ChainHead {
             count: events.len() as i64,
-            last_hash: events.last().map(|e| e.hash.clone()).unwrap_or(GENESIS_HASH.into()),
+            last_hash: events
+                .last()
+                .map(|e| e.hash.clone())
+                .unwrap_or(GENESIS_HASH.into()),
         }
     }
 
@@ -318,12 +323,18 @@ mod tests {
         let mut altered = events.clone();
         altered[4].payload = json!({"n": 99});
         let b = verify(&altered, &head).unwrap_err();
-        assert_eq!((b.kind, b.event_id), (BreachKind::Altered, Some(events[4].id)));
+        assert_eq!(
+            (b.kind, b.event_id),
+            (BreachKind::Altered, Some(events[4].id))
+        );
 
         let mut deleted = events.clone();
         deleted.remove(3);
         let b = verify(&deleted, &head).unwrap_err();
-        assert_eq!((b.kind, b.event_id), (BreachKind::Deleted, Some(events[4].id)));
+        assert_eq!(
+            (b.kind, b.event_id),
+            (BreachKind::Deleted, Some(events[4].id))
+        );
 
         let truncated = &events[..7];
         let b = verify(truncated, &head).unwrap_err();
@@ -343,7 +354,10 @@ mod tests {
         );
         relinked[5] = forged.clone();
         let b = verify(&relinked, &head).unwrap_err();
-        assert_eq!((b.kind, b.event_id), (BreachKind::Relinked, Some(forged.id)));
+        assert_eq!(
+            (b.kind, b.event_id),
+            (BreachKind::Relinked, Some(forged.id))
+        );
     }
 
     #[test]

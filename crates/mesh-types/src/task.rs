@@ -172,7 +172,8 @@ mod tests {
 
     #[test]
     fn bad_bodies_name_the_field() {
-        let unknown = serde_json::from_value::<NewTask>(json!({"type":"t","input":{},"riskTier":"extreme"}));
+        let unknown =
+            serde_json::from_value::<NewTask>(json!({"type":"t","input":{},"riskTier":"extreme"}));
         assert!(unknown.unwrap_err().to_string().contains("extreme"));
         let extra = serde_json::from_value::<NewTask>(json!({"type":"t","input":{},"prio":1}));
         assert!(extra.unwrap_err().to_string().contains("prio"));

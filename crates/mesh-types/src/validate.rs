@@ -38,7 +38,10 @@ pub fn text(field: &str, value: &str, max_len: usize) -> Result<(), FieldError> 
         ));
     }
     if value.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }

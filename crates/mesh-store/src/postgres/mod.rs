@@ -1,0 +1,97 @@
+//! PostgreSQL backend: a connection pool, migrations under an advisory lock, and the
+//! provenance chain extended under a row lock on its head (`SELECT … FOR UPDATE`), so
+//! any number of processes can append without forking it.
+
+mod agents;
+mod keys;
+mod provenance;
+mod rows;
+mod tasks;
+mod tools;
+
+use crate::StoreError;
+use crate::error::error_chain;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", include_str!("schema.sql"))];
+
+/// Arbitrary constant naming the migration lock among advisory locks.
+const MIGRATION_LOCK: i64 = 0x6d65_7368_6d69_67;
+const POOL_SIZE: usize = 16;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::BadUrl(format!("{}: {}", redacted(url), error_chain(&e))))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let store = PgStore { pool };
+        store.migrate().await.map_err(|e| match e {
+            StoreError::Unavailable(why) => StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {why}",
+                redacted(url)
+            )),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+               version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT NOW())",
+        )
+        .await?;
+        let applied: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
+                &[],
+            )
+            .await?
+            .get(0);
+        for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > applied) {
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await?;
+            tracing::info!(version, name, "applied PostgreSQL migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn redacted(url: &str) -> String {
+    crate::StoreUrl::Postgres(url.to_string()).display()
+}

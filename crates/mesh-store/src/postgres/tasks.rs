@@ -1,0 +1,247 @@
+use super::PgStore;
+use super::provenance::append_in_tx;
+use super::rows::{self, get, opt_json, parsed, unique_conflict};
+use crate::{EventFor, Result, StoreError, TaskStore};
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use mesh_types::task::{QueueStats, TaskFilter};
+use mesh_types::time::Timestamp;
+use mesh_types::{EventDraft, Page, PageRequest, Task, TaskStatus};
+use serde_json::Value;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+const TASK_COLUMNS: &str = "id, parent_id, type, status, priority, input, output, metadata, risk_tier, \
+     data_classification, tenant, created_at, updated_at, started_at, completed_at";
+
+const DURATION_SAMPLE: i64 = 100;
+
+fn task_from_row(row: &Row) -> Result<Task> {
+    Ok(Task {
+        id: get(row, 0)?,
+        parent_id: get(row, 1)?,
+        task_type: get(row, 2)?,
+        status: parsed(row, 3)?,
+        priority: get::<Option<i32>>(row, 4)?.unwrap_or(0),
+        input: get(row, 5)?,
+        output: opt_json(row, 6)?,
+        metadata: get::<Option<Value>>(row, 7)?
+            .unwrap_or_else(|| Value::Object(Default::default())),
+        risk_tier: parsed(row, 8)?,
+        data_classification: parsed(row, 9)?,
+        tenant: get(row, 10)?,
+        created_at: get(row, 11)?,
+        updated_at: get(row, 12)?,
+        started_at: get(row, 13)?,
+        completed_at: get(row, 14)?,
+    })
+}
+
+/// Loads and row-locks a task for a status change.
+async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<Task> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
+    task_from_row(&row)
+}
+
+#[async_trait]
+impl TaskStore for PgStore {
+    async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if let Some(parent) = task.parent_id {
+            let exists: bool = tx
+                .query_one(
+                    "SELECT EXISTS(SELECT 1 FROM tasks WHERE id = $1)",
+                    &[&parent],
+                )
+                .await?
+                .get(0);
+            if !exists {
+                return Err(StoreError::invalid("parentId", format!("no task {parent}")));
+            }
+        }
+        tx.execute(
+            &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"),
+            &[
+                &task.id,
+                &task.parent_id,
+                &task.task_type,
+                &task.status.as_str(),
+                &task.priority,
+                &task.input,
+                &task.output,
+                &task.metadata,
+                &task.risk_tier.as_str(),
+                &task.data_classification.as_str(),
+                &task.tenant,
+                &task.created_at,
+                &task.updated_at,
+                &task.started_at,
+                &task.completed_at,
+            ],
+        )
+        .await
+        .map_err(|e| unique_conflict(e, format!("task {} already exists", task.id)))?;
+        append_in_tx(&tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter, page: &PageRequest) -> Result<Page<Task>> {
+        let cursor = rows::cursor(page)?;
+        let mut q = rows::Query::select(TASK_COLUMNS, "tasks");
+        if let Some(status) = filter.status {
+            q.and("status = $", status.as_str());
+        }
+        if let Some(t) = &filter.task_type {
+            q.and("type = $", t.clone());
+        }
+        if let Some(p) = filter.parent_id {
+            q.and("parent_id = $", p);
+        }
+        if let Some(tenant) = &filter.tenant {
+            q.and("tenant = $", tenant.clone());
+        }
+        let client = self.client().await?;
+        q.page(&**client, cursor, page.limit, task_from_row, |t| t.id)
+            .await
+    }
+
+    async fn cancel_task(
+        &self,
+        id: Uuid,
+        now: Timestamp,
+        event: EventFor<Task>,
+    ) -> Result<Vec<Task>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let root = lock(&tx, id).await?;
+        if root.status.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "task {id} is already {}",
+                root.status
+            )));
+        }
+        let rows = tx
+            .query(
+                &format!(
+                    "WITH RECURSIVE tree(id) AS (
+                       SELECT id FROM tasks WHERE id = $1
+                       UNION ALL SELECT t.id FROM tasks t JOIN tree ON t.parent_id = tree.id)
+                     UPDATE tasks SET status = 'cancelled', updated_at = $2, completed_at = $2
+                     WHERE id IN (SELECT id FROM tree)
+                       AND status NOT IN ('completed', 'failed', 'cancelled')
+                     RETURNING {TASK_COLUMNS}"
+                ),
+                &[&id, &now],
+            )
+            .await?;
+        let mut cancelled = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
+        cancelled.sort_by_key(|t| (t.id != id, t.id));
+        append_in_tx(&tx, cancelled.iter().map(|t| event(t)).collect()).await?;
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+
+    async fn start_task(&self, id: Uuid, now: Timestamp, audit: Vec<EventDraft>) -> Result<Task> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let task = lock(&tx, id).await?;
+        if task.status != TaskStatus::Queued {
+            return Err(StoreError::Conflict(format!(
+                "task {id} is {}, not queued",
+                task.status
+            )));
+        }
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE tasks SET status = 'running', started_at = $2, updated_at = $2 WHERE id = $1 RETURNING {TASK_COLUMNS}"
+                ),
+                &[&id, &now],
+            )
+            .await?;
+        append_in_tx(&tx, audit).await?;
+        tx.commit().await?;
+        task_from_row(&row)
+    }
+
+    async fn finish_task(
+        &self,
+        id: Uuid,
+        status: TaskStatus,
+        output: Option<Value>,
+        now: Timestamp,
+        audit: Vec<EventDraft>,
+    ) -> Result<Task> {
+        if !status.is_terminal() {
+            return Err(StoreError::invalid(
+                "status",
+                format!("{status} is not a final status"),
+            ));
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let task = lock(&tx, id).await?;
+        if task.status.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "task {id} is already {}",
+                task.status
+            )));
+        }
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE tasks SET status = $2, output = $3, updated_at = $4, completed_at = $4 WHERE id = $1 RETURNING {TASK_COLUMNS}"
+                ),
+                &[&id, &status.as_str(), &output, &now],
+            )
+            .await?;
+        append_in_tx(&tx, audit).await?;
+        tx.commit().await?;
+        task_from_row(&row)
+    }
+
+    async fn queue_stats(&self, task_type: &str, priority: i32) -> Result<QueueStats> {
+        let client = self.client().await?;
+        let ahead: i64 = client
+            .query_one(
+                "SELECT COUNT(*) FROM tasks WHERE status IN ('queued', 'running') AND priority >= $1",
+                &[&priority],
+            )
+            .await?
+            .get(0);
+        let row = client
+            .query_one(
+                "SELECT (AVG(EXTRACT(EPOCH FROM (completed_at - started_at))) * 1000)::FLOAT8, COUNT(*)
+                 FROM (SELECT started_at, completed_at FROM tasks
+                       WHERE type = $1 AND status = 'completed' AND started_at IS NOT NULL
+                       ORDER BY completed_at DESC LIMIT $2) recent",
+                &[&task_type, &DURATION_SAMPLE],
+            )
+            .await?;
+        let samples: i64 = get(&row, 1)?;
+        Ok(QueueStats {
+            ahead: ahead.max(0) as u64,
+            mean_duration_ms: get(&row, 0)?,
+            samples: samples.max(0) as u64,
+        })
+    }
+}

@@ -1,0 +1,121 @@
+use super::SqliteStore;
+use super::rows::{fmt_ts, json, opt_uuid, to_json, ts, uuid};
+use crate::{ProvenanceLog, Result, StoreError};
+use async_trait::async_trait;
+use mesh_types::provenance::ChainHead;
+use mesh_types::{EventDraft, ProvenanceEvent};
+use rusqlite::{Connection, Row, Transaction, params};
+use uuid::Uuid;
+
+const EVENT_COLUMNS: &str =
+    "seq, id, ts, action, actor, task_id, subject_type, subject_id, payload, prev_hash, hash";
+
+/// Seals and appends `drafts` inside the caller's write transaction. The immediate
+/// transaction holds SQLite's write lock, so the head read here cannot go stale.
+pub(crate) fn append_in_tx(
+    tx: &Transaction<'_>,
+    drafts: Vec<EventDraft>,
+) -> Result<Vec<ProvenanceEvent>> {
+    if drafts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut head = read_head(tx)?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO provenance_events (seq, id, ts, action, actor, task_id, subject_type, subject_id, payload, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    let now = mesh_types::time::now();
+    let mut sealed = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        let event = ProvenanceEvent::seal(draft, head.count + 1, &head.last_hash, now);
+        insert.execute(params![
+            event.seq,
+            event.id.to_string(),
+            fmt_ts(&event.timestamp),
+            event.action,
+            event.actor,
+            event.task_id.map(|t| t.to_string()),
+            event.subject_type,
+            event.subject_id,
+            to_json(&event.payload),
+            event.prev_hash,
+            event.hash,
+        ])?;
+        head.count = event.seq;
+        head.last_hash = event.hash.clone();
+        sealed.push(event);
+    }
+    tx.execute(
+        "UPDATE provenance_head SET count = ?1, last_hash = ?2 WHERE id = 1",
+        params![head.count, head.last_hash],
+    )?;
+    Ok(sealed)
+}
+
+fn read_head(conn: &Connection) -> Result<ChainHead> {
+    conn.query_row(
+        "SELECT count, last_hash FROM provenance_head WHERE id = 1",
+        [],
+        |r| {
+            Ok(ChainHead {
+                count: r.get(0)?,
+                last_hash: r.get(1)?,
+            })
+        },
+    )
+    .map_err(|e| match e {
+        rusqlite::Error::QueryReturnedNoRows => {
+            StoreError::Corrupt("the provenance head row is missing".into())
+        }
+        other => other.into(),
+    })
+}
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<ProvenanceEvent> {
+    Ok(ProvenanceEvent {
+        seq: row.get(0)?,
+        id: uuid(row, 1)?,
+        timestamp: ts(row, 2)?,
+        action: row.get(3)?,
+        actor: row.get(4)?,
+        task_id: opt_uuid(row, 5)?,
+        subject_type: row.get(6)?,
+        subject_id: row.get(7)?,
+        payload: json(row, 8)?,
+        prev_hash: row.get(9)?,
+        hash: row.get(10)?,
+    })
+}
+
+#[async_trait]
+impl ProvenanceLog for SqliteStore {
+    async fn append(&self, drafts: Vec<EventDraft>) -> Result<Vec<ProvenanceEvent>> {
+        self.write(move |tx| append_in_tx(tx, drafts)).await
+    }
+
+    async fn head(&self) -> Result<ChainHead> {
+        self.read(|conn| read_head(conn)).await
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<ProvenanceEvent>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM provenance_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![after, limit], event_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn events_for_task(&self, task_id: Uuid) -> Result<Vec<ProvenanceEvent>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM provenance_events WHERE task_id = ?1 ORDER BY seq"
+            ))?;
+            let rows = stmt.query_map(params![task_id.to_string()], event_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+}

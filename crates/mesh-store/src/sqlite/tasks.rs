@@ -1,0 +1,238 @@
+use super::SqliteStore;
+use super::provenance::append_in_tx;
+use super::rows::{self, fmt_ts, json, opt_json, opt_ts, opt_uuid, parsed, to_json, ts, uuid};
+use crate::{EventFor, Result, StoreError, TaskStore};
+use async_trait::async_trait;
+use mesh_types::task::{QueueStats, TaskFilter};
+use mesh_types::time::Timestamp;
+use mesh_types::{EventDraft, Page, PageRequest, Task, TaskStatus};
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+use serde_json::Value;
+use uuid::Uuid;
+
+const TASK_COLUMNS: &str = "id, parent_id, type, status, priority, input, output, metadata, risk_tier, \
+     data_classification, tenant, created_at, updated_at, started_at, completed_at";
+
+/// How many recent completions the duration estimate averages over.
+const DURATION_SAMPLE: i64 = 100;
+
+fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: uuid(row, 0)?,
+        parent_id: opt_uuid(row, 1)?,
+        task_type: row.get(2)?,
+        status: parsed(row, 3)?,
+        priority: row.get(4)?,
+        input: json(row, 5)?,
+        output: opt_json(row, 6)?,
+        metadata: json(row, 7)?,
+        risk_tier: parsed(row, 8)?,
+        data_classification: parsed(row, 9)?,
+        tenant: row.get(10)?,
+        created_at: ts(row, 11)?,
+        updated_at: ts(row, 12)?,
+        started_at: opt_ts(row, 13)?,
+        completed_at: opt_ts(row, 14)?,
+    })
+}
+
+fn load(tx: &Transaction<'_>, id: Uuid) -> Result<Task> {
+    tx.query_row(
+        &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
+        params![id.to_string()],
+        task_from_row,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("task {id}")))
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<()> {
+        let task = task.clone();
+        self.write(move |tx| {
+            if let Some(parent) = task.parent_id {
+                let exists: bool = tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1)",
+                    params![parent.to_string()],
+                    |r| r.get(0),
+                )?;
+                if !exists {
+                    return Err(StoreError::invalid("parentId", format!("no task {parent}")));
+                }
+            }
+            tx.execute(
+                &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+                params![
+                    task.id.to_string(),
+                    task.parent_id.map(|p| p.to_string()),
+                    task.task_type,
+                    task.status.as_str(),
+                    task.priority,
+                    to_json(&task.input),
+                    task.output.as_ref().map(to_json),
+                    to_json(&task.metadata),
+                    task.risk_tier.as_str(),
+                    task.data_classification.as_str(),
+                    task.tenant,
+                    fmt_ts(&task.created_at),
+                    fmt_ts(&task.updated_at),
+                    task.started_at.as_ref().map(fmt_ts),
+                    task.completed_at.as_ref().map(fmt_ts),
+                ],
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    StoreError::Conflict(format!("task {} already exists", task.id))
+                }
+                other => other.into(),
+            })?;
+            append_in_tx(tx, audit)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
+                    params![id.to_string()],
+                    task_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter, page: &PageRequest) -> Result<Page<Task>> {
+        let cursor = rows::cursor(page)?;
+        let filter = filter.clone();
+        let limit = page.limit;
+        self.read(move |conn| {
+            let mut q = rows::Query::select(TASK_COLUMNS, "tasks");
+            if let Some(status) = filter.status {
+                q.and("status = ?", status.as_str());
+            }
+            if let Some(t) = filter.task_type {
+                q.and("type = ?", t);
+            }
+            if let Some(p) = filter.parent_id {
+                q.and("parent_id = ?", p.to_string());
+            }
+            if let Some(tenant) = filter.tenant {
+                q.and("tenant = ?", tenant);
+            }
+            q.page(conn, cursor, limit, task_from_row, |t| t.id)
+        })
+        .await
+    }
+
+    async fn cancel_task(
+        &self,
+        id: Uuid,
+        now: Timestamp,
+        event: EventFor<Task>,
+    ) -> Result<Vec<Task>> {
+        self.write(move |tx| {
+            let root = load(tx, id)?;
+            if root.status.is_terminal() {
+                return Err(StoreError::Conflict(format!(
+                    "task {id} is already {}",
+                    root.status
+                )));
+            }
+            let mut stmt = tx.prepare(&format!(
+                "WITH RECURSIVE tree(id) AS (
+                   SELECT id FROM tasks WHERE id = ?1
+                   UNION ALL SELECT t.id FROM tasks t JOIN tree ON t.parent_id = tree.id)
+                 UPDATE tasks SET status = 'cancelled', updated_at = ?2, completed_at = ?2
+                 WHERE id IN (SELECT id FROM tree)
+                   AND status NOT IN ('completed', 'failed', 'cancelled')
+                 RETURNING {TASK_COLUMNS}"
+            ))?;
+            let mut cancelled = stmt
+                .query_map(params![id.to_string(), fmt_ts(&now)], task_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // The cancelled task itself first, then descendants in creation order.
+            cancelled.sort_by_key(|t| (t.id != id, t.id));
+            append_in_tx(tx, cancelled.iter().map(|t| event(t)).collect())?;
+            Ok(cancelled)
+        })
+        .await
+    }
+
+    async fn start_task(&self, id: Uuid, now: Timestamp, audit: Vec<EventDraft>) -> Result<Task> {
+        self.write(move |tx| {
+            let task = load(tx, id)?;
+            if task.status != TaskStatus::Queued {
+                return Err(StoreError::Conflict(format!(
+                    "task {id} is {}, not queued",
+                    task.status
+                )));
+            }
+            tx.execute(
+                "UPDATE tasks SET status = 'running', started_at = ?2, updated_at = ?2 WHERE id = ?1",
+                params![id.to_string(), fmt_ts(&now)],
+            )?;
+            append_in_tx(tx, audit)?;
+            load(tx, id)
+        })
+        .await
+    }
+
+    async fn finish_task(
+        &self,
+        id: Uuid,
+        status: TaskStatus,
+        output: Option<Value>,
+        now: Timestamp,
+        audit: Vec<EventDraft>,
+    ) -> Result<Task> {
+        if !status.is_terminal() {
+            return Err(StoreError::invalid(
+                "status",
+                format!("{status} is not a final status"),
+            ));
+        }
+        self.write(move |tx| {
+            let task = load(tx, id)?;
+            if task.status.is_terminal() {
+                return Err(StoreError::Conflict(format!("task {id} is already {}", task.status)));
+            }
+            tx.execute(
+                "UPDATE tasks SET status = ?2, output = ?3, updated_at = ?4, completed_at = ?4 WHERE id = ?1",
+                params![id.to_string(), status.as_str(), output.as_ref().map(to_json), fmt_ts(&now)],
+            )?;
+            append_in_tx(tx, audit)?;
+            load(tx, id)
+        })
+        .await
+    }
+
+    async fn queue_stats(&self, task_type: &str, priority: i32) -> Result<QueueStats> {
+        let task_type = task_type.to_string();
+        self.read(move |conn| {
+            let ahead: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM tasks WHERE status IN ('queued', 'running') AND priority >= ?1",
+                params![priority],
+                |r| r.get(0),
+            )?;
+            let (mean, samples): (Option<f64>, i64) = conn.query_row(
+                "SELECT AVG((julianday(completed_at) - julianday(started_at)) * 86400000.0), COUNT(*)
+                 FROM (SELECT started_at, completed_at FROM tasks
+                       WHERE type = ?1 AND status = 'completed' AND started_at IS NOT NULL
+                       ORDER BY completed_at DESC LIMIT ?2)",
+                params![task_type, DURATION_SAMPLE],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(QueueStats {
+                ahead: ahead.max(0) as u64,
+                mean_duration_ms: mean,
+                samples: samples.max(0) as u64,
+            })
+        })
+        .await
+    }
+}

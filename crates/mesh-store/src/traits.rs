@@ -1,0 +1,117 @@
+use crate::StoreError;
+use async_trait::async_trait;
+use mesh_types::agent::{AgentFilter, AgentSummary};
+use mesh_types::provenance::ChainHead;
+use mesh_types::task::{QueueStats, TaskFilter};
+use mesh_types::time::Timestamp;
+use mesh_types::tool::ToolFilter;
+use mesh_types::{
+    Agent, EventDraft, Page, PageRequest, ProvenanceEvent, Role, Task, TaskStatus, Tool,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Builds the provenance event for one row a bulk change touched.
+pub type EventFor<T> = std::sync::Arc<dyn Fn(&T) -> EventDraft + Send + Sync>;
+
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Stores a new task. A `parent_id` that names no task is `Invalid`.
+    async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<()>;
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
+    /// Newest first; the cursor is the id of the last task of the previous page.
+    async fn list_tasks(&self, filter: &TaskFilter, page: &PageRequest) -> Result<Page<Task>>;
+    /// Cancels a task and every unfinished descendant, returning the cancelled rows
+    /// (the task itself first). `Conflict` if the task already finished.
+    async fn cancel_task(
+        &self,
+        id: Uuid,
+        now: Timestamp,
+        event: EventFor<Task>,
+    ) -> Result<Vec<Task>>;
+    /// Moves a queued task to `running`.
+    async fn start_task(&self, id: Uuid, now: Timestamp, audit: Vec<EventDraft>) -> Result<Task>;
+    /// Moves an unfinished task to a terminal status with its output.
+    async fn finish_task(
+        &self,
+        id: Uuid,
+        status: TaskStatus,
+        output: Option<Value>,
+        now: Timestamp,
+        audit: Vec<EventDraft>,
+    ) -> Result<Task>;
+    /// How much work waits ahead of a new task of this type and priority.
+    async fn queue_stats(&self, task_type: &str, priority: i32) -> Result<QueueStats>;
+}
+
+#[async_trait]
+pub trait AgentStore: Send + Sync {
+    /// `Conflict` when the name is taken.
+    async fn insert_agent(&self, agent: &Agent, audit: Vec<EventDraft>) -> Result<()>;
+    async fn get_agent(&self, id: Uuid) -> Result<Option<Agent>>;
+    async fn list_agents(&self, filter: &AgentFilter, page: &PageRequest) -> Result<Page<Agent>>;
+    /// Records a heartbeat. An unhealthy agent becomes active again, and only then is
+    /// `on_recovery` appended. `Conflict` for a retired agent.
+    async fn heartbeat(&self, id: Uuid, now: Timestamp, on_recovery: EventDraft) -> Result<Agent>;
+    /// `Conflict` when already retired.
+    async fn retire_agent(&self, id: Uuid, audit: Vec<EventDraft>) -> Result<Agent>;
+    /// Marks active or busy agents whose last sign of life is older than `cutoff` as
+    /// unhealthy, one event each.
+    async fn expire_heartbeats(
+        &self,
+        cutoff: Timestamp,
+        event: EventFor<Agent>,
+    ) -> Result<Vec<Agent>>;
+    async fn agent_summary(&self) -> Result<AgentSummary>;
+}
+
+#[async_trait]
+pub trait ToolStore: Send + Sync {
+    /// `Conflict` when the name is taken.
+    async fn insert_tool(&self, tool: &Tool, audit: Vec<EventDraft>) -> Result<()>;
+    async fn get_tool(&self, id: Uuid) -> Result<Option<Tool>>;
+    async fn list_tools(&self, filter: &ToolFilter, page: &PageRequest) -> Result<Page<Tool>>;
+    /// `Conflict` when already retired.
+    async fn retire_tool(&self, id: Uuid, audit: Vec<EventDraft>) -> Result<Tool>;
+}
+
+/// An API key as stored: only its SHA-256 hash, never the key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRecord {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(skip)]
+    pub key_hash: String,
+    pub roles: Vec<Role>,
+    pub tenant: String,
+    #[serde(with = "mesh_types::time::rfc3339_micros")]
+    pub created_at: Timestamp,
+    pub revoked: bool,
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn insert_key(&self, key: &ApiKeyRecord, audit: Vec<EventDraft>) -> Result<()>;
+    /// Inserts the key only if no key exists yet; returns whether it did. Two
+    /// processes starting on one empty store create one bootstrap key between them.
+    async fn insert_first_key(&self, key: &ApiKeyRecord, audit: Vec<EventDraft>) -> Result<bool>;
+    /// The unrevoked key with this hash.
+    async fn find_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>>;
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+    /// `NotFound` if no such key, `Conflict` if already revoked.
+    async fn revoke_key(&self, id: Uuid, audit: Vec<EventDraft>) -> Result<ApiKeyRecord>;
+}
+
+#[async_trait]
+pub trait ProvenanceLog: Send + Sync {
+    /// Appends events that accompany no other state change (e.g. denials).
+    async fn append(&self, drafts: Vec<EventDraft>) -> Result<Vec<ProvenanceEvent>>;
+    async fn head(&self) -> Result<ChainHead>;
+    /// Up to `limit` events with `seq > after`, in order.
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<ProvenanceEvent>>;
+    /// Every event on one task's timeline, in order.
+    async fn events_for_task(&self, task_id: Uuid) -> Result<Vec<ProvenanceEvent>>;
+}

@@ -1,0 +1,19 @@
+//! The conformance suite proper: plain async functions over a [`Harness`].
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+mod provenance;
+mod registry;
+mod tasks;
+
+pub use harness::{Harness, postgres_harness, sqlite_harness};
+pub use provenance::*;
+pub use registry::*;
+pub use tasks::*;
+
+use mesh_types::EventDraft;
+
+pub fn event(action: &str) -> EventDraft {
+    EventDraft::new(action, "conformance", "test", None)
+}
