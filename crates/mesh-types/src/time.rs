@@ -32,3 +32,8 @@ pub mod rfc3339_micros {
             .map_err(serde::de::Error::custom)
     }
 }
+
+/// A duration of `ms` milliseconds, for arithmetic on timestamps.
+pub fn millis(ms: i64) -> chrono::Duration {
+    chrono::Duration::milliseconds(ms)
+}

@@ -1,0 +1,108 @@
+use crate::{ProvenanceService, TaskProvenance, VerifyReport};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use mesh_service::openapi::{Op, document};
+use mesh_service::{ApiError, Caller, IdPath, QueryParams, ServiceName};
+use mesh_types::{Permission, ProvenanceEvent};
+use serde::Deserialize;
+use std::sync::Arc;
+
+pub fn router(core: Arc<ProvenanceService>) -> Router {
+    let auth = core.context().auth.clone();
+    let api = Router::new()
+        .route(
+            "/api/v1/provenance/task/{id}",
+            get(task).route_layer(auth.require(Permission::ProvenanceRead)),
+        )
+        .route(
+            "/api/v1/provenance/events",
+            get(events).route_layer(auth.require(Permission::ProvenanceRead)),
+        )
+        .route(
+            "/api/v1/provenance/verify",
+            get(verify).route_layer(auth.require(Permission::ProvenanceVerify)),
+        )
+        .with_state(core.clone());
+    let op = |method, path, summary, permission, success| Op {
+        method,
+        path,
+        summary,
+        permission: Some(permission),
+        request: None,
+        success,
+    };
+    let doc = document(
+        ServiceName::Provenance,
+        &[
+            op(
+                "get",
+                "/api/v1/provenance/task/{id}",
+                "A task's timeline and provenance graph (seed labels and relationships)",
+                Permission::ProvenanceRead,
+                (200, "{taskId, timeline, graph: {nodes, edges}}"),
+            ),
+            op(
+                "get",
+                "/api/v1/provenance/events",
+                "Events in log order (after, limit)",
+                Permission::ProvenanceRead,
+                (200, "Events"),
+            ),
+            op(
+                "get",
+                "/api/v1/provenance/verify",
+                "Verify the hash chain against its head (409 when broken)",
+                Permission::ProvenanceVerify,
+                (200, "Verification report"),
+            ),
+        ],
+    );
+    mesh_service::server::finish_router(core.context(), api, doc)
+}
+
+async fn task(
+    State(core): State<Arc<ProvenanceService>>,
+    _caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<TaskProvenance>, ApiError> {
+    Ok(Json(core.task(id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_limit")]
+    limit: u32,
+}
+
+fn default_limit() -> u32 {
+    100
+}
+
+async fn events(
+    State(core): State<Arc<ProvenanceService>>,
+    _caller: Caller,
+    QueryParams(q): QueryParams<EventsQuery>,
+) -> Result<Json<Vec<ProvenanceEvent>>, ApiError> {
+    Ok(Json(core.events_after(q.after, q.limit).await?))
+}
+
+/// 200 with the report when intact; 409 with the same report when the chain is broken,
+/// so a monitoring probe can alert on the status alone.
+async fn verify(
+    State(core): State<Arc<ProvenanceService>>,
+    _caller: Caller,
+) -> Result<Response, ApiError> {
+    let report: VerifyReport = core.verify().await?;
+    let status = if report.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    Ok((status, Json(report)).into_response())
+}

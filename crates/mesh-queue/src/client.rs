@@ -1,0 +1,105 @@
+use crate::core::{TaskListQuery, TaskQueue};
+use mesh_service::client::{Method, query_string};
+use mesh_service::{ApiError, Caller, HttpClient};
+use mesh_types::task::QueueStats;
+use mesh_types::{NewTask, Page, Task};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// How other services reach the task queue: the same core in-process, or its HTTP API.
+#[derive(Clone)]
+pub enum TaskQueueClient {
+    InProcess(Arc<TaskQueue>),
+    Http(HttpClient),
+}
+
+impl TaskQueueClient {
+    pub async fn enqueue(&self, caller: &Caller, new: NewTask) -> Result<Task, ApiError> {
+        match self {
+            Self::InProcess(core) => core.enqueue(&caller.principal, new).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::POST,
+                    "/api/v1/queue/tasks",
+                    &caller.token,
+                    Some(&new),
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn get(&self, caller: &Caller, id: Uuid) -> Result<Task, ApiError> {
+        match self {
+            Self::InProcess(core) => core.get(&caller.principal, id).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::GET,
+                    &format!("/api/v1/queue/tasks/{id}"),
+                    &caller.token,
+                    None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        query: TaskListQuery,
+    ) -> Result<Page<Task>, ApiError> {
+        match self {
+            Self::InProcess(core) => core.list(&caller.principal, query).await,
+            Self::Http(http) => {
+                let qs = query_string(&query)?;
+                http.send(
+                    Method::GET,
+                    &format!("/api/v1/queue/tasks{qs}"),
+                    &caller.token,
+                    None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn cancel(&self, caller: &Caller, id: Uuid) -> Result<Task, ApiError> {
+        match self {
+            Self::InProcess(core) => core.cancel(&caller.principal, id).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::POST,
+                    &format!("/api/v1/queue/tasks/{id}/cancel"),
+                    &caller.token,
+                    None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn stats(
+        &self,
+        caller: &Caller,
+        task_type: &str,
+        priority: i32,
+    ) -> Result<QueueStats, ApiError> {
+        match self {
+            Self::InProcess(core) => core.stats(task_type, priority).await,
+            Self::Http(http) => {
+                let qs = query_string(&[
+                    ("type", task_type.to_string()),
+                    ("priority", priority.to_string()),
+                ])?;
+                http.send(
+                    Method::GET,
+                    &format!("/api/v1/queue/stats{qs}"),
+                    &caller.token,
+                    None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+use mesh_service::{ApiError, ServiceContext};
+use mesh_types::task::{QueueStats, TaskFilter};
+use mesh_types::{EventDraft, NewTask, Page, PageRequest, Principal, Task, TaskStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The queue's core: plain async functions over the store, no HTTP types.
+pub struct TaskQueue {
+    ctx: ServiceContext,
+}
+
+/// Filters and paging of a task listing, as they arrive in a query string.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskListQuery {
+    pub status: Option<TaskStatus>,
+    #[serde(rename = "type")]
+    pub task_type: Option<String>,
+    pub parent_id: Option<Uuid>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+impl TaskQueue {
+    pub fn new(ctx: ServiceContext) -> Arc<Self> {
+        Arc::new(Self { ctx })
+    }
+
+    pub fn context(&self) -> &ServiceContext {
+        &self.ctx
+    }
+
+    /// Creates a task and enqueues it, with `task_created`, `subtask_created` (on the
+    /// parent's timeline) and `task_queued` events, all in one transaction.
+    pub async fn enqueue(&self, caller: &Principal, new: NewTask) -> Result<Task, ApiError> {
+        new.validate()?;
+        if let Some(parent) = new.parent_id {
+            // Visible-to-caller check: a parent in another tenant is as good as absent.
+            self.get(caller, parent).await.map_err(|_| {
+                ApiError::invalid("parentId", format!("parentId: no task {parent}"))
+            })?;
+        }
+        let task = new.into_task(Uuid::now_v7(), &caller.tenant, mesh_types::time::now());
+        let actor = caller.name.as_str();
+        let mut events = vec![
+            EventDraft::new("task_created", actor, "task", Some(task.id.to_string()))
+                .task(task.id)
+                .payload(json!({
+                    "type": task.task_type,
+                    "priority": task.priority,
+                    "riskTier": task.risk_tier,
+                    "dataClassification": task.data_classification,
+                    "parentId": task.parent_id,
+                    "tenant": task.tenant,
+                    "keyId": caller.key_id,
+                    "inputSha256": sha256_of(&task.input),
+                })),
+        ];
+        if let Some(parent) = task.parent_id {
+            events.push(
+                EventDraft::new("subtask_created", actor, "task", Some(parent.to_string()))
+                    .task(parent)
+                    .payload(json!({"subtaskId": task.id, "type": task.task_type})),
+            );
+        }
+        events.push(
+            EventDraft::new("task_queued", actor, "task", Some(task.id.to_string()))
+                .task(task.id)
+                .payload(json!({"priority": task.priority})),
+        );
+        self.ctx.store.tasks.insert_task(&task, events).await?;
+        Ok(task)
+    }
+
+    /// A task the caller may see; another tenant's task reads as not found.
+    pub async fn get(&self, caller: &Principal, id: Uuid) -> Result<Task, ApiError> {
+        match self.ctx.store.tasks.get_task(id).await? {
+            Some(task) if visible(caller, &task) => Ok(task),
+            _ => Err(ApiError::not_found(format!("task {id} not found"))),
+        }
+    }
+
+    pub async fn list(
+        &self,
+        caller: &Principal,
+        query: TaskListQuery,
+    ) -> Result<Page<Task>, ApiError> {
+        let filter = TaskFilter {
+            status: query.status,
+            task_type: query.task_type,
+            parent_id: query.parent_id,
+            tenant: caller.tenant_scope(),
+        };
+        let page = PageRequest::new(query.limit, query.cursor);
+        Ok(self.ctx.store.tasks.list_tasks(&filter, &page).await?)
+    }
+
+    /// Cancels a task and its unfinished descendants; returns the task as cancelled.
+    pub async fn cancel(&self, caller: &Principal, id: Uuid) -> Result<Task, ApiError> {
+        self.get(caller, id).await?;
+        let actor = caller.name.clone();
+        let cancelled = self
+            .ctx
+            .store
+            .tasks
+            .cancel_task(
+                id,
+                mesh_types::time::now(),
+                Arc::new(move |t: &Task| {
+                    let cascade = (t.id != id).then_some(id);
+                    EventDraft::new("task_cancelled", &actor, "task", Some(t.id.to_string()))
+                        .task(t.id)
+                        .payload(json!({"cascadeFrom": cascade}))
+                }),
+            )
+            .await?;
+        cancelled
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal("cancellation returned no task"))
+    }
+
+    pub async fn stats(&self, task_type: &str, priority: i32) -> Result<QueueStats, ApiError> {
+        Ok(self
+            .ctx
+            .store
+            .tasks
+            .queue_stats(task_type, priority)
+            .await?)
+    }
+}
+
+fn visible(caller: &Principal, task: &Task) -> bool {
+    caller
+        .tenant_scope()
+        .is_none_or(|tenant| tenant == task.tenant)
+}
+
+fn sha256_of(value: &serde_json::Value) -> String {
+    hex::encode(Sha256::digest(
+        mesh_types::canonical::to_string(value).as_bytes(),
+    ))
+}

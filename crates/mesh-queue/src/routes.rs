@@ -1,0 +1,155 @@
+//! HTTP mapping of the task queue's core.
+
+use crate::core::{TaskListQuery, TaskQueue};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mesh_service::openapi::{Op, document};
+use mesh_service::{ApiError, Caller, IdPath, JsonBody, QueryParams, ServiceName};
+use mesh_types::task::QueueStats;
+use mesh_types::{NewTask, Page, Permission, Task};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub fn router(core: Arc<TaskQueue>) -> Router {
+    let auth = core.context().auth.clone();
+    let api = Router::new()
+        .route(
+            "/api/v1/queue/tasks",
+            post(enqueue)
+                .route_layer(auth.require(Permission::TaskSubmit))
+                .merge(get(list).route_layer(auth.require(Permission::TaskRead))),
+        )
+        .route(
+            "/api/v1/queue/tasks/{id}",
+            get(get_task).route_layer(auth.require(Permission::TaskRead)),
+        )
+        .route(
+            "/api/v1/queue/tasks/{id}/cancel",
+            post(cancel).route_layer(auth.require(Permission::TaskCancel)),
+        )
+        .route(
+            "/api/v1/queue/stats",
+            get(stats).route_layer(auth.require(Permission::TaskRead)),
+        )
+        .with_state(core.clone());
+    mesh_service::server::finish_router(core.context(), api, openapi())
+}
+
+async fn enqueue(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    JsonBody(new): JsonBody<NewTask>,
+) -> Result<(StatusCode, Json<Task>), ApiError> {
+    let task = core.enqueue(&caller.principal, new).await?;
+    Ok((StatusCode::CREATED, Json(task)))
+}
+
+async fn list(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    QueryParams(query): QueryParams<TaskListQuery>,
+) -> Result<Json<Page<Task>>, ApiError> {
+    Ok(Json(core.list(&caller.principal, query).await?))
+}
+
+async fn get_task(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<Task>, ApiError> {
+    Ok(Json(core.get(&caller.principal, id).await?))
+}
+
+async fn cancel(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<Task>, ApiError> {
+    Ok(Json(core.cancel(&caller.principal, id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    #[serde(rename = "type")]
+    task_type: String,
+    #[serde(default)]
+    priority: i32,
+}
+
+async fn stats(
+    State(core): State<Arc<TaskQueue>>,
+    _caller: Caller,
+    QueryParams(q): QueryParams<StatsQuery>,
+) -> Result<Json<QueueStats>, ApiError> {
+    Ok(Json(core.stats(&q.task_type, q.priority).await?))
+}
+
+/// JSON Schema of a task submission, shared with the orchestrator's document.
+pub fn new_task_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["type", "input"],
+        "additionalProperties": false,
+        "properties": {
+            "type": {"type": "string", "maxLength": 64},
+            "input": {"description": "Any JSON value but null"},
+            "priority": {"type": "integer", "minimum": -1000, "maximum": 1000, "default": 0},
+            "metadata": {"type": "object"},
+            "riskTier": {"enum": ["low", "medium", "high", "critical"], "default": "low"},
+            "dataClassification": {"enum": ["public", "internal", "confidential", "restricted"], "default": "internal"},
+            "parentId": {"type": "string", "format": "uuid"},
+        },
+    })
+}
+
+pub fn openapi() -> Value {
+    document(
+        ServiceName::TaskQueue,
+        &[
+            Op {
+                method: "post",
+                path: "/api/v1/queue/tasks",
+                summary: "Create and enqueue a task in one transaction",
+                permission: Some(Permission::TaskSubmit),
+                request: Some(new_task_schema()),
+                success: (201, "The stored task"),
+            },
+            Op {
+                method: "get",
+                path: "/api/v1/queue/tasks",
+                summary: "List tasks (filters: status, type, parentId; cursor pagination)",
+                permission: Some(Permission::TaskRead),
+                request: None,
+                success: (200, "A page of tasks"),
+            },
+            Op {
+                method: "get",
+                path: "/api/v1/queue/tasks/{id}",
+                summary: "Get a task",
+                permission: Some(Permission::TaskRead),
+                request: None,
+                success: (200, "The task"),
+            },
+            Op {
+                method: "post",
+                path: "/api/v1/queue/tasks/{id}/cancel",
+                summary: "Cancel a task and its unfinished subtasks",
+                permission: Some(Permission::TaskCancel),
+                request: None,
+                success: (200, "The cancelled task"),
+            },
+            Op {
+                method: "get",
+                path: "/api/v1/queue/stats",
+                summary: "Queue depth ahead of a task type and priority, and observed durations",
+                permission: Some(Permission::TaskRead),
+                request: None,
+                success: (200, "Queue statistics"),
+            },
+        ],
+    )
+}

@@ -1,0 +1,66 @@
+use crate::agents::{AgentListQuery, AgentRegistry};
+use mesh_service::client::{Method, query_string};
+use mesh_service::{ApiError, Caller, HttpClient};
+use mesh_types::agent::AgentSummary;
+use mesh_types::{Agent, Page};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// How other services reach the agent registry: in-process or over HTTP.
+#[derive(Clone)]
+pub enum AgentRegistryClient {
+    InProcess(Arc<AgentRegistry>),
+    Http(HttpClient),
+}
+
+impl AgentRegistryClient {
+    pub async fn get(&self, caller: &Caller, id: Uuid) -> Result<Agent, ApiError> {
+        match self {
+            Self::InProcess(core) => core.get(id).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::GET,
+                    &format!("/api/v1/agents/{id}"),
+                    &caller.token,
+                    None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        query: AgentListQuery,
+    ) -> Result<Page<Agent>, ApiError> {
+        match self {
+            Self::InProcess(core) => core.list(query).await,
+            Self::Http(http) => {
+                let qs = query_string(&query)?;
+                http.send(
+                    Method::GET,
+                    &format!("/api/v1/agents{qs}"),
+                    &caller.token,
+                    None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn summary(&self, caller: &Caller) -> Result<AgentSummary, ApiError> {
+        match self {
+            Self::InProcess(core) => core.summary().await,
+            Self::Http(http) => {
+                http.send(
+                    Method::GET,
+                    "/api/v1/agents/summary",
+                    &caller.token,
+                    None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+use crate::agents::{AgentListQuery, AgentRegistry};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mesh_service::openapi::{Op, document};
+use mesh_service::{ApiError, Caller, IdPath, JsonBody, QueryParams, ServiceName};
+use mesh_types::agent::AgentSummary;
+use mesh_types::{Agent, NewAgent, Page, Permission};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub fn router(core: Arc<AgentRegistry>) -> Router {
+    let auth = core.context().auth.clone();
+    let api = Router::new()
+        .route(
+            "/api/v1/agents",
+            post(register)
+                .route_layer(auth.require(Permission::AgentRegister))
+                .merge(get(list).route_layer(auth.require(Permission::AgentRead))),
+        )
+        .route(
+            "/api/v1/agents/summary",
+            get(summary).route_layer(auth.require(Permission::AgentRead)),
+        )
+        .route(
+            "/api/v1/agents/{id}",
+            get(get_agent).route_layer(auth.require(Permission::AgentRead)),
+        )
+        .route(
+            "/api/v1/agents/{id}/heartbeat",
+            post(heartbeat).route_layer(auth.require(Permission::AgentHeartbeat)),
+        )
+        .route(
+            "/api/v1/agents/{id}/retire",
+            post(retire).route_layer(auth.require(Permission::AgentRetire)),
+        )
+        .with_state(core.clone());
+    mesh_service::server::finish_router(core.context(), api, openapi())
+}
+
+async fn register(
+    State(core): State<Arc<AgentRegistry>>,
+    caller: Caller,
+    JsonBody(new): JsonBody<NewAgent>,
+) -> Result<(StatusCode, Json<Agent>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(core.register(&caller.principal, new).await?),
+    ))
+}
+
+async fn list(
+    State(core): State<Arc<AgentRegistry>>,
+    _caller: Caller,
+    QueryParams(query): QueryParams<AgentListQuery>,
+) -> Result<Json<Page<Agent>>, ApiError> {
+    Ok(Json(core.list(query).await?))
+}
+
+async fn summary(
+    State(core): State<Arc<AgentRegistry>>,
+    _caller: Caller,
+) -> Result<Json<AgentSummary>, ApiError> {
+    Ok(Json(core.summary().await?))
+}
+
+async fn get_agent(
+    State(core): State<Arc<AgentRegistry>>,
+    _caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<Agent>, ApiError> {
+    Ok(Json(core.get(id).await?))
+}
+
+async fn heartbeat(
+    State(core): State<Arc<AgentRegistry>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<Agent>, ApiError> {
+    Ok(Json(core.heartbeat(&caller.principal, id).await?))
+}
+
+async fn retire(
+    State(core): State<Arc<AgentRegistry>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<Agent>, ApiError> {
+    Ok(Json(core.retire(&caller.principal, id).await?))
+}
+
+fn new_agent_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["name", "version", "role", "riskTier", "capabilities"],
+        "additionalProperties": false,
+        "properties": {
+            "name": {"type": "string", "maxLength": 128},
+            "version": {"type": "string", "maxLength": 32},
+            "role": {"enum": mesh_types::AgentRole::NAMES},
+            "riskTier": {"enum": mesh_types::RiskTier::NAMES},
+            "capabilities": {"type": "array", "items": {"type": "string"}},
+            "modelPreference": {
+                "type": "object",
+                "required": ["provider", "model"],
+                "properties": {
+                    "provider": {"type": "string"}, "model": {"type": "string"},
+                    "temperature": {"type": "number"}, "maxTokens": {"type": "integer"},
+                    "fallbackProvider": {"type": "string"}, "fallbackModel": {"type": "string"},
+                },
+            },
+            "costProfile": {
+                "type": "object",
+                "required": ["inputCostPer1kTokens", "outputCostPer1kTokens", "maxBudgetPerTask"],
+                "properties": {
+                    "inputCostPer1kTokens": {"type": "number"}, "outputCostPer1kTokens": {"type": "number"},
+                    "maxBudgetPerTask": {"type": "number"}, "currency": {"type": "string", "default": "USD"},
+                },
+            },
+        },
+    })
+}
+
+fn openapi() -> Value {
+    let op = |method, path, summary, permission, request, success| Op {
+        method,
+        path,
+        summary,
+        permission: Some(permission),
+        request,
+        success,
+    };
+    document(
+        ServiceName::AgentRegistry,
+        &[
+            op(
+                "post",
+                "/api/v1/agents",
+                "Register an agent (409 if the name is taken)",
+                Permission::AgentRegister,
+                Some(new_agent_schema()),
+                (201, "The registered agent"),
+            ),
+            op(
+                "get",
+                "/api/v1/agents",
+                "List agents (filters: status, role, capability)",
+                Permission::AgentRead,
+                None,
+                (200, "A page of agents"),
+            ),
+            op(
+                "get",
+                "/api/v1/agents/summary",
+                "How many agents are in each state",
+                Permission::AgentRead,
+                None,
+                (200, "Counts by status"),
+            ),
+            op(
+                "get",
+                "/api/v1/agents/{id}",
+                "Get an agent",
+                Permission::AgentRead,
+                None,
+                (200, "The agent"),
+            ),
+            op(
+                "post",
+                "/api/v1/agents/{id}/heartbeat",
+                "Record a heartbeat (an unhealthy agent recovers)",
+                Permission::AgentHeartbeat,
+                None,
+                (200, "The agent"),
+            ),
+            op(
+                "post",
+                "/api/v1/agents/{id}/retire",
+                "Retire an agent",
+                Permission::AgentRetire,
+                None,
+                (200, "The retired agent"),
+            ),
+        ],
+    )
+}

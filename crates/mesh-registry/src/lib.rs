@@ -1,0 +1,18 @@
+//! agent-registry (port 5004) and tool-registry (port 5005).
+//!
+//! The agent registry owns the `agents` table: registration, discovery, heartbeats and
+//! the sweep that marks silent agents unhealthy, and retirement. The tool registry owns
+//! the `tools` table and refuses tools whose input or output schema is not valid JSON
+//! Schema. Neither reads another service's tables.
+
+mod agent_client;
+mod agents;
+mod agents_routes;
+mod tools;
+mod tools_routes;
+
+pub use agent_client::AgentRegistryClient;
+pub use agents::{AgentListQuery, AgentRegistry, spawn_heartbeat_sweeper};
+pub use agents_routes::router as agent_router;
+pub use tools::{ToolListQuery, ToolRegistry};
+pub use tools_routes::router as tool_router;

@@ -1,0 +1,138 @@
+use crate::tools::{ToolListQuery, ToolRegistry};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mesh_service::openapi::{Op, document};
+use mesh_service::{ApiError, Caller, IdPath, JsonBody, QueryParams, ServiceName};
+use mesh_types::{NewTool, Page, Permission, Tool};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub fn router(core: Arc<ToolRegistry>) -> Router {
+    let auth = core.context().auth.clone();
+    let api = Router::new()
+        .route(
+            "/api/v1/tools",
+            post(register)
+                .route_layer(auth.require(Permission::ToolRegister))
+                .merge(get(list).route_layer(auth.require(Permission::ToolRead))),
+        )
+        .route(
+            "/api/v1/tools/{id}",
+            get(get_tool).route_layer(auth.require(Permission::ToolRead)),
+        )
+        .route(
+            "/api/v1/tools/{id}/retire",
+            post(retire).route_layer(auth.require(Permission::ToolRetire)),
+        )
+        .with_state(core.clone());
+    mesh_service::server::finish_router(core.context(), api, openapi())
+}
+
+async fn register(
+    State(core): State<Arc<ToolRegistry>>,
+    caller: Caller,
+    JsonBody(new): JsonBody<NewTool>,
+) -> Result<(StatusCode, Json<Tool>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(core.register(&caller.principal, new).await?),
+    ))
+}
+
+async fn list(
+    State(core): State<Arc<ToolRegistry>>,
+    _caller: Caller,
+    QueryParams(query): QueryParams<ToolListQuery>,
+) -> Result<Json<Page<Tool>>, ApiError> {
+    Ok(Json(core.list(query).await?))
+}
+
+async fn get_tool(
+    State(core): State<Arc<ToolRegistry>>,
+    _caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<Tool>, ApiError> {
+    Ok(Json(core.get(id).await?))
+}
+
+async fn retire(
+    State(core): State<Arc<ToolRegistry>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<Tool>, ApiError> {
+    Ok(Json(core.retire(&caller.principal, id).await?))
+}
+
+fn new_tool_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["name", "version", "inputSchema", "outputSchema", "riskTier"],
+        "additionalProperties": false,
+        "properties": {
+            "name": {"type": "string", "maxLength": 128},
+            "version": {"type": "string", "maxLength": 32},
+            "description": {"type": "string"},
+            "inputSchema": {"description": "A JSON Schema (2020-12 unless $schema says otherwise)"},
+            "outputSchema": {"description": "A JSON Schema (2020-12 unless $schema says otherwise)"},
+            "riskTier": {"enum": mesh_types::RiskTier::NAMES},
+            "rateLimit": {"type": "integer", "minimum": 1, "description": "Invocations per minute"},
+            "costModel": {
+                "type": "object",
+                "properties": {
+                    "perInvocation": {"type": "number"}, "perInputUnit": {"type": "number"},
+                    "inputUnitType": {"type": "string"}, "currency": {"type": "string", "default": "USD"},
+                },
+            },
+        },
+    })
+}
+
+fn openapi() -> Value {
+    let op = |method, path, summary, permission, request, success| Op {
+        method,
+        path,
+        summary,
+        permission: Some(permission),
+        request,
+        success,
+    };
+    document(
+        ServiceName::ToolRegistry,
+        &[
+            op(
+                "post",
+                "/api/v1/tools",
+                "Register a tool (schemas must be valid JSON Schema)",
+                Permission::ToolRegister,
+                Some(new_tool_schema()),
+                (201, "The registered tool"),
+            ),
+            op(
+                "get",
+                "/api/v1/tools",
+                "List tools (filters: status, name)",
+                Permission::ToolRead,
+                None,
+                (200, "A page of tools"),
+            ),
+            op(
+                "get",
+                "/api/v1/tools/{id}",
+                "Get a tool",
+                Permission::ToolRead,
+                None,
+                (200, "The tool"),
+            ),
+            op(
+                "post",
+                "/api/v1/tools/{id}/retire",
+                "Retire a tool",
+                Permission::ToolRetire,
+                None,
+                (200, "The retired tool"),
+            ),
+        ],
+    )
+}

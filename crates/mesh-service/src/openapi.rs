@@ -1,0 +1,100 @@
+//! A small OpenAPI 3.1 document builder: each service lists its operations.
+
+use crate::ServiceName;
+use mesh_types::Permission;
+use serde_json::{Map, Value, json};
+
+/// One operation of a service's API.
+pub struct Op {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub permission: Option<Permission>,
+    /// JSON Schema of the request body, if it takes one.
+    pub request: Option<Value>,
+    /// Success status and a description of what it returns.
+    pub success: (u16, &'static str),
+}
+
+pub fn document(service: ServiceName, ops: &[Op]) -> Value {
+    let mut paths = Map::new();
+    for op in ops {
+        let mut operation = json!({
+            "summary": op.summary,
+            "responses": {
+                op.success.0.to_string(): {"description": op.success.1},
+                "400": {"$ref": "#/components/responses/Error"},
+                "401": {"$ref": "#/components/responses/Error"},
+                "403": {"$ref": "#/components/responses/Error"},
+            },
+        });
+        if let Some(perm) = op.permission {
+            operation["security"] = json!([{"bearer": []}]);
+            operation["x-mesh-permission"] = json!(perm.as_str());
+        } else {
+            operation["security"] = json!([]);
+        }
+        if let Some(schema) = &op.request {
+            operation["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": schema}},
+            });
+        }
+        let params: Vec<Value> = op
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}))
+            .collect();
+        if !params.is_empty() {
+            operation["parameters"] = Value::Array(params);
+        }
+        let entry = paths
+            .entry(op.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[op.method] = operation;
+    }
+    for (path, summary) in [
+        ("/healthz", "Liveness: the process is up."),
+        (
+            "/readyz",
+            "Readiness: the service accepts work and its store answers.",
+        ),
+        ("/metrics", "Prometheus text metrics."),
+        ("/openapi.json", "This document."),
+    ] {
+        paths.insert(
+            path.to_string(),
+            json!({"get": {"summary": summary, "security": [], "responses": {"200": {"description": "OK"}}}}),
+        );
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": format!("Agentic Mesh {}", service.as_str()),
+            "description": service.purpose(),
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+        "servers": [{"url": format!("http://127.0.0.1:{}", service.default_port())}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Error": {
+                "description": "An error",
+                "content": {"application/json": {"schema": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                            "field": {"type": ["string", "null"]},
+                        },
+                    }},
+                }}},
+            }},
+        },
+    })
+}
