@@ -1,0 +1,114 @@
+use chrono::Duration;
+use mesh_queue::{TaskListQuery, TaskQueueClient};
+use mesh_registry::AgentRegistryClient;
+use mesh_service::{ApiError, Caller, ServiceContext};
+use mesh_types::task::QueueStats;
+use mesh_types::time::{Timestamp, rfc3339_micros};
+use mesh_types::{NewTask, Page, Task, TaskStatus};
+use serde::Serialize;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Assumed run time of a task type nothing has been observed for yet.
+pub const DEFAULT_TASK_DURATION: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub struct Orchestrator {
+    ctx: ServiceContext,
+    queue: TaskQueueClient,
+    agents: AgentRegistryClient,
+}
+
+/// The seed's reply to a task submission.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitResponse {
+    pub task_id: Uuid,
+    pub status: TaskStatus,
+    #[serde(with = "rfc3339_micros")]
+    pub estimated_completion: Timestamp,
+}
+
+impl Orchestrator {
+    pub fn new(
+        ctx: ServiceContext,
+        queue: TaskQueueClient,
+        agents: AgentRegistryClient,
+    ) -> Arc<Self> {
+        Arc::new(Self { ctx, queue, agents })
+    }
+
+    pub fn context(&self) -> &ServiceContext {
+        &self.ctx
+    }
+
+    pub async fn submit(&self, caller: &Caller, new: NewTask) -> Result<SubmitResponse, ApiError> {
+        new.validate()?;
+        // Read the queue before enqueueing: the estimate is for the work ahead of us.
+        let stats = self
+            .queue
+            .stats(caller, &new.task_type, new.priority)
+            .await?;
+        let summary = self.agents.summary(caller).await?;
+        let task = self.queue.enqueue(caller, new).await?;
+        Ok(SubmitResponse {
+            task_id: task.id,
+            status: task.status,
+            estimated_completion: estimate_completion(task.created_at, &stats, summary.active),
+        })
+    }
+
+    pub async fn get(&self, caller: &Caller, id: Uuid) -> Result<Task, ApiError> {
+        self.queue.get(caller, id).await
+    }
+
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        query: TaskListQuery,
+    ) -> Result<Page<Task>, ApiError> {
+        self.queue.list(caller, query).await
+    }
+
+    pub async fn cancel(&self, caller: &Caller, id: Uuid) -> Result<Task, ApiError> {
+        self.queue.cancel(caller, id).await
+    }
+}
+
+/// When a task submitted at `now` should finish: the tasks ahead of it drain through the
+/// active agents in waves of one mean duration each, then it runs for one more.
+pub fn estimate_completion(now: Timestamp, stats: &QueueStats, active_agents: u64) -> Timestamp {
+    let mean_ms = stats
+        .mean_duration_ms
+        .filter(|m| m.is_finite() && *m >= 0.0)
+        .unwrap_or(DEFAULT_TASK_DURATION.as_millis() as f64);
+    let workers = active_agents.max(1) as f64;
+    let waves = (stats.ahead as f64 / workers).ceil() + 1.0;
+    let total_ms = (mean_ms * waves).min(i64::MAX as f64 / 2.0);
+    now + Duration::milliseconds(total_ms as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(ahead: u64, mean: Option<f64>) -> QueueStats {
+        QueueStats {
+            ahead,
+            mean_duration_ms: mean,
+            samples: u64::from(mean.is_some()),
+        }
+    }
+
+    #[test]
+    fn estimate_grows_with_the_queue_and_shrinks_with_agents() {
+        let now = mesh_types::time::now();
+        let empty = estimate_completion(now, &stats(0, Some(1000.0)), 1);
+        assert_eq!(empty - now, Duration::milliseconds(1000));
+        let busy = estimate_completion(now, &stats(4, Some(1000.0)), 1);
+        assert_eq!(busy - now, Duration::milliseconds(5000));
+        let parallel = estimate_completion(now, &stats(4, Some(1000.0)), 4);
+        assert_eq!(parallel - now, Duration::milliseconds(2000));
+        let unknown = estimate_completion(now, &stats(0, None), 0);
+        assert_eq!(unknown - now, Duration::seconds(30));
+    }
+}

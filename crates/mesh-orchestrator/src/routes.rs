@@ -1,0 +1,147 @@
+use crate::core::{Orchestrator, SubmitResponse};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mesh_queue::TaskListQuery;
+use mesh_service::openapi::{Op, document};
+use mesh_service::{ApiError, Caller, IdPath, JsonBody, QueryParams, ServiceName};
+use mesh_types::{NewTask, Page, Permission, Task};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub fn router(core: Arc<Orchestrator>) -> Router {
+    let auth = core.context().auth.clone();
+    let api = Router::new()
+        .route(
+            "/api/v1/tasks",
+            post(submit)
+                .route_layer(auth.require(Permission::TaskSubmit))
+                .merge(get(list).route_layer(auth.require(Permission::TaskRead))),
+        )
+        .route(
+            "/api/v1/tasks/{id}",
+            get(get_task).route_layer(auth.require(Permission::TaskRead)),
+        )
+        .route(
+            "/api/v1/tasks/{id}/cancel",
+            post(cancel).route_layer(auth.require(Permission::TaskCancel)),
+        )
+        .with_state(core.clone())
+        .merge(crate::keys_routes::router(core.context().clone()));
+    mesh_service::server::finish_router(core.context(), api, openapi())
+}
+
+async fn submit(
+    State(core): State<Arc<Orchestrator>>,
+    caller: Caller,
+    JsonBody(new): JsonBody<NewTask>,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    Ok((StatusCode::CREATED, Json(core.submit(&caller, new).await?)))
+}
+
+async fn list(
+    State(core): State<Arc<Orchestrator>>,
+    caller: Caller,
+    QueryParams(query): QueryParams<TaskListQuery>,
+) -> Result<Json<Page<Task>>, ApiError> {
+    Ok(Json(core.list(&caller, query).await?))
+}
+
+async fn get_task(
+    State(core): State<Arc<Orchestrator>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<Task>, ApiError> {
+    Ok(Json(core.get(&caller, id).await?))
+}
+
+async fn cancel(
+    State(core): State<Arc<Orchestrator>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<Task>, ApiError> {
+    Ok(Json(core.cancel(&caller, id).await?))
+}
+
+fn openapi() -> Value {
+    let op = |method, path, summary, permission, request, success| Op {
+        method,
+        path,
+        summary,
+        permission: Some(permission),
+        request,
+        success,
+    };
+    let new_key = json!({
+        "type": "object",
+        "required": ["name", "roles"],
+        "additionalProperties": false,
+        "properties": {
+            "name": {"type": "string"},
+            "roles": {"type": "array", "items": {"enum": ["admin", "operator", "agent", "auditor"]}},
+            "tenant": {"type": "string", "default": "default"},
+        },
+    });
+    document(
+        ServiceName::Orchestrator,
+        &[
+            op(
+                "post",
+                "/api/v1/tasks",
+                "Submit a task: {taskId, status: queued, estimatedCompletion}",
+                Permission::TaskSubmit,
+                Some(mesh_queue::new_task_schema()),
+                (201, "Task accepted"),
+            ),
+            op(
+                "get",
+                "/api/v1/tasks",
+                "List tasks (filters: status, type, parentId; limit, cursor)",
+                Permission::TaskRead,
+                None,
+                (200, "A page of tasks"),
+            ),
+            op(
+                "get",
+                "/api/v1/tasks/{id}",
+                "Get a task",
+                Permission::TaskRead,
+                None,
+                (200, "The task"),
+            ),
+            op(
+                "post",
+                "/api/v1/tasks/{id}/cancel",
+                "Cancel a task and its unfinished subtasks",
+                Permission::TaskCancel,
+                None,
+                (200, "The cancelled task"),
+            ),
+            op(
+                "post",
+                "/api/v1/keys",
+                "Create an API key (the key is in the reply, once)",
+                Permission::KeysManage,
+                Some(new_key),
+                (201, "{key, record}"),
+            ),
+            op(
+                "get",
+                "/api/v1/keys",
+                "List API keys (never the keys themselves)",
+                Permission::KeysManage,
+                None,
+                (200, "Key records"),
+            ),
+            op(
+                "post",
+                "/api/v1/keys/{id}/revoke",
+                "Revoke an API key",
+                Permission::KeysManage,
+                None,
+                (200, "The revoked key record"),
+            ),
+        ],
+    )
+}

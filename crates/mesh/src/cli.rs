@@ -1,0 +1,205 @@
+//! Command-line interface.
+
+use clap::{Args, Parser, Subcommand};
+use mesh_service::ServiceName;
+use mesh_types::{
+    AgentRole, AgentStatus, DataClassification, RiskTier, Role, TaskStatus, ToolStatus,
+};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mesh",
+    version,
+    about = "Agentic Mesh: a provenance-first control plane for multi-agent LLM systems"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Directory for the embedded store and local state [default: ./.mesh]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Store URL: sqlite://PATH or postgres://USER@HOST:PORT/DB [default: SQLite in the data directory]
+    #[arg(long, global = true, value_name = "URL")]
+    pub store: Option<String>,
+    /// TOML configuration file
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run all eight services in this process, each on its own port
+    Up(UpArgs),
+    /// Run one service alone (split mode); it reaches the others over HTTP
+    Serve(ServeArgs),
+    /// Apply pending schema migrations to the store and exit
+    Migrate,
+    /// Manage API keys (works whether or not the mesh is running)
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Submit, inspect and cancel tasks
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Inspect registered agents
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Inspect registered tools
+    #[command(subcommand)]
+    Tools(ToolsCommand),
+    /// Read and verify the provenance log
+    #[command(subcommand)]
+    Provenance(ProvenanceCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address every service binds to (ports stay the seed's)
+    #[arg(long, value_name = "IP")]
+    pub bind: Option<IpAddr>,
+    /// Listen address for one service, e.g. --listen task-queue=127.0.0.1:0 (repeatable)
+    #[arg(long, value_name = "SERVICE=ADDR", value_parser = parse_listen)]
+    pub listen: Vec<(ServiceName, std::net::SocketAddr)>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// mesh-orchestrator, routing-gateway, policy-enforcer, provenance-service,
+    /// agent-registry, tool-registry, events-bus or task-queue
+    #[arg(value_parser = parse_service)]
+    pub service: ServiceName,
+    /// Listen address [default: 127.0.0.1 and the service's seed port]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Where to reach another service, e.g. --peer task-queue=http://10.0.0.7:5007 (repeatable)
+    #[arg(long, value_name = "SERVICE=URL", value_parser = crate::config::service_pair)]
+    pub peer: Vec<(ServiceName, String)>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it alone on stdout
+    Create {
+        /// Role granted to the key (repeatable): admin, operator, agent, auditor
+        #[arg(long = "role", required = true, value_parser = parse_role)]
+        roles: Vec<Role>,
+        /// Name recorded as the actor of the key's actions
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// List keys (never the keys themselves)
+    List,
+    /// Revoke a key by id
+    Revoke { id: Uuid },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submit a task
+    Submit {
+        /// Task type, e.g. code_refactor
+        #[arg(long = "type")]
+        task_type: String,
+        /// Input as JSON, or @FILE to read it from a file
+        #[arg(long)]
+        input: String,
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i32,
+        /// Metadata as a JSON object
+        #[arg(long)]
+        metadata: Option<String>,
+        #[arg(long, value_parser = parse_enum::<RiskTier>)]
+        risk_tier: Option<RiskTier>,
+        #[arg(long, value_parser = parse_enum::<DataClassification>)]
+        data_classification: Option<DataClassification>,
+        /// Parent task id, making this a subtask
+        #[arg(long)]
+        parent: Option<Uuid>,
+    },
+    /// Show one task
+    Get { id: Uuid },
+    /// List tasks, newest first
+    List {
+        #[arg(long, value_parser = parse_enum::<TaskStatus>)]
+        status: Option<TaskStatus>,
+        #[arg(long = "type")]
+        task_type: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Cancel a task and its unfinished subtasks
+    Cancel { id: Uuid },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// List agents
+    List {
+        #[arg(long, value_parser = parse_enum::<AgentStatus>)]
+        status: Option<AgentStatus>,
+        #[arg(long, value_parser = parse_enum::<AgentRole>)]
+        role: Option<AgentRole>,
+        #[arg(long)]
+        capability: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ToolsCommand {
+    /// List tools
+    List {
+        #[arg(long, value_parser = parse_enum::<ToolStatus>)]
+        status: Option<ToolStatus>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvenanceCommand {
+    /// A task's timeline and graph
+    Show { task_id: Uuid },
+    /// Verify the hash chain; exits 1 and names the first bad event if it is broken
+    Verify,
+}
+
+fn parse_service(s: &str) -> Result<ServiceName, String> {
+    s.parse()
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+fn parse_enum<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| e.to_string())
+}
+
+fn parse_listen(s: &str) -> Result<(ServiceName, std::net::SocketAddr), String> {
+    let (service, addr) = crate::config::service_pair(s)?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("`{addr}` is not an IP:PORT address: {e}"))?;
+    Ok((service, addr))
+}

@@ -1,0 +1,215 @@
+//! Composition: which services run in this process, how each reaches the others, and
+//! their lifecycle from bind to drain. Only this module knows the deployment mode.
+
+use crate::config::Config;
+use anyhow::{Context, Result};
+use axum::Router;
+use mesh_orchestrator::Orchestrator;
+use mesh_provenance::ProvenanceService;
+use mesh_queue::{TaskQueue, TaskQueueClient};
+use mesh_registry::{AgentRegistry, AgentRegistryClient, ToolRegistry};
+use mesh_service::{HttpClient, Readiness, ServiceContext, ServiceName};
+use mesh_store::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// The service cores of one process; a core is absent when the service runs elsewhere.
+pub struct Cores {
+    pub orchestrator: Option<Arc<Orchestrator>>,
+    pub queue: Option<Arc<TaskQueue>>,
+    pub agents: Option<Arc<AgentRegistry>>,
+    pub tools: Option<Arc<ToolRegistry>>,
+    pub provenance: Option<Arc<ProvenanceService>>,
+    contexts: Vec<ServiceContext>,
+}
+
+impl Cores {
+    /// Builds the cores for `services`; the orchestrator reaches a queue or registry
+    /// that is not among them over HTTP at the configured peer URL.
+    pub fn build(
+        store: &Store,
+        services: &[ServiceName],
+        config: &Config,
+        readiness: &Readiness,
+    ) -> Result<Self> {
+        let here = |s: ServiceName| services.contains(&s);
+        let ctx = |s: ServiceName| ServiceContext::new(s, store.clone(), readiness.clone());
+        let queue =
+            here(ServiceName::TaskQueue).then(|| TaskQueue::new(ctx(ServiceName::TaskQueue)));
+        let agents = here(ServiceName::AgentRegistry)
+            .then(|| AgentRegistry::new(ctx(ServiceName::AgentRegistry)));
+        let tools = here(ServiceName::ToolRegistry)
+            .then(|| ToolRegistry::new(ctx(ServiceName::ToolRegistry)));
+        let provenance = here(ServiceName::Provenance)
+            .then(|| ProvenanceService::new(ctx(ServiceName::Provenance)));
+        let orchestrator = if here(ServiceName::Orchestrator) {
+            let queue_client = match &queue {
+                Some(core) => TaskQueueClient::InProcess(core.clone()),
+                None => TaskQueueClient::Http(peer(config, ServiceName::TaskQueue)?),
+            };
+            let agent_client = match &agents {
+                Some(core) => AgentRegistryClient::InProcess(core.clone()),
+                None => AgentRegistryClient::Http(peer(config, ServiceName::AgentRegistry)?),
+            };
+            Some(Orchestrator::new(
+                ctx(ServiceName::Orchestrator),
+                queue_client,
+                agent_client,
+            ))
+        } else {
+            None
+        };
+        let contexts = [
+            ServiceName::RoutingGateway,
+            ServiceName::PolicyEnforcer,
+            ServiceName::EventsBus,
+        ]
+        .into_iter()
+        .filter(|s| here(*s))
+        .map(ctx)
+        .collect();
+        Ok(Cores {
+            orchestrator,
+            queue,
+            agents,
+            tools,
+            provenance,
+            contexts,
+        })
+    }
+
+    fn router(&self, service: ServiceName) -> Option<Router> {
+        let plain = |s| self.contexts.iter().find(|c| c.name == s);
+        Some(match service {
+            ServiceName::Orchestrator => mesh_orchestrator::router(self.orchestrator.clone()?),
+            ServiceName::TaskQueue => mesh_queue::router(self.queue.clone()?),
+            ServiceName::AgentRegistry => mesh_registry::agent_router(self.agents.clone()?),
+            ServiceName::ToolRegistry => mesh_registry::tool_router(self.tools.clone()?),
+            ServiceName::Provenance => mesh_provenance::router(self.provenance.clone()?),
+            ServiceName::RoutingGateway => mesh_gateway::router(plain(service)?),
+            ServiceName::PolicyEnforcer => mesh_policy::router(plain(service)?),
+            ServiceName::EventsBus => mesh_bus::router(plain(service)?),
+        })
+    }
+}
+
+fn peer(config: &Config, service: ServiceName) -> Result<HttpClient> {
+    let url = &config.peers[&service];
+    HttpClient::new(service, url).map_err(|e| anyhow::anyhow!("client for {service} at {url}: {e}"))
+}
+
+/// A set of services serving on their listeners.
+pub struct Running {
+    pub endpoints: Vec<(ServiceName, SocketAddr)>,
+    servers: JoinSet<(ServiceName, std::io::Result<()>)>,
+    shutdown: watch::Sender<bool>,
+    readiness: Readiness,
+}
+
+/// Binds every listener first (so a taken port fails start-up before anything serves),
+/// then serves each service and starts background loops.
+pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> Result<Running> {
+    let mut listeners = Vec::new();
+    for service in services {
+        let addr = config.listen[service];
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("{service} cannot listen on {addr} (set services.{service}.listen or --listen {service}=ADDR)"))?;
+        listeners.push((*service, listener));
+    }
+    let readiness = Readiness::default();
+    let cores = Cores::build(store, services, config, &readiness)?;
+    let (shutdown, watcher) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    let mut endpoints = Vec::new();
+    for (service, listener) in listeners {
+        let router = cores
+            .router(service)
+            .with_context(|| format!("{service} has no core in this process"))?;
+        endpoints.push((service, listener.local_addr()?));
+        let mut stop = watcher.clone();
+        servers.spawn(async move {
+            let signal = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            (
+                service,
+                mesh_service::server::serve(listener, router, signal).await,
+            )
+        });
+    }
+    if let Some(agents) = &cores.agents {
+        let sweep = (config.heartbeat_ttl / 3).max(Duration::from_millis(100));
+        mesh_registry::spawn_heartbeat_sweeper(
+            agents.clone(),
+            config.heartbeat_ttl,
+            sweep,
+            watcher.clone(),
+        );
+    }
+    readiness.set_ready(true);
+    Ok(Running {
+        endpoints,
+        servers,
+        shutdown,
+        readiness,
+    })
+}
+
+impl Running {
+    /// Serves until SIGTERM or Ctrl-C, or until a server fails; then drains.
+    pub async fn run_until_signal(mut self, grace: Duration) -> Result<()> {
+        let failure = tokio::select! {
+            _ = shutdown_signal() => None,
+            Some(done) = self.servers.join_next() => Some(done),
+        };
+        if let Some(done) = failure {
+            self.drain(grace).await;
+            return match done {
+                Ok((service, Err(err))) => Err(anyhow::anyhow!("{service} stopped: {err}")),
+                Ok((service, Ok(()))) => Err(anyhow::anyhow!("{service} stopped unexpectedly")),
+                Err(err) => Err(anyhow::anyhow!("a server task failed: {err}")),
+            };
+        }
+        tracing::info!(grace_secs = grace.as_secs(), "draining");
+        self.drain(grace).await;
+        Ok(())
+    }
+
+    /// Drops readiness, stops accepting, and gives in-flight requests `grace` to finish.
+    pub async fn drain(&mut self, grace: Duration) {
+        self.readiness.set_ready(false);
+        let _ = self.shutdown.send(true);
+        let all_done = async { while self.servers.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all_done).await.is_err() {
+            tracing::warn!("grace period over; abandoning in-flight requests");
+            self.servers.abort_all();
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

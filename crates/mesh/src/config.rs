@@ -1,0 +1,199 @@
+//! Configuration: defaults, then the TOML file, then command-line flags.
+//!
+//! Parsing binds nothing and reads no environment: the file's text is passed in, so
+//! tests can resolve configurations from strings.
+
+use anyhow::{Context, Result, bail};
+use mesh_service::ServiceName;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The file format (`--config FILE`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
+    /// Address every service listens on unless `services.<name>.listen` says otherwise.
+    pub bind: Option<IpAddr>,
+    pub drain_grace_secs: Option<u64>,
+    pub heartbeat_ttl_secs: Option<u64>,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Where this service listens.
+    pub listen: Option<SocketAddr>,
+    /// Where other processes reach this service in split mode.
+    pub url: Option<String>,
+}
+
+/// Flags that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
+    pub bind: Option<IpAddr>,
+    pub listen: Vec<(ServiceName, SocketAddr)>,
+    pub peers: Vec<(ServiceName, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// `None`: SQLite under the data directory.
+    pub store: Option<String>,
+    pub listen: BTreeMap<ServiceName, SocketAddr>,
+    pub peers: BTreeMap<ServiceName, String>,
+    pub drain_grace: Duration,
+    pub heartbeat_ttl: Duration,
+}
+
+pub const DEFAULT_DATA_DIR: &str = ".mesh";
+const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(10);
+const DEFAULT_HEARTBEAT_TTL: Duration = Duration::from_secs(30);
+
+impl Config {
+    /// Resolves defaults, the file's text (if any) and the flags, in that order.
+    pub fn resolve(file_text: Option<(&str, &str)>, flags: &Overrides) -> Result<Self> {
+        let file: FileConfig = match file_text {
+            Some((name, text)) => toml::from_str(text)
+                .with_context(|| format!("invalid configuration file {name}"))?,
+            None => FileConfig::default(),
+        };
+        let mut services = BTreeMap::new();
+        for (name, svc) in file.services {
+            let service: ServiceName = name
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("configuration [services.{name}]: {e}"))?;
+            services.insert(service, svc);
+        }
+        let bind = flags
+            .bind
+            .or(file.bind)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let mut listen = BTreeMap::new();
+        let mut peers = BTreeMap::new();
+        for service in ServiceName::ALL {
+            let configured = services.get(&service);
+            let addr = configured
+                .and_then(|s| s.listen)
+                .unwrap_or_else(|| SocketAddr::new(bind, service.default_port()));
+            listen.insert(service, addr);
+            let url = configured
+                .and_then(|s| s.url.clone())
+                .unwrap_or_else(|| format!("http://127.0.0.1:{}", service.default_port()));
+            peers.insert(service, url);
+        }
+        for (service, addr) in &flags.listen {
+            listen.insert(*service, *addr);
+        }
+        for (service, url) in &flags.peers {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("--peer {service}={url}: the URL must start with http:// or https://");
+            }
+            peers.insert(*service, url.clone());
+        }
+        let data_dir = flags
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let heartbeat_ttl = file
+            .heartbeat_ttl_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_HEARTBEAT_TTL);
+        if heartbeat_ttl.is_zero() {
+            bail!("heartbeat_ttl_secs must be at least 1");
+        }
+        Ok(Config {
+            data_dir,
+            store: flags.store.clone().or(file.store),
+            listen,
+            peers,
+            drain_grace: file
+                .drain_grace_secs
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_DRAIN_GRACE),
+            heartbeat_ttl,
+        })
+    }
+}
+
+/// Parses `SERVICE=VALUE` flag arguments.
+pub fn service_pair(arg: &str) -> Result<(ServiceName, String), String> {
+    let (name, value) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("`{arg}`: expected SERVICE=VALUE"))?;
+    Ok((name.parse()?, value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let defaults = Config::resolve(None, &Overrides::default()).unwrap();
+        assert_eq!(defaults.data_dir, PathBuf::from(".mesh"));
+        assert_eq!(defaults.listen[&ServiceName::TaskQueue].port(), 5007);
+        assert_eq!(
+            defaults.listen[&ServiceName::Orchestrator].to_string(),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(
+            defaults.peers[&ServiceName::AgentRegistry],
+            "http://127.0.0.1:5004"
+        );
+
+        let file = r#"
+            data_dir = "/var/lib/mesh"
+            store = "postgres://mesh@db/mesh"
+            bind = "0.0.0.0"
+            heartbeat_ttl_secs = 5
+            [services.task-queue]
+            listen = "127.0.0.1:7007"
+            url = "http://queue.internal:7007"
+        "#;
+        let flags = Overrides {
+            store: Some("sqlite://x.db".into()),
+            listen: vec![(ServiceName::Orchestrator, "127.0.0.1:0".parse().unwrap())],
+            ..Default::default()
+        };
+        let c = Config::resolve(Some(("mesh.toml", file)), &flags).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/mesh"));
+        assert_eq!(c.store.as_deref(), Some("sqlite://x.db"));
+        assert_eq!(
+            c.listen[&ServiceName::TaskQueue].to_string(),
+            "127.0.0.1:7007"
+        );
+        assert_eq!(
+            c.listen[&ServiceName::Provenance].to_string(),
+            "0.0.0.0:5003"
+        );
+        assert_eq!(c.listen[&ServiceName::Orchestrator].port(), 0);
+        assert_eq!(
+            c.peers[&ServiceName::TaskQueue],
+            "http://queue.internal:7007"
+        );
+        assert_eq!(c.heartbeat_ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        let err = Config::resolve(Some(("m.toml", "stor = 1")), &Overrides::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("m.toml"));
+        assert!(format!("{err:#}").contains("stor"));
+        let err = Config::resolve(Some(("m.toml", "[services.nope]\n")), &Overrides::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("nope"));
+        assert!(service_pair("task-queue").is_err());
+        assert!(service_pair("queue=http://x").is_err());
+    }
+}
