@@ -1,0 +1,263 @@
+//! Starting the real `mesh` binary on ephemeral ports and talking HTTP to it.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SERVICES: [&str; 8] = [
+    "mesh-orchestrator",
+    "routing-gateway",
+    "policy-enforcer",
+    "provenance-service",
+    "agent-registry",
+    "tool-registry",
+    "events-bus",
+    "task-queue",
+];
+
+pub fn mesh_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mesh")
+}
+
+/// `mesh` with the given arguments, run to completion.
+pub fn mesh(args: &[&str]) -> std::process::Output {
+    Command::new(mesh_bin())
+        .args(args)
+        .env("MESH_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+pub struct MeshProcess {
+    pub child: Child,
+    pub endpoints: HashMap<String, String>,
+    pub admin_key: Option<String>,
+    pub stderr_path: PathBuf,
+}
+
+impl MeshProcess {
+    /// `mesh <args>` (up or serve), waiting until it prints its endpoints.
+    pub fn start(dir: &Path, args: &[&str]) -> MeshProcess {
+        let stderr_path = dir.join(format!("mesh-{}.log", uuid::Uuid::new_v4().simple()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = Command::new(mesh_bin())
+            .args(args)
+            .current_dir(dir)
+            .env("MESH_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut endpoints = HashMap::new();
+        let mut admin_key = None;
+        let mut expect_key = false;
+        loop {
+            let Some(Ok(line)) = lines.next() else {
+                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!("mesh exited before it was up; stderr:\n{log}");
+            };
+            let trimmed = line.trim();
+            if expect_key {
+                admin_key = Some(trimmed.to_string());
+                expect_key = false;
+            } else if trimmed.starts_with("Admin API key") {
+                expect_key = true;
+            } else if trimmed.starts_with("Press Ctrl-C") {
+                break;
+            } else if let Some((name, url)) = trimmed.split_once(char::is_whitespace) {
+                if SERVICES.contains(&name) {
+                    endpoints.insert(name.to_string(), url.trim().to_string());
+                }
+            }
+        }
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        MeshProcess {
+            child,
+            endpoints,
+            admin_key,
+            stderr_path,
+        }
+    }
+
+    /// `mesh up` with every service on an ephemeral port.
+    pub fn up(dir: &Path, extra: &[&str]) -> MeshProcess {
+        let mut args = vec!["up".to_string()];
+        for s in SERVICES {
+            args.push("--listen".into());
+            args.push(format!("{s}=127.0.0.1:0"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start(dir, &refs)
+    }
+
+    pub fn url(&self, service: &str) -> String {
+        self.endpoints
+            .get(service)
+            .unwrap_or_else(|| panic!("{service} not started"))
+            .clone()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                panic!("mesh did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for MeshProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny blocking-free HTTP helper over reqwest.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Api {
+    pub fn new() -> Self {
+        Api {
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        url: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, url);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, body }
+    }
+
+    pub async fn get(&self, url: &str, key: &str) -> Reply {
+        self.call("GET", url, Some(key), None).await
+    }
+
+    pub async fn post(&self, url: &str, key: &str, body: &str) -> Reply {
+        self.call("POST", url, Some(key), Some(body)).await
+    }
+
+    /// Creates a key with the given role through the API.
+    pub async fn key(&self, orchestrator: &str, admin: &str, role: &str) -> String {
+        let r = self
+            .post(
+                &format!("{orchestrator}/api/v1/keys"),
+                admin,
+                &format!(r#"{{"name":"{role}-test","roles":["{role}"]}}"#),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["key"].as_str().unwrap().to_string()
+    }
+}
+
+pub const SEED_TASK: &str = r#"{
+  "type": "code_refactor",
+  "input": { "spec": "...", "target": "src/foo.ts" },
+  "priority": 1,
+  "metadata": { "requester": "user@example.com" }
+}"#;
+
+pub const SEED_AGENT: &str = r#"{
+  "name": "coder-agent-v1",
+  "version": "1.0.0",
+  "role": "coder",
+  "riskTier": "medium",
+  "capabilities": ["typescript", "python", "refactoring"],
+  "modelPreference": { "provider": "anthropic", "model": "claude-sonnet-4-5-20250929" }
+}"#;
+
+pub const SEED_TOOL: &str = r#"{
+  "name": "web-search",
+  "version": "1.0.0",
+  "inputSchema": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+  "outputSchema": {"type": "array", "items": {"type": "string"}},
+  "riskTier": "low",
+  "rateLimit": 60,
+  "costModel": {"perInvocation": 0.001, "perInputUnit": 0.0, "currency": "USD"}
+}"#;
+
+/// Fresh PostgreSQL database URL (a schema per test) or `None` when not configured
+/// outside CI. Under CI a missing URL fails the test.
+pub async fn postgres_url() -> Option<String> {
+    let Ok(base) = std::env::var("MESH_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set MESH_TEST_POSTGRES_URL"
+        );
+        eprintln!("SKIPPED: MESH_TEST_POSTGRES_URL is not set; PostgreSQL test not run");
+        return None;
+    };
+    let schema = format!("mesh_it_{}", uuid::Uuid::new_v4().simple());
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+pub async fn pg_query(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.query(sql, &[]).await.unwrap()
+}
