@@ -154,12 +154,15 @@ seed_enum!(
     }
 );
 
+// Written out because `seed_enum!` owns the derive list.
+#[allow(clippy::derivable_impls)]
 impl Default for RiskTier {
     fn default() -> Self {
         RiskTier::Low
     }
 }
 
+#[allow(clippy::derivable_impls)]
 impl Default for DataClassification {
     fn default() -> Self {
         DataClassification::Internal

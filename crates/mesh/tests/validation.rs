@@ -8,6 +8,24 @@ mod common;
 use common::{Api, MeshProcess, SEED_AGENT, SEED_TASK, SEED_TOOL};
 use serde_json::Value;
 
+/// (method, url, body, expected status, error code, error field)
+type Case = (
+    &'static str,
+    String,
+    Option<String>,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
+/// (method, service, path, body, permission)
+type Route = (
+    &'static str,
+    &'static str,
+    String,
+    Option<String>,
+    &'static str,
+);
+
 async fn head_count(api: &Api, mesh: &MeshProcess, key: &str) -> i64 {
     let v = api
         .get(
@@ -45,8 +63,7 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
     let tasks = format!("{orch}/api/v1/tasks");
     let agents = format!("{reg}/api/v1/agents");
     let tools_url = format!("{tools}/api/v1/tools");
-    // (method, url, body, status, code, field)
-    let cases: Vec<(&str, String, Option<String>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("POST", tasks.clone(), Some("{\"type\": ".into()), 400, "malformed_json", None),
         ("POST", tasks.clone(), Some("".into()), 400, "malformed_json", None),
         ("POST", tasks.clone(), Some("[1,2]".into()), 400, "invalid_request", None),
@@ -111,18 +128,7 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
 }
 
 /// (method, service, path, body, permission) for every guarded route.
-fn routes(
-    task: &str,
-    agent: &str,
-    tool: &str,
-    key_id: &str,
-) -> Vec<(
-    &'static str,
-    &'static str,
-    String,
-    Option<String>,
-    &'static str,
-)> {
+fn routes(task: &str, agent: &str, tool: &str, key_id: &str) -> Vec<Route> {
     vec![
         (
             "POST",

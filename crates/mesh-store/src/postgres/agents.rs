@@ -94,7 +94,7 @@ impl AgentStore for PgStore {
             q.and("capabilities ? $", cap.clone());
         }
         let client = self.client().await?;
-        q.page(&**client, cursor, page.limit, agent_from_row, |a| a.id)
+        q.page(&client, cursor, page.limit, agent_from_row, |a| a.id)
             .await
     }
 

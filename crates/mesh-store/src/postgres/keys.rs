@@ -12,7 +12,7 @@ use uuid::Uuid;
 const KEY_COLUMNS: &str = "id, name, key_hash, roles, tenant, created_at, revoked_at";
 
 /// Serialises bootstrap-key creation between processes starting on one empty store.
-const FIRST_KEY_LOCK: i64 = 0x6d65_7368_6b65_79;
+const FIRST_KEY_LOCK: i64 = 0x006d_6573_686b_6579;
 
 fn key_from_row(row: &Row) -> Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {

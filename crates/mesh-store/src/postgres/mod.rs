@@ -18,7 +18,7 @@ use tokio_postgres::NoTls;
 const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", include_str!("schema.sql"))];
 
 /// Arbitrary constant naming the migration lock among advisory locks.
-const MIGRATION_LOCK: i64 = 0x6d65_7368_6d69_67;
+const MIGRATION_LOCK: i64 = 0x006d_6573_686d_6967;
 const POOL_SIZE: usize = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 

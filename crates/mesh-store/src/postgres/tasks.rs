@@ -120,7 +120,7 @@ impl TaskStore for PgStore {
             q.and("tenant = $", tenant.clone());
         }
         let client = self.client().await?;
-        q.page(&**client, cursor, page.limit, task_from_row, |t| t.id)
+        q.page(&client, cursor, page.limit, task_from_row, |t| t.id)
             .await
     }
 

@@ -76,7 +76,7 @@ impl ToolStore for PgStore {
             q.and("name = $", name.clone());
         }
         let client = self.client().await?;
-        q.page(&**client, cursor, page.limit, tool_from_row, |t| t.id)
+        q.page(&client, cursor, page.limit, tool_from_row, |t| t.id)
             .await
     }
 

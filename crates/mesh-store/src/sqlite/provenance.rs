@@ -94,7 +94,7 @@ impl ProvenanceLog for SqliteStore {
     }
 
     async fn head(&self) -> Result<ChainHead> {
-        self.read(|conn| read_head(conn)).await
+        self.read(read_head).await
     }
 
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<ProvenanceEvent>> {

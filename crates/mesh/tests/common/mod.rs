@@ -71,10 +71,10 @@ impl MeshProcess {
                 expect_key = true;
             } else if trimmed.starts_with("Press Ctrl-C") {
                 break;
-            } else if let Some((name, url)) = trimmed.split_once(char::is_whitespace) {
-                if SERVICES.contains(&name) {
-                    endpoints.insert(name.to_string(), url.trim().to_string());
-                }
+            } else if let Some((name, url)) = trimmed.split_once(char::is_whitespace)
+                && SERVICES.contains(&name)
+            {
+                endpoints.insert(name.to_string(), url.trim().to_string());
             }
         }
         // Keep draining stdout so the process never blocks on a full pipe.
