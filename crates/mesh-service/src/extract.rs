@@ -103,7 +103,10 @@ fn named_field(message: &str) -> Option<&str> {
 }
 
 fn join_path(parent: &str, name: &str) -> String {
-    if parent.is_empty() || parent == "." {
+    // serde_path_to_error already ends the path with an unknown field's name.
+    if parent == name || parent.ends_with(&format!(".{name}")) {
+        parent.to_string()
+    } else if parent.is_empty() || parent == "." {
         name.to_string()
     } else {
         format!("{parent}.{name}")

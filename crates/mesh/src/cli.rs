@@ -61,6 +61,9 @@ pub enum Command {
     /// Read and verify the provenance log
     #[command(subcommand)]
     Provenance(ProvenanceCommand),
+    /// Measure the mesh on this machine
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 #[derive(Debug, Args)]
@@ -202,4 +205,16 @@ fn parse_listen(s: &str) -> Result<(ServiceName, std::net::SocketAddr), String> 
         .parse()
         .map_err(|e| format!("`{addr}` is not an IP:PORT address: {e}"))?;
     Ok((service, addr))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Task submissions over HTTP through the whole write path, against a mesh started
+    /// in this process (a fresh SQLite file unless --store or --data-dir is given)
+    Tasks {
+        #[arg(long, default_value_t = 5_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
 }

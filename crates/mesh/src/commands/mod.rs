@@ -1,5 +1,6 @@
 //! One function per command; each resolves configuration and the store the same way.
 
+mod bench;
 mod keys;
 mod provenance;
 mod registry;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agents(cmd) => registry::agents(g, cmd).await,
         Command::Tools(cmd) => registry::tools(g, cmd).await,
         Command::Provenance(cmd) => provenance::run(g, cmd).await,
+        Command::Bench(cmd) => bench::run(g, cmd).await,
     }
 }
 
