@@ -315,3 +315,59 @@ async fn an_unreachable_store_fails_start_up_naming_the_setting() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected sqlite://"));
 }
+
+#[tokio::test]
+async fn silent_agents_become_unhealthy_and_recover_on_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mesh.toml");
+    std::fs::write(&config, "heartbeat_ttl_secs = 1\n").unwrap();
+    let mesh = MeshProcess::up(dir.path(), &["--config", config.to_str().unwrap()]);
+    let key = mesh.admin_key.clone().unwrap();
+    let api = Api::new();
+    let reg = mesh.url("agent-registry");
+    let id = api
+        .post(&format!("{reg}/api/v1/agents"), &key, SEED_AGENT)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Poll the state (not a timing assertion): the sweeper runs every ttl/3.
+    let mut status = String::new();
+    for _ in 0..200 {
+        status = api
+            .get(&format!("{reg}/api/v1/agents/{id}"), &key)
+            .await
+            .body["status"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if status == "unhealthy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "unhealthy");
+    let back = api
+        .post(&format!("{reg}/api/v1/agents/{id}/heartbeat"), &key, "")
+        .await;
+    assert_eq!(back.body["status"], "active");
+    let events = api
+        .get(
+            &format!(
+                "{}/api/v1/provenance/events?limit=100",
+                mesh.url("provenance-service")
+            ),
+            &key,
+        )
+        .await;
+    let actions: Vec<&str> = events
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"agent_heartbeat_expired"), "{actions:?}");
+    assert!(actions.contains(&"agent_recovered"), "{actions:?}");
+}

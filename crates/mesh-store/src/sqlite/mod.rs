@@ -160,3 +160,34 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_use_wal_and_full_sync_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            path: dir.path().join("m.db"),
+            synchronous_full: true,
+        };
+        let conn = connect(&options).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((mode.as_str(), sync), ("wal", 2), "2 is FULL");
+        let relaxed = connect(&SqliteOptions {
+            synchronous_full: false,
+            ..options
+        })
+        .unwrap();
+        let sync: i64 = relaxed
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 1, "1 is NORMAL");
+    }
+}
