@@ -65,14 +65,7 @@ async fn cancel(
 }
 
 fn openapi() -> Value {
-    let op = |method, path, summary, permission, request, success| Op {
-        method,
-        path,
-        summary,
-        permission: Some(permission),
-        request,
-        success,
-    };
+    let op = Op::guarded;
     let new_key = json!({
         "type": "object",
         "required": ["name", "roles"],

@@ -26,13 +26,8 @@ pub fn router(core: Arc<ProvenanceService>) -> Router {
             get(verify).route_layer(auth.require(Permission::ProvenanceVerify)),
         )
         .with_state(core.clone());
-    let op = |method, path, summary, permission, success| Op {
-        method,
-        path,
-        summary,
-        permission: Some(permission),
-        request: None,
-        success,
+    let op = |method, path, summary, permission, success| {
+        Op::guarded(method, path, summary, permission, None, success)
     };
     let doc = document(
         ServiceName::Provenance,

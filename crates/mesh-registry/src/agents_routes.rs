@@ -122,14 +122,7 @@ fn new_agent_schema() -> Value {
 }
 
 fn openapi() -> Value {
-    let op = |method, path, summary, permission, request, success| Op {
-        method,
-        path,
-        summary,
-        permission: Some(permission),
-        request,
-        success,
-    };
+    let op = Op::guarded;
     document(
         ServiceName::AgentRegistry,
         &[

@@ -90,14 +90,7 @@ fn new_tool_schema() -> Value {
 }
 
 fn openapi() -> Value {
-    let op = |method, path, summary, permission, request, success| Op {
-        method,
-        path,
-        summary,
-        permission: Some(permission),
-        request,
-        success,
-    };
+    let op = Op::guarded;
     document(
         ServiceName::ToolRegistry,
         &[

@@ -16,6 +16,27 @@ pub struct Op {
     pub success: (u16, &'static str),
 }
 
+impl Op {
+    /// An operation that requires `permission`.
+    pub fn guarded(
+        method: &'static str,
+        path: &'static str,
+        summary: &'static str,
+        permission: Permission,
+        request: Option<Value>,
+        success: (u16, &'static str),
+    ) -> Self {
+        Op {
+            method,
+            path,
+            summary,
+            permission: Some(permission),
+            request,
+            success,
+        }
+    }
+}
+
 pub fn document(service: ServiceName, ops: &[Op]) -> Value {
     let mut paths = Map::new();
     for op in ops {

@@ -10,6 +10,7 @@
 //! This crate must never hold HTTP types or business rules: it stores and returns.
 
 mod error;
+mod paging;
 pub mod postgres;
 pub mod sqlite;
 mod traits;

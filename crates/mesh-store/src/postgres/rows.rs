@@ -100,14 +100,7 @@ impl Query {
             .map(|a| a.as_ref() as &(dyn ToSql + Sync))
             .collect();
         let rows = client.query(&self.sql, &params).await?;
-        let mut items = rows.iter().map(map).collect::<Result<Vec<_>, _>>()?;
-        let more = items.len() > limit as usize;
-        items.truncate(limit as usize);
-        let next_cursor = if more {
-            items.last().map(|t| id_of(t).to_string())
-        } else {
-            None
-        };
-        Ok(mesh_types::Page { items, next_cursor })
+        let items = rows.iter().map(map).collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::paging::page(items, limit, id_of))
     }
 }

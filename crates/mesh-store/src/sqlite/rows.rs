@@ -77,18 +77,6 @@ pub fn cursor(page: &mesh_types::PageRequest) -> Result<Option<String>, crate::S
         .transpose()
 }
 
-/// Turns `limit + 1` fetched rows into a page, using the extra row to know there is more.
-pub fn page<T>(mut items: Vec<T>, limit: u32, id_of: impl Fn(&T) -> Uuid) -> mesh_types::Page<T> {
-    let more = items.len() > limit as usize;
-    items.truncate(limit as usize);
-    let next_cursor = if more {
-        items.last().map(|t| id_of(t).to_string())
-    } else {
-        None
-    };
-    mesh_types::Page { items, next_cursor }
-}
-
 /// A `SELECT … WHERE` built from optional filters, with numbered parameters.
 pub struct Query {
     sql: String,
@@ -131,6 +119,6 @@ impl Query {
         let items = stmt
             .query_map(params.as_slice(), map)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(page(items, limit, id_of))
+        Ok(crate::paging::page(items, limit, id_of))
     }
 }
