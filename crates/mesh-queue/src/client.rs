@@ -1,6 +1,8 @@
 use crate::core::{TaskListQuery, TaskQueue};
+use crate::leases::{ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply};
 use mesh_service::client::{Method, query_string};
 use mesh_service::{ApiError, Caller, HttpClient};
+use mesh_types::queue::Lease;
 use mesh_types::task::QueueStats;
 use mesh_types::{NewTask, Page, Task};
 use std::sync::Arc;
@@ -73,6 +75,82 @@ impl TaskQueueClient {
                     &format!("/api/v1/queue/tasks/{id}/cancel"),
                     &caller.token,
                     None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Leases tasks to an agent; the SDK's worker calls this.
+    pub async fn claim(&self, caller: &Caller, body: ClaimBody) -> Result<Vec<Lease>, ApiError> {
+        match self {
+            Self::InProcess(core) => core.claim(caller, body).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::POST,
+                    "/api/v1/queue/claim",
+                    &caller.token,
+                    Some(&body),
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn extend(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        body: ExtendBody,
+    ) -> Result<Lease, ApiError> {
+        match self {
+            Self::InProcess(core) => core.extend(id, body).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::POST,
+                    &format!("/api/v1/queue/tasks/{id}/heartbeat"),
+                    &caller.token,
+                    Some(&body),
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn complete(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        body: CompleteBody,
+    ) -> Result<Task, ApiError> {
+        match self {
+            Self::InProcess(core) => core.complete(caller, id, body).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::POST,
+                    &format!("/api/v1/queue/tasks/{id}/complete"),
+                    &caller.token,
+                    Some(&body),
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn fail(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        body: FailBody,
+    ) -> Result<FailReply, ApiError> {
+        match self {
+            Self::InProcess(core) => core.fail(caller, id, body).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::POST,
+                    &format!("/api/v1/queue/tasks/{id}/fail"),
+                    &caller.token,
+                    Some(&body),
                 )
                 .await
             }

@@ -1,15 +1,51 @@
+use mesh_registry::AgentRegistryClient;
 use mesh_service::{ApiError, ServiceContext};
+use mesh_types::queue::RetryPolicy;
 use mesh_types::task::{QueueStats, TaskFilter};
 use mesh_types::{EventDraft, NewTask, Page, PageRequest, Principal, Task, TaskStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
 /// The queue's core: plain async functions over the store, no HTTP types.
 pub struct TaskQueue {
-    ctx: ServiceContext,
+    pub(crate) ctx: ServiceContext,
+    pub(crate) config: QueueConfig,
+    pub(crate) agents: AgentRegistryClient,
+}
+
+/// How the queue leases and retries.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Lease length when a claim does not ask for one.
+    pub lease_ms: i64,
+    /// Longest lease a claim may ask for.
+    pub max_lease_ms: i64,
+    pub default_max_attempts: i32,
+    /// Attempts per task type, overriding the default.
+    pub max_attempts_by_type: HashMap<String, i32>,
+    pub retry: RetryPolicy,
+    /// Seconds of waiting worth one point of priority.
+    pub ageing_secs: i64,
+    /// How often expired leases and missed deadlines are swept.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            lease_ms: 30_000,
+            max_lease_ms: 3_600_000,
+            default_max_attempts: 3,
+            max_attempts_by_type: HashMap::new(),
+            retry: RetryPolicy::default(),
+            ageing_secs: 60,
+            sweep_interval_ms: 250,
+        }
+    }
 }
 
 /// Filters and paging of a task listing, as they arrive in a query string.
@@ -25,8 +61,12 @@ pub struct TaskListQuery {
 }
 
 impl TaskQueue {
-    pub fn new(ctx: ServiceContext) -> Arc<Self> {
-        Arc::new(Self { ctx })
+    pub fn new(ctx: ServiceContext, config: QueueConfig, agents: AgentRegistryClient) -> Arc<Self> {
+        Arc::new(Self {
+            ctx,
+            config,
+            agents,
+        })
     }
 
     pub fn context(&self) -> &ServiceContext {
@@ -43,7 +83,18 @@ impl TaskQueue {
                 ApiError::invalid("parentId", format!("parentId: no task {parent}"))
             })?;
         }
-        let task = new.into_task(Uuid::now_v7(), &caller.tenant, mesh_types::time::now());
+        let max_attempts = self
+            .config
+            .max_attempts_by_type
+            .get(&new.task_type)
+            .copied()
+            .unwrap_or(self.config.default_max_attempts);
+        let task = new.into_task(
+            Uuid::now_v7(),
+            &caller.tenant,
+            max_attempts,
+            mesh_types::time::now(),
+        );
         let actor = caller.name.as_str();
         let mut events = vec![
             EventDraft::new("task_created", actor, "task", Some(task.id.to_string()))
@@ -57,6 +108,9 @@ impl TaskQueue {
                     "tenant": task.tenant,
                     "keyId": caller.key_id,
                     "inputSha256": sha256_of(&task.input),
+                    "maxAttempts": task.max_attempts,
+                    "deadline": task.deadline.map(|d| mesh_types::time::format(&d)),
+                    "idempotencyKey": task.idempotency_key,
                 })),
         ];
         if let Some(parent) = task.parent_id {
@@ -71,8 +125,8 @@ impl TaskQueue {
                 .task(task.id)
                 .payload(json!({"priority": task.priority})),
         );
-        self.ctx.store.tasks.insert_task(&task, events).await?;
-        Ok(task)
+        // With an idempotency key already used, this is the first task, unchanged.
+        Ok(self.ctx.store.tasks.insert_task(&task, events).await?)
     }
 
     /// A task the caller may see; another tenant's task reads as not found.

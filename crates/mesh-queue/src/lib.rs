@@ -7,8 +7,12 @@
 
 mod client;
 mod core;
+mod leases;
 mod routes;
 
 pub use client::TaskQueueClient;
-pub use core::{TaskListQuery, TaskQueue};
+pub use core::{QueueConfig, TaskListQuery, TaskQueue};
+pub use leases::{
+    ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply, PageQuery, spawn_queue_sweeper,
+};
 pub use routes::{new_task_schema, openapi, router};

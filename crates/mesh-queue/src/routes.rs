@@ -1,12 +1,14 @@
 //! HTTP mapping of the task queue's core.
 
 use crate::core::{TaskListQuery, TaskQueue};
+use crate::leases::{ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply, PageQuery};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mesh_service::openapi::{Op, document};
 use mesh_service::{ApiError, Caller, IdPath, JsonBody, QueryParams, ServiceName};
+use mesh_types::queue::Lease;
 use mesh_types::task::QueueStats;
 use mesh_types::{NewTask, Page, Permission, Task};
 use serde::Deserialize;
@@ -33,6 +35,30 @@ pub fn router(core: Arc<TaskQueue>) -> Router {
         .route(
             "/api/v1/queue/stats",
             get(stats).route_layer(auth.require(Permission::TaskRead)),
+        )
+        .route(
+            "/api/v1/queue/claim",
+            post(claim).route_layer(auth.require(Permission::TaskClaim)),
+        )
+        .route(
+            "/api/v1/queue/tasks/{id}/heartbeat",
+            post(extend).route_layer(auth.require(Permission::TaskClaim)),
+        )
+        .route(
+            "/api/v1/queue/tasks/{id}/complete",
+            post(complete).route_layer(auth.require(Permission::TaskClaim)),
+        )
+        .route(
+            "/api/v1/queue/tasks/{id}/fail",
+            post(fail).route_layer(auth.require(Permission::TaskClaim)),
+        )
+        .route(
+            "/api/v1/queue/dead-letters",
+            get(dead_letters).route_layer(auth.require(Permission::TaskRead)),
+        )
+        .route(
+            "/api/v1/queue/dead-letters/{id}/requeue",
+            post(requeue).route_layer(auth.require(Permission::TaskRequeue)),
         )
         .with_state(core.clone());
     mesh_service::server::finish_router(core.context(), api, openapi())
@@ -71,6 +97,57 @@ async fn cancel(
     Ok(Json(core.cancel(&caller.principal, id).await?))
 }
 
+async fn claim(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<ClaimBody>,
+) -> Result<Json<Vec<Lease>>, ApiError> {
+    Ok(Json(core.claim(&caller, body).await?))
+}
+
+async fn extend(
+    State(core): State<Arc<TaskQueue>>,
+    _caller: Caller,
+    IdPath(id): IdPath,
+    JsonBody(body): JsonBody<ExtendBody>,
+) -> Result<Json<Lease>, ApiError> {
+    Ok(Json(core.extend(id, body).await?))
+}
+
+async fn complete(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    JsonBody(body): JsonBody<CompleteBody>,
+) -> Result<Json<Task>, ApiError> {
+    Ok(Json(core.complete(&caller, id, body).await?))
+}
+
+async fn fail(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    JsonBody(body): JsonBody<FailBody>,
+) -> Result<Json<FailReply>, ApiError> {
+    Ok(Json(core.fail(&caller, id, body).await?))
+}
+
+async fn dead_letters(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> Result<Json<Page<Task>>, ApiError> {
+    Ok(Json(core.dead_letters(&caller, query).await?))
+}
+
+async fn requeue(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<Task>, ApiError> {
+    Ok(Json(core.requeue(&caller, id).await?))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StatsQuery {
@@ -102,6 +179,8 @@ pub fn new_task_schema() -> Value {
             "riskTier": {"enum": ["low", "medium", "high", "critical"], "default": "low"},
             "dataClassification": {"enum": ["public", "internal", "confidential", "restricted"], "default": "internal"},
             "parentId": {"type": "string", "format": "uuid"},
+            "deadline": {"type": "string", "format": "date-time", "description": "Must have started by then, else it fails with slo_timeout"},
+            "idempotencyKey": {"type": "string", "maxLength": 128, "description": "Resubmitting with the same key returns the first task"},
         },
     })
 }
@@ -142,6 +221,62 @@ pub fn openapi() -> Value {
                 request: None,
                 success: (200, "The cancelled task"),
             },
+            Op::guarded(
+                "post",
+                "/api/v1/queue/claim",
+                "Lease up to `limit` tasks of `taskTypes` to agent `agentId` (empty list when none)",
+                Permission::TaskClaim,
+                Some(
+                    json!({"type": "object", "required": ["agentId", "taskTypes"], "properties": {"agentId": {"type": "string", "format": "uuid"}, "taskTypes": {"type": "array", "items": {"type": "string"}}, "limit": {"type": "integer", "minimum": 1, "maximum": 100}, "leaseMs": {"type": "integer"}}}),
+                ),
+                (200, "Leases: {task, leaseToken, attempt, leaseExpiresAt}"),
+            ),
+            Op::guarded(
+                "post",
+                "/api/v1/queue/tasks/{id}/heartbeat",
+                "Extend a lease (409 if the token is stale)",
+                Permission::TaskClaim,
+                Some(
+                    json!({"type": "object", "required": ["leaseToken"], "properties": {"leaseToken": {"type": "string", "format": "uuid"}, "leaseMs": {"type": "integer"}}}),
+                ),
+                (200, "The extended lease"),
+            ),
+            Op::guarded(
+                "post",
+                "/api/v1/queue/tasks/{id}/complete",
+                "Complete a leased task (409 if the token is stale)",
+                Permission::TaskClaim,
+                Some(
+                    json!({"type": "object", "required": ["leaseToken"], "properties": {"leaseToken": {"type": "string", "format": "uuid"}, "output": {}}}),
+                ),
+                (200, "The completed task"),
+            ),
+            Op::guarded(
+                "post",
+                "/api/v1/queue/tasks/{id}/fail",
+                "Fail an attempt: retry after backoff, or dead-letter",
+                Permission::TaskClaim,
+                Some(
+                    json!({"type": "object", "required": ["leaseToken", "reason"], "properties": {"leaseToken": {"type": "string", "format": "uuid"}, "reason": {"type": "string"}, "retryable": {"type": "boolean", "default": true}}}),
+                ),
+                (200, "{task, outcome: retrying|dead_lettered}"),
+            ),
+            Op::guarded(
+                "get",
+                "/api/v1/queue/dead-letters",
+                "Failed tasks",
+                Permission::TaskRead,
+                None,
+                (200, "A page of tasks"),
+            ),
+            Op::guarded(
+                "post",
+                "/api/v1/queue/dead-letters/{id}/requeue",
+                "Put a dead letter back in the queue with fresh attempts",
+                Permission::TaskRequeue,
+                None,
+                (200, "The re-queued task"),
+            ),
             Op {
                 method: "get",
                 path: "/api/v1/queue/stats",

@@ -53,8 +53,8 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(err: tokio_postgres::Error) -> Self {
-        if err.is_closed() || err.as_db_error().is_none() {
-            // No SQLSTATE: the connection itself failed.
+        let io = std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>());
+        if err.is_closed() || io || err.to_string().contains("timeout") {
             return StoreError::Unavailable(error_chain(&err));
         }
         StoreError::Backend(error_chain(&err))

@@ -12,11 +12,13 @@
 mod error;
 mod paging;
 pub mod postgres;
+mod queue;
 pub mod sqlite;
 mod traits;
 mod url;
 
 pub use error::StoreError;
+pub use queue::QueueStore;
 pub use traits::*;
 pub use url::StoreUrl;
 
@@ -27,6 +29,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Store {
     pub tasks: Arc<dyn TaskStore>,
+    pub queue: Arc<dyn QueueStore>,
     pub agents: Arc<dyn AgentStore>,
     pub tools: Arc<dyn ToolStore>,
     pub keys: Arc<dyn KeyStore>,
@@ -40,10 +43,11 @@ pub struct Store {
 impl Store {
     fn from_backend<B>(backend: Arc<B>, name: &'static str, display_url: String) -> Self
     where
-        B: TaskStore + AgentStore + ToolStore + KeyStore + ProvenanceLog + 'static,
+        B: TaskStore + QueueStore + AgentStore + ToolStore + KeyStore + ProvenanceLog + 'static,
     {
         Store {
             tasks: backend.clone(),
+            queue: backend.clone(),
             agents: backend.clone(),
             tools: backend.clone(),
             keys: backend.clone(),

@@ -5,10 +5,7 @@ use mesh_types::provenance::ChainHead;
 use mesh_types::task::{QueueStats, TaskFilter};
 use mesh_types::time::Timestamp;
 use mesh_types::tool::ToolFilter;
-use mesh_types::{
-    Agent, EventDraft, Page, PageRequest, ProvenanceEvent, Role, Task, TaskStatus, Tool,
-};
-use serde_json::Value;
+use mesh_types::{Agent, EventDraft, Page, PageRequest, ProvenanceEvent, Role, Task, Tool};
 use uuid::Uuid;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -18,8 +15,10 @@ pub type EventFor<T> = std::sync::Arc<dyn Fn(&T) -> EventDraft + Send + Sync>;
 
 #[async_trait]
 pub trait TaskStore: Send + Sync {
-    /// Stores a new task. A `parent_id` that names no task is `Invalid`.
-    async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<()>;
+    /// Stores a new task and returns it. A `parent_id` that names no task is
+    /// `Invalid`. If the tenant already has a task with the same idempotency key, that
+    /// task is returned instead and nothing is written.
+    async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<Task>;
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
     /// Newest first; the cursor is the id of the last task of the previous page.
     async fn list_tasks(&self, filter: &TaskFilter, page: &PageRequest) -> Result<Page<Task>>;
@@ -31,17 +30,6 @@ pub trait TaskStore: Send + Sync {
         now: Timestamp,
         event: EventFor<Task>,
     ) -> Result<Vec<Task>>;
-    /// Moves a queued task to `running`.
-    async fn start_task(&self, id: Uuid, now: Timestamp, audit: Vec<EventDraft>) -> Result<Task>;
-    /// Moves an unfinished task to a terminal status with its output.
-    async fn finish_task(
-        &self,
-        id: Uuid,
-        status: TaskStatus,
-        output: Option<Value>,
-        now: Timestamp,
-        audit: Vec<EventDraft>,
-    ) -> Result<Task>;
     /// How much work waits ahead of a new task of this type and priority.
     async fn queue_stats(&self, task_type: &str, priority: i32) -> Result<QueueStats>;
 }

@@ -64,7 +64,13 @@ impl Role {
             Role::Operator => !matches!(permission, KeysManage),
             Role::Agent => matches!(
                 permission,
-                TaskSubmit | TaskRead | AgentRegister | AgentHeartbeat | AgentRead | ToolRead
+                TaskSubmit
+                    | TaskRead
+                    | TaskClaim
+                    | AgentRegister
+                    | AgentHeartbeat
+                    | AgentRead
+                    | ToolRead
             ),
             Role::Auditor => matches!(
                 permission,
@@ -100,6 +106,10 @@ pub enum Permission {
     TaskSubmit,
     TaskRead,
     TaskCancel,
+    /// Lease tasks and report their outcome, as a worker does.
+    TaskClaim,
+    /// Put dead-lettered tasks back in the queue.
+    TaskRequeue,
     AgentRegister,
     AgentHeartbeat,
     AgentRetire,
@@ -117,6 +127,8 @@ impl Permission {
         Permission::TaskSubmit,
         Permission::TaskRead,
         Permission::TaskCancel,
+        Permission::TaskClaim,
+        Permission::TaskRequeue,
         Permission::AgentRegister,
         Permission::AgentHeartbeat,
         Permission::AgentRetire,
@@ -134,6 +146,8 @@ impl Permission {
             Permission::TaskSubmit => "task.submit",
             Permission::TaskRead => "task.read",
             Permission::TaskCancel => "task.cancel",
+            Permission::TaskClaim => "task.claim",
+            Permission::TaskRequeue => "task.requeue",
             Permission::AgentRegister => "agent.register",
             Permission::AgentHeartbeat => "agent.heartbeat",
             Permission::AgentRetire => "agent.retire",

@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod enums;
 pub mod page;
 pub mod provenance;
+pub mod queue;
 pub mod task;
 pub mod time;
 pub mod tool;

@@ -32,6 +32,24 @@ pub struct Task {
     pub started_at: Option<Timestamp>,
     #[serde(default, with = "optional_micros")]
     pub completed_at: Option<Timestamp>,
+    /// Claims so far; the task is dead-lettered when a failure uses the last one.
+    pub attempts: i32,
+    pub max_attempts: i32,
+    /// Not claimable before this (retry backoff).
+    #[serde(with = "rfc3339_micros")]
+    pub available_at: Timestamp,
+    /// Must have started by this time, or it fails with reason `slo_timeout`.
+    #[serde(default, with = "optional_micros")]
+    pub deadline: Option<Timestamp>,
+    pub idempotency_key: Option<String>,
+    /// The agent holding the current lease.
+    pub leased_by: Option<Uuid>,
+    #[serde(default, with = "optional_micros")]
+    pub lease_expires_at: Option<Timestamp>,
+    /// The agent whose attempt last failed; a retry prefers another.
+    pub last_failed_agent: Option<Uuid>,
+    /// Why the last attempt failed, or why the task was dead-lettered.
+    pub last_error: Option<String>,
 }
 
 /// Body of `POST /api/v1/tasks`: the seed's fields plus the risk and data labels that
@@ -52,6 +70,12 @@ pub struct NewTask {
     pub data_classification: Option<DataClassification>,
     #[serde(default)]
     pub parent_id: Option<Uuid>,
+    /// A task must have started by then, or it fails with reason `slo_timeout`.
+    #[serde(default, with = "optional_micros")]
+    pub deadline: Option<Timestamp>,
+    /// Resubmitting with the same key (per tenant) returns the first task.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 pub const MAX_TASK_TYPE_LEN: usize = 64;
@@ -74,11 +98,14 @@ impl NewTask {
                 format!("must be between -{MAX_PRIORITY} and {MAX_PRIORITY}"),
             ));
         }
+        if let Some(key) = &self.idempotency_key {
+            crate::validate::text("idempotencyKey", key, 128)?;
+        }
         Ok(())
     }
 
     /// The task as first stored: queued, with the labels' defaults applied.
-    pub fn into_task(self, id: Uuid, tenant: &str, now: Timestamp) -> Task {
+    pub fn into_task(self, id: Uuid, tenant: &str, max_attempts: i32, now: Timestamp) -> Task {
         Task {
             id,
             parent_id: self.parent_id,
@@ -97,6 +124,15 @@ impl NewTask {
             updated_at: now,
             started_at: None,
             completed_at: None,
+            attempts: 0,
+            max_attempts: max_attempts.max(1),
+            available_at: now,
+            deadline: self.deadline,
+            idempotency_key: self.idempotency_key,
+            leased_by: None,
+            lease_expires_at: None,
+            last_failed_agent: None,
+            last_error: None,
         }
     }
 }
@@ -135,10 +171,12 @@ pub(crate) mod optional_micros {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+        // Accept any RFC 3339 offset; keep microseconds like every stored timestamp.
+        use chrono::SubsecRound;
         let text = Option::<String>::deserialize(d)?;
         text.map(|t| {
             chrono::DateTime::parse_from_rfc3339(&t)
-                .map(|t| t.with_timezone(&chrono::Utc))
+                .map(|t| t.with_timezone(&chrono::Utc).trunc_subsecs(6))
                 .map_err(serde::de::Error::custom)
         })
         .transpose()
@@ -160,7 +198,7 @@ mod tests {
         });
         let new: NewTask = serde_json::from_value(body).unwrap();
         new.validate().unwrap();
-        let task = new.into_task(Uuid::now_v7(), "default", crate::time::now());
+        let task = new.into_task(Uuid::now_v7(), "default", 3, crate::time::now());
         assert_eq!(task.risk_tier, RiskTier::Low);
         assert_eq!(task.data_classification, DataClassification::Internal);
         let out = serde_json::to_value(&task).unwrap();

@@ -131,6 +131,9 @@ pub enum TaskCommand {
         /// Parent task id, making this a subtask
         #[arg(long)]
         parent: Option<Uuid>,
+        /// Submitting again with the same key returns the first task
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// Show one task
     Get { id: Uuid },

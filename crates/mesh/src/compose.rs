@@ -38,10 +38,20 @@ impl Cores {
     ) -> Result<Self> {
         let here = |s: ServiceName| services.contains(&s);
         let ctx = |s: ServiceName| ServiceContext::new(s, store.clone(), readiness.clone());
-        let queue =
-            here(ServiceName::TaskQueue).then(|| TaskQueue::new(ctx(ServiceName::TaskQueue)));
         let agents = here(ServiceName::AgentRegistry)
             .then(|| AgentRegistry::new(ctx(ServiceName::AgentRegistry)));
+        let agent_client = || -> Result<AgentRegistryClient> {
+            Ok(match &agents {
+                Some(core) => AgentRegistryClient::InProcess(core.clone()),
+                None => AgentRegistryClient::Http(peer(config, ServiceName::AgentRegistry)?),
+            })
+        };
+        let queue = if here(ServiceName::TaskQueue) {
+            let ctx = ctx(ServiceName::TaskQueue);
+            Some(TaskQueue::new(ctx, config.queue.clone(), agent_client()?))
+        } else {
+            None
+        };
         let tools = here(ServiceName::ToolRegistry)
             .then(|| ToolRegistry::new(ctx(ServiceName::ToolRegistry)));
         let provenance = here(ServiceName::Provenance)
@@ -51,15 +61,8 @@ impl Cores {
                 Some(core) => TaskQueueClient::InProcess(core.clone()),
                 None => TaskQueueClient::Http(peer(config, ServiceName::TaskQueue)?),
             };
-            let agent_client = match &agents {
-                Some(core) => AgentRegistryClient::InProcess(core.clone()),
-                None => AgentRegistryClient::Http(peer(config, ServiceName::AgentRegistry)?),
-            };
-            Some(Orchestrator::new(
-                ctx(ServiceName::Orchestrator),
-                queue_client,
-                agent_client,
-            ))
+            let ctx = ctx(ServiceName::Orchestrator);
+            Some(Orchestrator::new(ctx, queue_client, agent_client()?))
         } else {
             None
         };
@@ -150,6 +153,9 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
             sweep,
             watcher.clone(),
         );
+    }
+    if let Some(queue) = &cores.queue {
+        mesh_queue::spawn_queue_sweeper(queue.clone(), watcher.clone());
     }
     readiness.set_ready(true);
     Ok(Running {

@@ -4,6 +4,7 @@
 //! tests can resolve configurations from strings.
 
 use anyhow::{Context, Result, bail};
+use mesh_queue::QueueConfig;
 use mesh_service::ServiceName;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -23,6 +24,58 @@ pub struct FileConfig {
     pub heartbeat_ttl_secs: Option<u64>,
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
+    #[serde(default)]
+    pub queue: QueueFileConfig,
+}
+
+/// `[queue]`: leases and retries.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFileConfig {
+    pub lease_ms: Option<i64>,
+    pub max_attempts: Option<i32>,
+    pub backoff_base_ms: Option<i64>,
+    pub backoff_max_ms: Option<i64>,
+    pub ageing_secs: Option<i64>,
+    pub sweep_interval_ms: Option<u64>,
+    /// Attempts for particular task types, e.g. `{ code_refactor = 5 }`.
+    #[serde(default)]
+    pub max_attempts_by_type: BTreeMap<String, i32>,
+}
+
+impl QueueFileConfig {
+    fn resolve(self) -> Result<QueueConfig> {
+        let mut q = QueueConfig::default();
+        let positive = |name: &str, v: i64| {
+            if v < 1 {
+                bail!("[queue] {name} must be at least 1");
+            }
+            Ok(v)
+        };
+        if let Some(v) = self.lease_ms {
+            q.lease_ms = positive("lease_ms", v)?;
+        }
+        if let Some(v) = self.max_attempts {
+            q.default_max_attempts = positive("max_attempts", i64::from(v))? as i32;
+        }
+        if let Some(v) = self.backoff_base_ms {
+            q.retry.base_ms = positive("backoff_base_ms", v)?;
+        }
+        if let Some(v) = self.backoff_max_ms {
+            q.retry.max_ms = positive("backoff_max_ms", v)?;
+        }
+        if let Some(v) = self.ageing_secs {
+            q.ageing_secs = positive("ageing_secs", v)?;
+        }
+        if let Some(v) = self.sweep_interval_ms {
+            q.sweep_interval_ms = positive("sweep_interval_ms", v as i64)? as u64;
+        }
+        for (task_type, n) in self.max_attempts_by_type {
+            positive(&format!("max_attempts_by_type.{task_type}"), i64::from(n))?;
+            q.max_attempts_by_type.insert(task_type, n);
+        }
+        Ok(q)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +106,7 @@ pub struct Config {
     pub peers: BTreeMap<ServiceName, String>,
     pub drain_grace: Duration,
     pub heartbeat_ttl: Duration,
+    pub queue: QueueConfig,
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".mesh";
@@ -112,7 +166,9 @@ impl Config {
         if heartbeat_ttl.is_zero() {
             bail!("heartbeat_ttl_secs must be at least 1");
         }
+        let queue = file.queue.resolve()?;
         Ok(Config {
+            queue,
             data_dir,
             store: flags.store.clone().or(file.store),
             listen,
@@ -157,6 +213,9 @@ mod tests {
             store = "postgres://mesh@db/mesh"
             bind = "0.0.0.0"
             heartbeat_ttl_secs = 5
+            [queue]
+            lease_ms = 5000
+            max_attempts_by_type = { code_refactor = 5 }
             [services.task-queue]
             listen = "127.0.0.1:7007"
             url = "http://queue.internal:7007"
@@ -183,6 +242,15 @@ mod tests {
             "http://queue.internal:7007"
         );
         assert_eq!(c.heartbeat_ttl, Duration::from_secs(5));
+        assert_eq!(c.queue.lease_ms, 5000);
+        assert_eq!(c.queue.max_attempts_by_type["code_refactor"], 5);
+        assert_eq!(c.queue.default_max_attempts, 3);
+        let err = Config::resolve(
+            Some(("m.toml", "[queue]\nmax_attempts = 0")),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_attempts"));
     }
 
     #[test]

@@ -204,6 +204,48 @@ fn routes(task: &str, agent: &str, tool: &str, key_id: &str) -> Vec<Route> {
             "task.cancel",
         ),
         (
+            "POST",
+            "task-queue",
+            "/api/v1/queue/claim".into(),
+            Some(format!(r#"{{"agentId":"{agent}","taskTypes":["none"]}}"#)),
+            "task.claim",
+        ),
+        (
+            "POST",
+            "task-queue",
+            format!("/api/v1/queue/tasks/{task}/heartbeat"),
+            Some(r#"{"leaseToken":"01a20aae-b382-76d3-a28b-aaf05dc4b866"}"#.into()),
+            "task.claim",
+        ),
+        (
+            "POST",
+            "task-queue",
+            format!("/api/v1/queue/tasks/{task}/complete"),
+            Some(r#"{"leaseToken":"01a20aae-b382-76d3-a28b-aaf05dc4b866"}"#.into()),
+            "task.claim",
+        ),
+        (
+            "POST",
+            "task-queue",
+            format!("/api/v1/queue/tasks/{task}/fail"),
+            Some(r#"{"leaseToken":"01a20aae-b382-76d3-a28b-aaf05dc4b866","reason":"x"}"#.into()),
+            "task.claim",
+        ),
+        (
+            "GET",
+            "task-queue",
+            "/api/v1/queue/dead-letters".into(),
+            None,
+            "task.read",
+        ),
+        (
+            "POST",
+            "task-queue",
+            format!("/api/v1/queue/dead-letters/{task}/requeue"),
+            None,
+            "task.requeue",
+        ),
+        (
             "GET",
             "task-queue",
             "/api/v1/queue/stats?type=x".into(),
@@ -310,7 +352,8 @@ fn granted(role: &str, permission: &str) -> bool {
         "operator" => permission != "keys.manage",
         "agent" => matches!(
             permission,
-            "task.submit"
+            "task.claim"
+                | "task.submit"
                 | "task.read"
                 | "agent.register"
                 | "agent.heartbeat"

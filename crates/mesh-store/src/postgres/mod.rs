@@ -5,6 +5,7 @@
 mod agents;
 mod keys;
 mod provenance;
+mod queue;
 mod rows;
 mod tasks;
 mod tools;
@@ -15,7 +16,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", include_str!("schema.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial schema", include_str!("schema.sql")),
+    (2, "queue leases", include_str!("migrate_2.sql")),
+];
 
 /// Arbitrary constant naming the migration lock among advisory locks.
 const MIGRATION_LOCK: i64 = 0x006d_6573_686d_6967;

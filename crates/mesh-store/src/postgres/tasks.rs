@@ -6,17 +6,18 @@ use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use mesh_types::task::{QueueStats, TaskFilter};
 use mesh_types::time::Timestamp;
-use mesh_types::{EventDraft, Page, PageRequest, Task, TaskStatus};
+use mesh_types::{EventDraft, Page, PageRequest, Task};
 use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-const TASK_COLUMNS: &str = "id, parent_id, type, status, priority, input, output, metadata, risk_tier, \
-     data_classification, tenant, created_at, updated_at, started_at, completed_at";
+pub(crate) const TASK_COLUMNS: &str = "id, parent_id, type, status, priority, input, output, metadata, risk_tier, \
+     data_classification, tenant, created_at, updated_at, started_at, completed_at, attempts, max_attempts, \
+     available_at, deadline, idempotency_key, leased_by, lease_expires_at, last_failed_agent, last_error";
 
 const DURATION_SAMPLE: i64 = 100;
 
-fn task_from_row(row: &Row) -> Result<Task> {
+pub(crate) fn task_from_row(row: &Row) -> Result<Task> {
     Ok(Task {
         id: get(row, 0)?,
         parent_id: get(row, 1)?,
@@ -34,6 +35,15 @@ fn task_from_row(row: &Row) -> Result<Task> {
         updated_at: get(row, 12)?,
         started_at: get(row, 13)?,
         completed_at: get(row, 14)?,
+        attempts: get(row, 15)?,
+        max_attempts: get(row, 16)?,
+        available_at: get(row, 17)?,
+        deadline: get(row, 18)?,
+        idempotency_key: get(row, 19)?,
+        leased_by: get(row, 20)?,
+        lease_expires_at: get(row, 21)?,
+        last_failed_agent: get(row, 22)?,
+        last_error: get(row, 23)?,
     })
 }
 
@@ -51,7 +61,7 @@ async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<Task> {
 
 #[async_trait]
 impl TaskStore for PgStore {
-    async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<()> {
+    async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<Task> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         if let Some(parent) = task.parent_id {
@@ -66,8 +76,11 @@ impl TaskStore for PgStore {
                 return Err(StoreError::invalid("parentId", format!("no task {parent}")));
             }
         }
-        tx.execute(
-            &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"),
+        // ON CONFLICT makes a concurrent duplicate submission find the first task
+        // instead of failing on the unique index.
+        let inserted = tx.query_opt(
+            &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
+                      ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"),
             &[
                 &task.id,
                 &task.parent_id,
@@ -84,13 +97,31 @@ impl TaskStore for PgStore {
                 &task.updated_at,
                 &task.started_at,
                 &task.completed_at,
+                &task.attempts,
+                &task.max_attempts,
+                &task.available_at,
+                &task.deadline,
+                &task.idempotency_key,
+                &task.leased_by,
+                &task.lease_expires_at,
+                &task.last_failed_agent,
+                &task.last_error,
             ],
         )
         .await
         .map_err(|e| unique_conflict(e, format!("task {} already exists", task.id)))?;
+        if inserted.is_none() {
+            let row = tx
+                .query_one(
+                    &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1 AND idempotency_key = $2"),
+                    &[&task.tenant, &task.idempotency_key],
+                )
+                .await?;
+            return task_from_row(&row);
+        }
         append_in_tx(&tx, audit).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(task.clone())
     }
 
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
@@ -158,65 +189,6 @@ impl TaskStore for PgStore {
         append_in_tx(&tx, cancelled.iter().map(|t| event(t)).collect()).await?;
         tx.commit().await?;
         Ok(cancelled)
-    }
-
-    async fn start_task(&self, id: Uuid, now: Timestamp, audit: Vec<EventDraft>) -> Result<Task> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let task = lock(&tx, id).await?;
-        if task.status != TaskStatus::Queued {
-            return Err(StoreError::Conflict(format!(
-                "task {id} is {}, not queued",
-                task.status
-            )));
-        }
-        let row = tx
-            .query_one(
-                &format!(
-                    "UPDATE tasks SET status = 'running', started_at = $2, updated_at = $2 WHERE id = $1 RETURNING {TASK_COLUMNS}"
-                ),
-                &[&id, &now],
-            )
-            .await?;
-        append_in_tx(&tx, audit).await?;
-        tx.commit().await?;
-        task_from_row(&row)
-    }
-
-    async fn finish_task(
-        &self,
-        id: Uuid,
-        status: TaskStatus,
-        output: Option<Value>,
-        now: Timestamp,
-        audit: Vec<EventDraft>,
-    ) -> Result<Task> {
-        if !status.is_terminal() {
-            return Err(StoreError::invalid(
-                "status",
-                format!("{status} is not a final status"),
-            ));
-        }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let task = lock(&tx, id).await?;
-        if task.status.is_terminal() {
-            return Err(StoreError::Conflict(format!(
-                "task {id} is already {}",
-                task.status
-            )));
-        }
-        let row = tx
-            .query_one(
-                &format!(
-                    "UPDATE tasks SET status = $2, output = $3, updated_at = $4, completed_at = $4 WHERE id = $1 RETURNING {TASK_COLUMNS}"
-                ),
-                &[&id, &status.as_str(), &output, &now],
-            )
-            .await?;
-        append_in_tx(&tx, audit).await?;
-        tx.commit().await?;
-        task_from_row(&row)
     }
 
     async fn queue_stats(&self, task_type: &str, priority: i32) -> Result<QueueStats> {

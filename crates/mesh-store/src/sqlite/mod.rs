@@ -8,6 +8,7 @@
 mod agents;
 mod keys;
 mod provenance;
+mod queue;
 mod rows;
 mod tasks;
 mod tools;
@@ -18,7 +19,10 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", include_str!("schema.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial schema", include_str!("schema.sql")),
+    (2, "queue leases", include_str!("migrate_2.sql")),
+];
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -5,18 +5,18 @@ use crate::{EventFor, Result, StoreError, TaskStore};
 use async_trait::async_trait;
 use mesh_types::task::{QueueStats, TaskFilter};
 use mesh_types::time::Timestamp;
-use mesh_types::{EventDraft, Page, PageRequest, Task, TaskStatus};
+use mesh_types::{EventDraft, Page, PageRequest, Task};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
-use serde_json::Value;
 use uuid::Uuid;
 
-const TASK_COLUMNS: &str = "id, parent_id, type, status, priority, input, output, metadata, risk_tier, \
-     data_classification, tenant, created_at, updated_at, started_at, completed_at";
+pub(crate) const TASK_COLUMNS: &str = "id, parent_id, type, status, priority, input, output, metadata, risk_tier, \
+     data_classification, tenant, created_at, updated_at, started_at, completed_at, attempts, max_attempts, \
+     available_at, deadline, idempotency_key, leased_by, lease_expires_at, last_failed_agent, last_error";
 
 /// How many recent completions the duration estimate averages over.
 const DURATION_SAMPLE: i64 = 100;
 
-fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
+pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
         id: uuid(row, 0)?,
         parent_id: opt_uuid(row, 1)?,
@@ -33,6 +33,15 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         updated_at: ts(row, 12)?,
         started_at: opt_ts(row, 13)?,
         completed_at: opt_ts(row, 14)?,
+        attempts: row.get(15)?,
+        max_attempts: row.get(16)?,
+        available_at: ts(row, 17)?,
+        deadline: opt_ts(row, 18)?,
+        idempotency_key: row.get(19)?,
+        leased_by: opt_uuid(row, 20)?,
+        lease_expires_at: opt_ts(row, 21)?,
+        last_failed_agent: opt_uuid(row, 22)?,
+        last_error: row.get(23)?,
     })
 }
 
@@ -48,9 +57,21 @@ fn load(tx: &Transaction<'_>, id: Uuid) -> Result<Task> {
 
 #[async_trait]
 impl TaskStore for SqliteStore {
-    async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<()> {
+    async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<Task> {
         let task = task.clone();
         self.write(move |tx| {
+            if let Some(key) = &task.idempotency_key {
+                let existing = tx
+                    .query_row(
+                        &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = ?1 AND idempotency_key = ?2"),
+                        params![task.tenant, key],
+                        task_from_row,
+                    )
+                    .optional()?;
+                if let Some(existing) = existing {
+                    return Ok(existing);
+                }
+            }
             if let Some(parent) = task.parent_id {
                 let exists: bool = tx.query_row(
                     "SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1)",
@@ -62,7 +83,7 @@ impl TaskStore for SqliteStore {
                 }
             }
             tx.execute(
-                &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+                &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"),
                 params![
                     task.id.to_string(),
                     task.parent_id.map(|p| p.to_string()),
@@ -79,6 +100,15 @@ impl TaskStore for SqliteStore {
                     fmt_ts(&task.updated_at),
                     task.started_at.as_ref().map(fmt_ts),
                     task.completed_at.as_ref().map(fmt_ts),
+                    task.attempts,
+                    task.max_attempts,
+                    fmt_ts(&task.available_at),
+                    task.deadline.as_ref().map(fmt_ts),
+                    task.idempotency_key,
+                    task.leased_by.map(|a| a.to_string()),
+                    task.lease_expires_at.as_ref().map(fmt_ts),
+                    task.last_failed_agent.map(|a| a.to_string()),
+                    task.last_error,
                 ],
             )
             .map_err(|e| match e {
@@ -88,7 +118,7 @@ impl TaskStore for SqliteStore {
                 other => other.into(),
             })?;
             append_in_tx(tx, audit)?;
-            Ok(())
+            Ok(task)
         })
         .await
     }
@@ -159,54 +189,6 @@ impl TaskStore for SqliteStore {
             cancelled.sort_by_key(|t| (t.id != id, t.id));
             append_in_tx(tx, cancelled.iter().map(|t| event(t)).collect())?;
             Ok(cancelled)
-        })
-        .await
-    }
-
-    async fn start_task(&self, id: Uuid, now: Timestamp, audit: Vec<EventDraft>) -> Result<Task> {
-        self.write(move |tx| {
-            let task = load(tx, id)?;
-            if task.status != TaskStatus::Queued {
-                return Err(StoreError::Conflict(format!(
-                    "task {id} is {}, not queued",
-                    task.status
-                )));
-            }
-            tx.execute(
-                "UPDATE tasks SET status = 'running', started_at = ?2, updated_at = ?2 WHERE id = ?1",
-                params![id.to_string(), fmt_ts(&now)],
-            )?;
-            append_in_tx(tx, audit)?;
-            load(tx, id)
-        })
-        .await
-    }
-
-    async fn finish_task(
-        &self,
-        id: Uuid,
-        status: TaskStatus,
-        output: Option<Value>,
-        now: Timestamp,
-        audit: Vec<EventDraft>,
-    ) -> Result<Task> {
-        if !status.is_terminal() {
-            return Err(StoreError::invalid(
-                "status",
-                format!("{status} is not a final status"),
-            ));
-        }
-        self.write(move |tx| {
-            let task = load(tx, id)?;
-            if task.status.is_terminal() {
-                return Err(StoreError::Conflict(format!("task {id} is already {}", task.status)));
-            }
-            tx.execute(
-                "UPDATE tasks SET status = ?2, output = ?3, updated_at = ?4, completed_at = ?4 WHERE id = ?1",
-                params![id.to_string(), status.as_str(), output.as_ref().map(to_json), fmt_ts(&now)],
-            )?;
-            append_in_tx(tx, audit)?;
-            load(tx, id)
         })
         .await
     }

@@ -4,11 +4,13 @@
 
 mod harness;
 mod provenance;
+pub mod queue;
 mod registry;
 mod tasks;
 
 pub use harness::{Harness, postgres_harness, sqlite_harness};
 pub use provenance::*;
+pub use queue::*;
 pub use registry::*;
 pub use tasks::*;
 

@@ -17,7 +17,7 @@ pub fn new_task(task_type: &str, priority: i32, parent: Option<Uuid>) -> Task {
         "parentId": parent,
     }))
     .unwrap();
-    new.into_task(Uuid::now_v7(), "acme", mesh_types::time::now())
+    new.into_task(Uuid::now_v7(), "acme", 3, mesh_types::time::now())
 }
 
 pub async fn tasks_round_trip(h: &Harness) {
@@ -107,14 +107,9 @@ pub async fn cancel_cascades_to_descendants(h: &Harness) {
         s.tasks.insert_task(t, vec![]).await.unwrap();
     }
     let now = mesh_types::time::now();
-    s.tasks
-        .finish_task(
-            done.id,
-            TaskStatus::Completed,
-            Some(json!("ok")),
-            now,
-            vec![],
-        )
+    let lease = super::queue::claim_one(h, "lint", now).await.unwrap();
+    s.queue
+        .complete_task(done.id, lease.lease_token, Some(json!("ok")), now, "worker")
         .await
         .unwrap();
     let before = s.provenance.head().await.unwrap().count;
@@ -165,23 +160,17 @@ pub async fn task_lifecycle_and_queue_stats(h: &Harness) {
     assert_eq!(s.tasks.queue_stats("build", 6).await.unwrap().ahead, 0);
 
     let t0 = mesh_types::time::now();
-    let started = s
-        .tasks
-        .start_task(a.id, t0, vec![event("task_started")])
-        .await
-        .unwrap();
-    assert_eq!(started.status, TaskStatus::Running);
-    let again = s.tasks.start_task(a.id, t0, vec![]).await;
-    assert!(matches!(again, Err(StoreError::Conflict(_))));
+    let lease = super::queue::claim_one(h, "build", t0).await.unwrap();
+    assert_eq!(lease.task.id, a.id, "higher priority first");
     let t1 = t0 + chrono::Duration::milliseconds(1500);
     let done = s
-        .tasks
-        .finish_task(
+        .queue
+        .complete_task(
             a.id,
-            TaskStatus::Completed,
+            lease.lease_token,
             Some(json!({"ok": true})),
             t1,
-            vec![],
+            "worker",
         )
         .await
         .unwrap();
@@ -193,13 +182,8 @@ pub async fn task_lifecycle_and_queue_stats(h: &Harness) {
     let mean = stats.mean_duration_ms.unwrap();
     assert!((mean - 1500.0).abs() < 1.0, "mean {mean}");
     let twice = s
-        .tasks
-        .finish_task(a.id, TaskStatus::Failed, None, t1, vec![])
+        .queue
+        .complete_task(a.id, lease.lease_token, None, t1, "worker")
         .await;
     assert!(matches!(twice, Err(StoreError::Conflict(_))));
-    let not_final = s
-        .tasks
-        .finish_task(b.id, TaskStatus::Running, None, t1, vec![])
-        .await;
-    assert!(matches!(not_final, Err(StoreError::Invalid { .. })));
 }

@@ -23,6 +23,7 @@ pub async fn run(g: &GlobalArgs, cmd: TaskCommand) -> Result<ExitCode> {
             risk_tier,
             data_classification,
             parent,
+            idempotency_key,
         } => {
             let new = NewTask {
                 task_type,
@@ -32,6 +33,8 @@ pub async fn run(g: &GlobalArgs, cmd: TaskCommand) -> Result<ExitCode> {
                 risk_tier,
                 data_classification,
                 parent_id: parent,
+                deadline: None,
+                idempotency_key,
             };
             let reply = orchestrator.submit(&caller, new).await?;
             if g.json {

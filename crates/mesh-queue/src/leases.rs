@@ -1,0 +1,255 @@
+//! Leasing work to agents: claim, extend, complete, fail, dead letters, and the sweep
+//! that takes back expired leases and fails tasks that missed their deadline.
+
+use crate::core::TaskQueue;
+use mesh_service::{ApiError, Caller};
+use mesh_types::queue::{ClaimRequest, FailOutcome, Lease};
+use mesh_types::task::TaskFilter;
+use mesh_types::{AgentStatus, Page, PageRequest, Task, TaskStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub const MAX_CLAIM_BATCH: u32 = 100;
+const MIN_LEASE_MS: i64 = 100;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimBody {
+    pub agent_id: Uuid,
+    /// Task types the agent handles.
+    pub task_types: Vec<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub lease_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtendBody {
+    pub lease_token: Uuid,
+    #[serde(default)]
+    pub lease_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompleteBody {
+    pub lease_token: Uuid,
+    #[serde(default)]
+    pub output: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailBody {
+    pub lease_token: Uuid,
+    pub reason: String,
+    /// False for failures a retry cannot fix (bad input): dead-letter at once.
+    #[serde(default = "retryable_by_default")]
+    pub retryable: bool,
+}
+
+fn retryable_by_default() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailReply {
+    pub task: Task,
+    pub outcome: FailOutcome,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+impl TaskQueue {
+    fn lease_ms(&self, asked: Option<i64>) -> Result<i64, ApiError> {
+        let lease = asked.unwrap_or(self.config.lease_ms);
+        if !(MIN_LEASE_MS..=self.config.max_lease_ms).contains(&lease) {
+            return Err(ApiError::invalid(
+                "leaseMs",
+                format!(
+                    "leaseMs: must be between {MIN_LEASE_MS} and {}",
+                    self.config.max_lease_ms
+                ),
+            ));
+        }
+        Ok(lease)
+    }
+
+    /// Leases up to `limit` tasks of the given types to a registered, working agent.
+    /// Nothing to claim is an empty list, not an error.
+    pub async fn claim(&self, caller: &Caller, body: ClaimBody) -> Result<Vec<Lease>, ApiError> {
+        let limit = body.limit.unwrap_or(1);
+        if !(1..=MAX_CLAIM_BATCH).contains(&limit) {
+            return Err(ApiError::invalid(
+                "limit",
+                format!("limit: must be between 1 and {MAX_CLAIM_BATCH}"),
+            ));
+        }
+        let lease_ms = self.lease_ms(body.lease_ms)?;
+        for (i, t) in body.task_types.iter().enumerate() {
+            mesh_types::validate::text(
+                &format!("taskTypes[{i}]"),
+                t,
+                mesh_types::task::MAX_TASK_TYPE_LEN,
+            )?;
+        }
+        let agent = self.agents.get(caller, body.agent_id).await.map_err(|e| {
+            if e.status == axum::http::StatusCode::NOT_FOUND {
+                ApiError::invalid("agentId", format!("agentId: no agent {}", body.agent_id))
+            } else {
+                e
+            }
+        })?;
+        if matches!(agent.status, AgentStatus::Retired | AgentStatus::Unhealthy) {
+            return Err(ApiError::conflict(format!(
+                "agent {} is {} and cannot take work",
+                agent.name, agent.status
+            )));
+        }
+        let request = ClaimRequest {
+            agent_id: agent.id,
+            agent_name: agent.name,
+            task_types: body.task_types,
+            limit,
+            lease_ms,
+            now: mesh_types::time::now(),
+            ageing_secs: self.config.ageing_secs,
+        };
+        Ok(self.ctx.store.queue.claim(&request).await?)
+    }
+
+    pub async fn extend(&self, id: Uuid, body: ExtendBody) -> Result<Lease, ApiError> {
+        let lease_ms = self.lease_ms(body.lease_ms)?;
+        Ok(self
+            .ctx
+            .store
+            .queue
+            .extend_lease(id, body.lease_token, mesh_types::time::now(), lease_ms)
+            .await?)
+    }
+
+    pub async fn complete(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        body: CompleteBody,
+    ) -> Result<Task, ApiError> {
+        Ok(self
+            .ctx
+            .store
+            .queue
+            .complete_task(
+                id,
+                body.lease_token,
+                body.output,
+                mesh_types::time::now(),
+                caller.actor(),
+            )
+            .await?)
+    }
+
+    pub async fn fail(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        body: FailBody,
+    ) -> Result<FailReply, ApiError> {
+        mesh_types::validate::text("reason", &body.reason, 2_000)?;
+        let (task, outcome) = self
+            .ctx
+            .store
+            .queue
+            .fail_task(
+                id,
+                body.lease_token,
+                &body.reason,
+                body.retryable,
+                mesh_types::time::now(),
+                self.config.retry,
+                caller.actor(),
+            )
+            .await?;
+        Ok(FailReply { task, outcome })
+    }
+
+    /// Failed tasks (out of attempts, not retryable, or past their deadline).
+    pub async fn dead_letters(
+        &self,
+        caller: &Caller,
+        query: PageQuery,
+    ) -> Result<Page<Task>, ApiError> {
+        let filter = TaskFilter {
+            status: Some(TaskStatus::Failed),
+            tenant: caller.principal.tenant_scope(),
+            ..Default::default()
+        };
+        Ok(self
+            .ctx
+            .store
+            .tasks
+            .list_tasks(&filter, &PageRequest::new(query.limit, query.cursor))
+            .await?)
+    }
+
+    pub async fn requeue(&self, caller: &Caller, id: Uuid) -> Result<Task, ApiError> {
+        self.get(&caller.principal, id).await?;
+        Ok(self
+            .ctx
+            .store
+            .queue
+            .requeue_task(id, mesh_types::time::now(), caller.actor())
+            .await?)
+    }
+
+    /// One sweep: expired leases back to the queue, missed deadlines to `slo_timeout`.
+    pub async fn sweep(&self) -> Result<(usize, usize), ApiError> {
+        let now = mesh_types::time::now();
+        let reaped = self
+            .ctx
+            .store
+            .queue
+            .reap_expired_leases(now, self.config.retry)
+            .await?;
+        for (task, outcome) in &reaped {
+            tracing::warn!(task = %task.id, agent = ?task.last_failed_agent, ?outcome, "lease expired; task taken back");
+        }
+        let late = self.ctx.store.queue.expire_deadlines(now).await?;
+        for task in &late {
+            tracing::warn!(task = %task.id, "task missed its deadline before starting (slo_timeout)");
+        }
+        Ok((reaped.len(), late.len()))
+    }
+}
+
+/// Sweeps every `sweep_interval_ms` until `shutdown` fires.
+pub fn spawn_queue_sweeper(
+    queue: Arc<TaskQueue>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(
+            queue.config.sweep_interval_ms.max(10),
+        ));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(err) = queue.sweep().await {
+                tracing::error!(error = %err, "queue sweep failed");
+            }
+        }
+    })
+}

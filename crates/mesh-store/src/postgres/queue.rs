@@ -1,0 +1,232 @@
+use super::PgStore;
+use super::provenance::append_in_tx;
+use super::tasks::{TASK_COLUMNS, task_from_row};
+use crate::queue::{self as steps, Step};
+use crate::{QueueStore, Result, StoreError};
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use mesh_types::Task;
+use mesh_types::queue::{ClaimRequest, FailOutcome, Lease, RetryPolicy};
+use mesh_types::time::Timestamp;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Row-locks a task and returns it with its current lease token.
+async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<(Task, Option<Uuid>)> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT {TASK_COLUMNS}, lease_token FROM tasks WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
+    let token: Option<Uuid> = super::rows::get(&row, 24)?;
+    Ok((task_from_row(&row)?, token))
+}
+
+/// Writes back every column the queue's state machine may change, and the events.
+async fn save(tx: &Transaction<'_>, step: Step) -> Result<Task> {
+    let t = &step.task;
+    tx.execute(
+        "UPDATE tasks SET status = $2, output = $3, attempts = $4, available_at = $5, leased_by = $6,
+           lease_token = $7, lease_expires_at = $8, last_failed_agent = $9, last_error = $10,
+           started_at = $11, completed_at = $12, updated_at = $13
+         WHERE id = $1",
+        &[
+            &t.id,
+            &t.status.as_str(),
+            &t.output,
+            &t.attempts,
+            &t.available_at,
+            &t.leased_by,
+            &step.token,
+            &t.lease_expires_at,
+            &t.last_failed_agent,
+            &t.last_error,
+            &t.started_at,
+            &t.completed_at,
+            &t.updated_at,
+        ],
+    )
+    .await?;
+    append_in_tx(tx, step.events).await?;
+    Ok(step.task)
+}
+
+/// Ids chosen by `sql`, locked and skipped by other claimers while this transaction runs.
+async fn ids(
+    tx: &Transaction<'_>,
+    sql: &str,
+    args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Uuid>> {
+    let rows = tx.query(sql, args).await?;
+    rows.iter().map(|r| super::rows::get(r, 0)).collect()
+}
+
+#[async_trait]
+impl QueueStore for PgStore {
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Lease>> {
+        if req.task_types.is_empty() || req.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // SKIP LOCKED: concurrent claimers take different tasks instead of queueing on
+        // the same rows. Tasks this agent failed last go last; then aged priority.
+        let chosen = ids(
+            &tx,
+            "SELECT id FROM tasks
+             WHERE status = 'queued' AND available_at <= $1 AND type = ANY($2)
+               AND (deadline IS NULL OR deadline >= $1)
+             ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = $3) ASC,
+                      priority + EXTRACT(EPOCH FROM ($1 - available_at))::FLOAT8 / $4::FLOAT8 DESC,
+                      id ASC
+             LIMIT $5
+             FOR UPDATE SKIP LOCKED",
+            &[
+                &req.now,
+                &req.task_types,
+                &req.agent_id,
+                &(req.ageing_secs.max(1) as f64),
+                &i64::from(req.limit),
+            ],
+        )
+        .await?;
+        let mut leases = Vec::new();
+        for id in chosen {
+            let (task, _) = lock(&tx, id).await?;
+            let (step, lease) = steps::claim_step(task, req);
+            save(&tx, step).await?;
+            leases.push(lease);
+        }
+        tx.commit().await?;
+        Ok(leases)
+    }
+
+    async fn extend_lease(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        now: Timestamp,
+        lease_ms: i64,
+    ) -> Result<Lease> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (task, current) = lock(&tx, task_id).await?;
+        let (step, lease) = steps::extend_step(task, current, token, now, lease_ms)?;
+        save(&tx, step).await?;
+        tx.commit().await?;
+        Ok(lease)
+    }
+
+    async fn complete_task(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        output: Option<Value>,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Task> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (task, current) = lock(&tx, task_id).await?;
+        let task = save(
+            &tx,
+            steps::complete_step(task, current, token, output, now, actor)?,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(task)
+    }
+
+    async fn fail_task(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        reason: &str,
+        retryable: bool,
+        now: Timestamp,
+        policy: RetryPolicy,
+        actor: &str,
+    ) -> Result<(Task, FailOutcome)> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (task, current) = lock(&tx, task_id).await?;
+        let step = steps::fail_step(
+            task,
+            current,
+            Some(token),
+            reason,
+            retryable,
+            now,
+            &policy,
+            actor,
+        )?;
+        let outcome = step.outcome.unwrap_or(FailOutcome::DeadLettered);
+        let task = save(&tx, step).await?;
+        tx.commit().await?;
+        Ok((task, outcome))
+    }
+
+    async fn reap_expired_leases(
+        &self,
+        now: Timestamp,
+        policy: RetryPolicy,
+    ) -> Result<Vec<(Task, FailOutcome)>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let expired = ids(
+            &tx,
+            "SELECT id FROM tasks WHERE status = 'running' AND lease_expires_at < $1
+             ORDER BY lease_expires_at FOR UPDATE SKIP LOCKED",
+            &[&now],
+        )
+        .await?;
+        let mut out = Vec::new();
+        for id in expired {
+            let (task, _) = lock(&tx, id).await?;
+            let step = steps::fail_step(
+                task,
+                None,
+                None,
+                mesh_types::queue::LEASE_EXPIRED,
+                true,
+                now,
+                &policy,
+                "system",
+            )?;
+            let outcome = step.outcome.unwrap_or(FailOutcome::DeadLettered);
+            out.push((save(&tx, step).await?, outcome));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn expire_deadlines(&self, now: Timestamp) -> Result<Vec<Task>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let late = ids(
+            &tx,
+            "SELECT id FROM tasks WHERE status = 'queued' AND deadline < $1 AND started_at IS NULL
+             ORDER BY deadline FOR UPDATE SKIP LOCKED",
+            &[&now],
+        )
+        .await?;
+        let mut out = Vec::new();
+        for id in late {
+            let (task, _) = lock(&tx, id).await?;
+            out.push(save(&tx, steps::deadline_step(task, now)).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn requeue_task(&self, task_id: Uuid, now: Timestamp, actor: &str) -> Result<Task> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (task, _) = lock(&tx, task_id).await?;
+        let task = save(&tx, steps::requeue_step(task, now, actor)?).await?;
+        tx.commit().await?;
+        Ok(task)
+    }
+}

@@ -1,0 +1,185 @@
+//! The queue's capability trait and the steps every backend applies inside its
+//! transactions. A step takes the locked row and its current lease token, applies the
+//! state machine in `mesh_types::queue`, and says what to save and which events to
+//! append, so both backends share one implementation of the rules.
+
+use crate::{Result, StoreError};
+use async_trait::async_trait;
+use mesh_types::queue::{self, ClaimRequest, FailOutcome, Lease, LeaseError, RetryPolicy};
+use mesh_types::time::Timestamp;
+use mesh_types::{EventDraft, Task, TaskStatus};
+use serde_json::Value;
+use uuid::Uuid;
+
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Leases up to `limit` claimable tasks of the requested types: highest priority
+    /// first (aged by waiting time), tasks this agent last failed last.
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Lease>>;
+    async fn extend_lease(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        now: Timestamp,
+        lease_ms: i64,
+    ) -> Result<Lease>;
+    async fn complete_task(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        output: Option<Value>,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Task>;
+    #[allow(clippy::too_many_arguments)]
+    async fn fail_task(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        reason: &str,
+        retryable: bool,
+        now: Timestamp,
+        policy: RetryPolicy,
+        actor: &str,
+    ) -> Result<(Task, FailOutcome)>;
+    /// Takes back every task whose lease ran out (its agent crashed or hung).
+    async fn reap_expired_leases(
+        &self,
+        now: Timestamp,
+        policy: RetryPolicy,
+    ) -> Result<Vec<(Task, FailOutcome)>>;
+    /// Fails queued tasks whose deadline passed before they started (`slo_timeout`).
+    async fn expire_deadlines(&self, now: Timestamp) -> Result<Vec<Task>>;
+    /// Puts a dead-lettered task back in the queue.
+    async fn requeue_task(&self, task_id: Uuid, now: Timestamp, actor: &str) -> Result<Task>;
+}
+
+/// What to write back after one step.
+pub(crate) struct Step {
+    pub task: Task,
+    pub token: Option<Uuid>,
+    pub events: Vec<EventDraft>,
+    pub outcome: Option<FailOutcome>,
+}
+
+fn lease_error(task: &Task, err: LeaseError) -> StoreError {
+    StoreError::Conflict(format!("task {}: {err}", task.id))
+}
+
+pub(crate) fn claim_step(task: Task, req: &ClaimRequest) -> (Step, Lease) {
+    let lease = task.claim(req.agent_id, req.now, req.lease_ms);
+    let step = Step {
+        task: lease.task.clone(),
+        token: Some(lease.lease_token),
+        events: vec![queue::assigned_event(&lease, &req.agent_name)],
+        outcome: None,
+    };
+    (step, lease)
+}
+
+pub(crate) fn extend_step(
+    mut task: Task,
+    current: Option<Uuid>,
+    token: Uuid,
+    now: Timestamp,
+    lease_ms: i64,
+) -> Result<(Step, Lease)> {
+    task.check_lease(current, token)
+        .map_err(|e| lease_error(&task, e))?;
+    let expires = task.extend_lease(now, lease_ms);
+    let lease = Lease {
+        attempt: task.attempts,
+        task: task.clone(),
+        lease_token: token,
+        lease_expires_at: expires,
+    };
+    Ok((
+        Step {
+            task,
+            token: Some(token),
+            events: vec![],
+            outcome: None,
+        },
+        lease,
+    ))
+}
+
+pub(crate) fn complete_step(
+    mut task: Task,
+    current: Option<Uuid>,
+    token: Uuid,
+    output: Option<Value>,
+    now: Timestamp,
+    actor: &str,
+) -> Result<Step> {
+    task.check_lease(current, token)
+        .map_err(|e| lease_error(&task, e))?;
+    let agent = task.leased_by;
+    task.complete(output, now);
+    let events = vec![queue::completed_event(&task, agent, actor)];
+    Ok(Step {
+        task,
+        token: None,
+        events,
+        outcome: None,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fail_step(
+    mut task: Task,
+    current: Option<Uuid>,
+    token: Option<Uuid>,
+    reason: &str,
+    retryable: bool,
+    now: Timestamp,
+    policy: &RetryPolicy,
+    actor: &str,
+) -> Result<Step> {
+    if let Some(token) = token {
+        task.check_lease(current, token)
+            .map_err(|e| lease_error(&task, e))?;
+    }
+    let agent = task.leased_by;
+    let outcome = task.fail(reason, retryable, now, policy);
+    let events = vec![queue::failed_event(&task, outcome, agent, actor)];
+    Ok(Step {
+        task,
+        token: None,
+        events,
+        outcome: Some(outcome),
+    })
+}
+
+pub(crate) fn deadline_step(mut task: Task, now: Timestamp) -> Step {
+    task.miss_deadline(now);
+    let events = vec![queue::failed_event(
+        &task,
+        FailOutcome::DeadLettered,
+        None,
+        "system",
+    )];
+    Step {
+        task,
+        token: None,
+        events,
+        outcome: Some(FailOutcome::DeadLettered),
+    }
+}
+
+pub(crate) fn requeue_step(mut task: Task, now: Timestamp, actor: &str) -> Result<Step> {
+    if task.status != TaskStatus::Failed {
+        return Err(StoreError::Conflict(format!(
+            "task {} is {}; only failed (dead-lettered) tasks can be re-queued",
+            task.id, task.status
+        )));
+    }
+    task.requeue(now);
+    let events = vec![queue::requeued_event(&task, actor)];
+    Ok(Step {
+        task,
+        token: None,
+        events,
+        outcome: None,
+    })
+}

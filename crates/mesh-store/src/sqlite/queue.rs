@@ -1,0 +1,225 @@
+use super::SqliteStore;
+use super::provenance::append_in_tx;
+use super::rows::{fmt_ts, to_json};
+use super::tasks::{TASK_COLUMNS, task_from_row};
+use crate::queue::{self as steps, Step};
+use crate::{QueueStore, Result, StoreError};
+use async_trait::async_trait;
+use mesh_types::Task;
+use mesh_types::queue::{ClaimRequest, FailOutcome, Lease, RetryPolicy};
+use mesh_types::time::Timestamp;
+use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The task and its current lease token. The immediate transaction already holds the
+/// database's write lock, so no row lock is needed.
+fn load(tx: &Transaction<'_>, id: Uuid) -> Result<(Task, Option<Uuid>)> {
+    tx.query_row(
+        &format!("SELECT {TASK_COLUMNS}, lease_token FROM tasks WHERE id = ?1"),
+        params![id.to_string()],
+        |row| {
+            let token: Option<String> = row.get(24)?;
+            Ok((task_from_row(row)?, token.and_then(|t| t.parse().ok())))
+        },
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("task {id}")))
+}
+
+/// Writes back every column the queue's state machine may change, and the events.
+fn save(tx: &Transaction<'_>, step: Step) -> Result<Task> {
+    let t = &step.task;
+    tx.execute(
+        "UPDATE tasks SET status = ?2, output = ?3, attempts = ?4, available_at = ?5, leased_by = ?6,
+           lease_token = ?7, lease_expires_at = ?8, last_failed_agent = ?9, last_error = ?10,
+           started_at = ?11, completed_at = ?12, updated_at = ?13
+         WHERE id = ?1",
+        params![
+            t.id.to_string(),
+            t.status.as_str(),
+            t.output.as_ref().map(to_json),
+            t.attempts,
+            fmt_ts(&t.available_at),
+            t.leased_by.map(|a| a.to_string()),
+            step.token.map(|a| a.to_string()),
+            t.lease_expires_at.as_ref().map(fmt_ts),
+            t.last_failed_agent.map(|a| a.to_string()),
+            t.last_error,
+            t.started_at.as_ref().map(fmt_ts),
+            t.completed_at.as_ref().map(fmt_ts),
+            fmt_ts(&t.updated_at),
+        ],
+    )?;
+    append_in_tx(tx, step.events)?;
+    Ok(step.task)
+}
+
+fn ids(tx: &Transaction<'_>, sql: &str, args: Vec<String>) -> Result<Vec<Uuid>> {
+    let mut stmt = tx.prepare(sql)?;
+    let rows = stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(
+            row?.parse()
+                .map_err(|e| StoreError::Corrupt(format!("task id: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl QueueStore for SqliteStore {
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Lease>> {
+        if req.task_types.is_empty() || req.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let req = req.clone();
+        self.write(move |tx| {
+            let now = fmt_ts(&req.now);
+            let types = (0..req.task_types.len())
+                .map(|i| format!("?{}", i + 4))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Tasks this agent failed last go last; then priority aged by waiting time.
+            let sql = format!(
+                "SELECT id FROM tasks
+                 WHERE status = 'queued' AND available_at <= ?1 AND type IN ({types})
+                   AND (deadline IS NULL OR deadline >= ?1)
+                 ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = ?2) ASC,
+                          priority + (julianday(?1) - julianday(available_at)) * 86400.0 / ?3 DESC,
+                          id ASC
+                 LIMIT {}",
+                req.limit
+            );
+            let mut args = vec![
+                now,
+                req.agent_id.to_string(),
+                req.ageing_secs.max(1).to_string(),
+            ];
+            args.extend(req.task_types.iter().cloned());
+            let mut leases = Vec::new();
+            for id in ids(tx, &sql, args)? {
+                let (task, _) = load(tx, id)?;
+                let (step, lease) = steps::claim_step(task, &req);
+                save(tx, step)?;
+                leases.push(lease);
+            }
+            Ok(leases)
+        })
+        .await
+    }
+
+    async fn extend_lease(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        now: Timestamp,
+        lease_ms: i64,
+    ) -> Result<Lease> {
+        self.write(move |tx| {
+            let (task, current) = load(tx, task_id)?;
+            let (step, lease) = steps::extend_step(task, current, token, now, lease_ms)?;
+            save(tx, step)?;
+            Ok(lease)
+        })
+        .await
+    }
+
+    async fn complete_task(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        output: Option<Value>,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Task> {
+        let actor = actor.to_string();
+        self.write(move |tx| {
+            let (task, current) = load(tx, task_id)?;
+            save(
+                tx,
+                steps::complete_step(task, current, token, output, now, &actor)?,
+            )
+        })
+        .await
+    }
+
+    async fn fail_task(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        reason: &str,
+        retryable: bool,
+        now: Timestamp,
+        policy: RetryPolicy,
+        actor: &str,
+    ) -> Result<(Task, FailOutcome)> {
+        let (reason, actor) = (reason.to_string(), actor.to_string());
+        self.write(move |tx| {
+            let (task, current) = load(tx, task_id)?;
+            let step = steps::fail_step(
+                task,
+                current,
+                Some(token),
+                &reason,
+                retryable,
+                now,
+                &policy,
+                &actor,
+            )?;
+            let outcome = step.outcome.unwrap_or(FailOutcome::DeadLettered);
+            Ok((save(tx, step)?, outcome))
+        })
+        .await
+    }
+
+    async fn reap_expired_leases(
+        &self,
+        now: Timestamp,
+        policy: RetryPolicy,
+    ) -> Result<Vec<(Task, FailOutcome)>> {
+        self.write(move |tx| {
+            let expired = ids(
+                tx,
+                "SELECT id FROM tasks WHERE status = 'running' AND lease_expires_at < ?1 ORDER BY lease_expires_at",
+                vec![fmt_ts(&now)],
+            )?;
+            let mut out = Vec::new();
+            for id in expired {
+                let (task, _) = load(tx, id)?;
+                let step = steps::fail_step(task, None, None, mesh_types::queue::LEASE_EXPIRED, true, now, &policy, "system")?;
+                let outcome = step.outcome.unwrap_or(FailOutcome::DeadLettered);
+                out.push((save(tx, step)?, outcome));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn expire_deadlines(&self, now: Timestamp) -> Result<Vec<Task>> {
+        self.write(move |tx| {
+            let late = ids(
+                tx,
+                "SELECT id FROM tasks WHERE status = 'queued' AND deadline < ?1 AND started_at IS NULL ORDER BY deadline",
+                vec![fmt_ts(&now)],
+            )?;
+            let mut out = Vec::new();
+            for id in late {
+                let (task, _) = load(tx, id)?;
+                out.push(save(tx, steps::deadline_step(task, now))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn requeue_task(&self, task_id: Uuid, now: Timestamp, actor: &str) -> Result<Task> {
+        let actor = actor.to_string();
+        self.write(move |tx| {
+            let (task, _) = load(tx, task_id)?;
+            save(tx, steps::requeue_step(task, now, &actor)?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,430 @@
+use super::tasks::new_task;
+use super::{Harness, event};
+use mesh_store::StoreError;
+use mesh_types::queue::{ClaimRequest, FailOutcome, Lease, RetryPolicy};
+use mesh_types::task::TaskFilter;
+use mesh_types::time::Timestamp;
+use mesh_types::{PageRequest, TaskStatus};
+use std::collections::HashSet;
+use uuid::Uuid;
+
+const LEASE_MS: i64 = 1_000;
+
+fn request(agent: Uuid, types: &[&str], limit: u32, now: Timestamp) -> ClaimRequest {
+    ClaimRequest {
+        agent_id: agent,
+        agent_name: format!("agent-{}", &agent.to_string()[..8]),
+        task_types: types.iter().map(|t| t.to_string()).collect(),
+        limit,
+        lease_ms: LEASE_MS,
+        now,
+        ageing_secs: 60,
+    }
+}
+
+pub async fn claim_one(h: &Harness, task_type: &str, now: Timestamp) -> Option<Lease> {
+    h.store
+        .queue
+        .claim(&request(Uuid::now_v7(), &[task_type], 1, now))
+        .await
+        .unwrap()
+        .pop()
+}
+
+fn later(now: Timestamp, ms: i64) -> Timestamp {
+    now + chrono::Duration::milliseconds(ms)
+}
+
+pub async fn claims_follow_types_priority_and_limit(h: &Harness) {
+    let s = &h.store;
+    let low = new_task("a", 0, None);
+    let high = new_task("a", 9, None);
+    let mid = new_task("a", 5, None);
+    let other = new_task("b", 100, None);
+    for t in [&low, &high, &mid, &other] {
+        s.tasks.insert_task(t, vec![]).await.unwrap();
+    }
+    let now = mesh_types::time::now();
+    let agent = Uuid::now_v7();
+    let got = s
+        .queue
+        .claim(&request(agent, &["a"], 2, now))
+        .await
+        .unwrap();
+    let ids: Vec<_> = got.iter().map(|l| l.task.id).collect();
+    assert_eq!(ids, vec![high.id, mid.id]);
+    assert!(got.iter().all(|l| l.attempt == 1
+        && l.task.status == TaskStatus::Running
+        && l.task.leased_by == Some(agent)));
+    let none = s
+        .queue
+        .claim(&request(agent, &["nothing-matches"], 5, now))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let none = s.queue.claim(&request(agent, &[], 5, now)).await.unwrap();
+    assert!(none.is_empty());
+    let timeline = s.provenance.events_for_task(high.id).await.unwrap();
+    let assigned = timeline
+        .iter()
+        .find(|e| e.action == "task_assigned")
+        .unwrap();
+    assert_eq!(assigned.payload["agentId"], serde_json::json!(agent));
+}
+
+pub async fn old_low_priority_tasks_age_past_new_ones(h: &Harness) {
+    let s = &h.store;
+    let now = mesh_types::time::now();
+    let mut old = new_task("aged", 0, None);
+    old.available_at = later(now, -600_000); // waited ten minutes
+    let fresh = new_task("aged", 5, None);
+    s.tasks.insert_task(&old, vec![]).await.unwrap();
+    s.tasks.insert_task(&fresh, vec![]).await.unwrap();
+    // One point per minute of waiting: 0 + 10 beats 5 + 0.
+    let first = s
+        .queue
+        .claim(&request(Uuid::now_v7(), &["aged"], 1, now))
+        .await
+        .unwrap();
+    assert_eq!(first[0].task.id, old.id);
+}
+
+pub async fn stale_lease_tokens_are_refused(h: &Harness) {
+    let s = &h.store;
+    let task = new_task("fenced", 0, None);
+    s.tasks.insert_task(&task, vec![]).await.unwrap();
+    let now = mesh_types::time::now();
+    let lease = claim_one(h, "fenced", now).await.unwrap();
+    let head = s.provenance.head().await.unwrap();
+    let wrong = s
+        .queue
+        .complete_task(task.id, Uuid::new_v4(), None, now, "x")
+        .await;
+    assert!(matches!(wrong, Err(StoreError::Conflict(_))), "{wrong:?}");
+    let wrong = s
+        .queue
+        .fail_task(
+            task.id,
+            Uuid::new_v4(),
+            "x",
+            true,
+            now,
+            RetryPolicy::default(),
+            "x",
+        )
+        .await;
+    assert!(matches!(wrong, Err(StoreError::Conflict(_))));
+    let wrong = s
+        .queue
+        .extend_lease(task.id, Uuid::new_v4(), now, LEASE_MS)
+        .await;
+    assert!(matches!(wrong, Err(StoreError::Conflict(_))));
+    assert_eq!(
+        s.provenance.head().await.unwrap(),
+        head,
+        "refused calls write nothing"
+    );
+    assert_eq!(
+        s.tasks.get_task(task.id).await.unwrap().unwrap().status,
+        TaskStatus::Running
+    );
+    let extended = s
+        .queue
+        .extend_lease(task.id, lease.lease_token, later(now, 500), LEASE_MS)
+        .await
+        .unwrap();
+    assert_eq!(extended.lease_expires_at, later(now, 1_500));
+    let missing = s
+        .queue
+        .complete_task(Uuid::now_v7(), lease.lease_token, None, now, "x")
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))));
+}
+
+pub async fn failures_retry_with_backoff_then_dead_letter(h: &Harness) {
+    let s = &h.store;
+    let mut task = new_task("flaky", 0, None);
+    task.max_attempts = 2;
+    s.tasks.insert_task(&task, vec![]).await.unwrap();
+    let policy = RetryPolicy {
+        base_ms: 1_000,
+        max_ms: 10_000,
+    };
+    let now = mesh_types::time::now();
+    let lease = claim_one(h, "flaky", now).await.unwrap();
+    let (queued, outcome) = s
+        .queue
+        .fail_task(
+            task.id,
+            lease.lease_token,
+            "timeout",
+            true,
+            now,
+            policy,
+            "w",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome, queued.status),
+        (FailOutcome::Retrying, TaskStatus::Queued)
+    );
+    let delay = (queued.available_at - now).num_milliseconds();
+    assert!((500..=1_000).contains(&delay), "backoff {delay} ms");
+    assert!(
+        claim_one(h, "flaky", now).await.is_none(),
+        "not claimable during backoff"
+    );
+    let retry = claim_one(h, "flaky", later(now, 1_001)).await.unwrap();
+    assert_eq!(retry.attempt, 2);
+    let (dead, outcome) = s
+        .queue
+        .fail_task(
+            task.id,
+            retry.lease_token,
+            "timeout again",
+            true,
+            later(now, 1_100),
+            policy,
+            "w",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome, dead.status),
+        (FailOutcome::DeadLettered, TaskStatus::Failed)
+    );
+    assert_eq!(dead.last_error.as_deref(), Some("timeout again"));
+    let letters = s
+        .tasks
+        .list_tasks(
+            &TaskFilter {
+                status: Some(TaskStatus::Failed),
+                ..Default::default()
+            },
+            &PageRequest::new(None, None),
+        )
+        .await
+        .unwrap();
+    assert!(letters.items.iter().any(|t| t.id == task.id));
+    let back = s
+        .queue
+        .requeue_task(task.id, later(now, 2_000), "op")
+        .await
+        .unwrap();
+    assert_eq!((back.status, back.attempts), (TaskStatus::Queued, 0));
+    assert!(matches!(
+        s.queue.requeue_task(task.id, now, "op").await,
+        Err(StoreError::Conflict(_))
+    ));
+    let actions: Vec<String> = s
+        .provenance
+        .events_for_task(task.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    for want in [
+        "task_assigned",
+        "task_retry_scheduled",
+        "task_failed",
+        "task_requeued",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == want),
+            "{want} missing from {actions:?}"
+        );
+    }
+    // A non-retryable failure dead-letters at once.
+    let fatal = new_task("fatal", 0, None);
+    s.tasks.insert_task(&fatal, vec![]).await.unwrap();
+    let t = mesh_types::time::now();
+    let lease = claim_one(h, "fatal", t).await.unwrap();
+    let (_, outcome) = s
+        .queue
+        .fail_task(
+            fatal.id,
+            lease.lease_token,
+            "bad input",
+            false,
+            t,
+            policy,
+            "w",
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, FailOutcome::DeadLettered);
+}
+
+pub async fn expired_leases_go_to_another_agent(h: &Harness) {
+    let s = &h.store;
+    let crashed = Uuid::now_v7();
+    let survivor = Uuid::now_v7();
+    let orphan = new_task("work", 0, None);
+    s.tasks.insert_task(&orphan, vec![]).await.unwrap();
+    let now = mesh_types::time::now();
+    let lease = s
+        .queue
+        .claim(&request(crashed, &["work"], 1, now))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(
+        s.queue
+            .reap_expired_leases(later(now, 500), RetryPolicy::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let policy = RetryPolicy {
+        base_ms: 1,
+        max_ms: 1,
+    };
+    let reaped = s
+        .queue
+        .reap_expired_leases(later(now, LEASE_MS + 1), policy)
+        .await
+        .unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].0.last_error.as_deref(), Some("lease_expired"));
+    assert_eq!(reaped[0].0.last_failed_agent, Some(crashed));
+    let stale = s
+        .queue
+        .complete_task(
+            orphan.id,
+            lease.lease_token,
+            None,
+            later(now, LEASE_MS + 2),
+            "late",
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict(_))),
+        "the crashed agent's token is dead"
+    );
+    // A fresh task beside it: the crashed agent is offered the fresh one first.
+    let fresh = new_task("work", 0, None);
+    s.tasks.insert_task(&fresh, vec![]).await.unwrap();
+    let t = later(now, LEASE_MS + 10);
+    let again = s
+        .queue
+        .claim(&request(crashed, &["work"], 1, t))
+        .await
+        .unwrap();
+    assert_eq!(again[0].task.id, fresh.id);
+    let other = s
+        .queue
+        .claim(&request(survivor, &["work"], 1, t))
+        .await
+        .unwrap();
+    assert_eq!((other[0].task.id, other[0].attempt), (orphan.id, 2));
+}
+
+pub async fn missed_deadlines_fail_with_slo_timeout(h: &Harness) {
+    let s = &h.store;
+    let now = mesh_types::time::now();
+    let mut late = new_task("slo", 0, None);
+    late.deadline = Some(later(now, 1_000));
+    let mut roomy = new_task("slo", 0, None);
+    roomy.deadline = Some(later(now, 60_000));
+    s.tasks.insert_task(&late, vec![]).await.unwrap();
+    s.tasks.insert_task(&roomy, vec![]).await.unwrap();
+    let after = later(now, 2_000);
+    let failed = s.queue.expire_deadlines(after).await.unwrap();
+    assert_eq!(
+        failed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![late.id]
+    );
+    assert_eq!(failed[0].last_error.as_deref(), Some("slo_timeout"));
+    assert_eq!(failed[0].status, TaskStatus::Failed);
+    let claimed = claim_one(h, "slo", after).await.unwrap();
+    assert_eq!(claimed.task.id, roomy.id);
+}
+
+pub async fn idempotency_keys_return_the_first_task(h: &Harness) {
+    let s = &h.store;
+    let mut first = new_task("idem", 0, None);
+    first.idempotency_key = Some("order-42".into());
+    let stored = s
+        .tasks
+        .insert_task(&first, vec![event("task_created")])
+        .await
+        .unwrap();
+    assert_eq!(stored.id, first.id);
+    let head = s.provenance.head().await.unwrap();
+    let mut again = new_task("idem", 0, None);
+    again.idempotency_key = Some("order-42".into());
+    let stored = s
+        .tasks
+        .insert_task(&again, vec![event("task_created")])
+        .await
+        .unwrap();
+    assert_eq!(stored.id, first.id, "same key, same task");
+    assert!(s.tasks.get_task(again.id).await.unwrap().is_none());
+    assert_eq!(
+        s.provenance.head().await.unwrap(),
+        head,
+        "nothing new written"
+    );
+    let mut elsewhere = new_task("idem", 0, None);
+    elsewhere.idempotency_key = Some("order-42".into());
+    elsewhere.tenant = "other".into();
+    let stored = s.tasks.insert_task(&elsewhere, vec![]).await.unwrap();
+    assert_eq!(stored.id, elsewhere.id, "keys are per tenant");
+}
+
+pub async fn concurrent_claims_never_lease_a_task_twice(h: &Harness) {
+    for i in 0..60 {
+        h.store
+            .tasks
+            .insert_task(&new_task("race", i % 4, None), vec![])
+            .await
+            .unwrap();
+    }
+    let mut claimers = Vec::new();
+    for _ in 0..4 {
+        let store = h.store.clone();
+        claimers.push(tokio::spawn(async move {
+            let agent = Uuid::now_v7();
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .queue
+                    .claim(&request(agent, &["race"], 3, mesh_types::time::now()))
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                for lease in got {
+                    store
+                        .queue
+                        .complete_task(
+                            lease.task.id,
+                            lease.lease_token,
+                            None,
+                            mesh_types::time::now(),
+                            "w",
+                        )
+                        .await
+                        .unwrap();
+                    mine.push(lease.task.id);
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for c in claimers {
+        all.extend(c.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (60, 60));
+    assert!(
+        mesh_store::verify_chain(h.store.provenance.as_ref())
+            .await
+            .unwrap()
+            .is_ok()
+    );
+}
