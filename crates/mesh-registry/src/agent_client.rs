@@ -2,7 +2,7 @@ use crate::agents::{AgentListQuery, AgentRegistry};
 use mesh_service::client::{Method, query_string};
 use mesh_service::{ApiError, Caller, HttpClient};
 use mesh_types::agent::AgentSummary;
-use mesh_types::{Agent, Page};
+use mesh_types::{Agent, NewAgent, Page};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -14,6 +14,46 @@ pub enum AgentRegistryClient {
 }
 
 impl AgentRegistryClient {
+    pub async fn register(&self, caller: &Caller, new: NewAgent) -> Result<Agent, ApiError> {
+        match self {
+            Self::InProcess(core) => core.register(&caller.principal, new).await,
+            Self::Http(http) => {
+                http.send(Method::POST, "/api/v1/agents", &caller.token, Some(&new))
+                    .await
+            }
+        }
+    }
+
+    pub async fn heartbeat(&self, caller: &Caller, id: Uuid) -> Result<Agent, ApiError> {
+        match self {
+            Self::InProcess(core) => core.heartbeat(&caller.principal, id).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::POST,
+                    &format!("/api/v1/agents/{id}/heartbeat"),
+                    &caller.token,
+                    None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn retire(&self, caller: &Caller, id: Uuid) -> Result<Agent, ApiError> {
+        match self {
+            Self::InProcess(core) => core.retire(&caller.principal, id).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::POST,
+                    &format!("/api/v1/agents/{id}/retire"),
+                    &caller.token,
+                    None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+
     pub async fn get(&self, caller: &Caller, id: Uuid) -> Result<Agent, ApiError> {
         match self {
             Self::InProcess(core) => core.get(id).await,

@@ -38,7 +38,8 @@ pub enum Role {
     Admin,
     /// Runs the mesh: tasks, agents, tools, reading provenance.
     Operator,
-    /// A worker: submits (sub)tasks, registers itself, heartbeats.
+    /// A worker: submits (sub)tasks, registers, heartbeats and retires itself, claims
+    /// work. Keys are not yet bound to one agent, so an agent key can act for any.
     Agent,
     /// Reads and verifies provenance and state; changes nothing.
     Auditor,
@@ -69,6 +70,7 @@ impl Role {
                     | TaskClaim
                     | AgentRegister
                     | AgentHeartbeat
+                    | AgentRetire
                     | AgentRead
                     | ToolRead
             ),

@@ -357,6 +357,7 @@ fn granted(role: &str, permission: &str) -> bool {
                 | "task.read"
                 | "agent.register"
                 | "agent.heartbeat"
+                | "agent.retire"
                 | "agent.read"
                 | "tool.read"
         ),

@@ -261,3 +261,39 @@ pub async fn pg_query(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
     tokio::spawn(conn);
     client.query(sql, &[]).await.unwrap()
 }
+
+/// The example agent binary, built by `cargo test` beside the `mesh` binary.
+pub fn echo_agent_bin() -> PathBuf {
+    let path = Path::new(mesh_bin())
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("echo_agent");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p mesh --example echo_agent`)",
+        path.display()
+    );
+    path
+}
+
+/// An echo agent process working for the mesh at the given task queue and registry.
+pub fn spawn_echo_agent(dir: &Path, mesh: &MeshProcess, key_file: &Path, extra: &[&str]) -> Child {
+    let log =
+        std::fs::File::create(dir.join(format!("agent-{}.log", uuid::Uuid::new_v4().simple())))
+            .unwrap();
+    Command::new(echo_agent_bin())
+        .args([
+            "--queue",
+            &mesh.url("task-queue"),
+            "--registry",
+            &mesh.url("agent-registry"),
+        ])
+        .arg("--key-file")
+        .arg(key_file)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}

@@ -1,0 +1,16 @@
+//! The agent SDK: a [`BaseAgent`] trait mirroring the seed's agent lifecycle, and a
+//! [`Worker`] runtime that registers the agent, heartbeats, claims tasks of its types,
+//! runs them with their leases kept alive, reports results or subtasks, and retires on
+//! shutdown.
+//!
+//! The same agent code runs in-process (a [`MeshClient`] over the service cores, as in
+//! `mesh up`) or in its own process speaking HTTP to a remote mesh. The SDK never talks
+//! to a store; it only uses the services' clients.
+
+mod agent;
+mod client;
+mod worker;
+
+pub use agent::{AgentError, BaseAgent, Health, TaskContext, TaskOutcome};
+pub use client::MeshClient;
+pub use worker::{Worker, WorkerOptions, WorkerReport};

@@ -1,0 +1,324 @@
+use crate::agent::{AgentError, BaseAgent, Health, TaskContext, TaskOutcome};
+use crate::client::MeshClient;
+use mesh_queue::{ClaimBody, CompleteBody, ExtendBody, FailBody};
+use mesh_service::ApiError;
+use mesh_types::queue::Lease;
+use mesh_types::{Agent, NewTask};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Task types to claim; `None` means the agent's capabilities.
+    pub task_types: Option<Vec<String>>,
+    /// Tasks run at once.
+    pub concurrency: usize,
+    pub lease_ms: i64,
+    /// Wait after an empty claim before asking again.
+    pub poll_interval: Duration,
+    /// How often the agent tells the registry it is alive.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            task_types: None,
+            concurrency: 4,
+            lease_ms: 30_000,
+            poll_interval: Duration::from_millis(50),
+            heartbeat_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    pub completed: u64,
+    pub failed: u64,
+    /// Results refused because the lease had moved on (the task was re-run elsewhere).
+    pub lost_leases: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    completed: AtomicU64,
+    failed: AtomicU64,
+    lost: AtomicU64,
+}
+
+pub struct Worker<A: BaseAgent> {
+    agent: Arc<A>,
+    client: MeshClient,
+    options: WorkerOptions,
+}
+
+impl<A: BaseAgent> Worker<A> {
+    pub fn new(agent: A, client: MeshClient, options: WorkerOptions) -> Self {
+        Self {
+            agent: Arc::new(agent),
+            client,
+            options,
+        }
+    }
+
+    /// Registers the agent, then claims and runs tasks until `shutdown` resolves; then
+    /// finishes what it holds, calls `on_retire` and retires the agent.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<WorkerReport, ApiError> {
+        let me = self
+            .client
+            .agents
+            .register(&self.client.caller, self.agent.descriptor())
+            .await?;
+        tracing::info!(agent = %me.name, id = %me.id, "agent registered");
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.agent.clone(),
+            self.client.clone(),
+            me.id,
+            self.options.heartbeat_interval,
+        ));
+        let types = self
+            .options
+            .task_types
+            .clone()
+            .unwrap_or_else(|| me.capabilities.clone());
+        let slots = Arc::new(Semaphore::new(self.options.concurrency.max(1)));
+        let counters = Arc::new(Counters::default());
+        let mut running = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            // Wait for a free slot, unless told to stop.
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+            };
+            let free = slots.available_permits() + 1;
+            let body = ClaimBody {
+                agent_id: me.id,
+                task_types: types.clone(),
+                limit: Some(free.min(mesh_queue_max_batch()) as u32),
+                lease_ms: Some(self.options.lease_ms),
+            };
+            let leases = match self.client.queue.claim(&self.client.caller, body).await {
+                Ok(leases) => leases,
+                Err(err) => {
+                    tracing::warn!(error = %err, "claim failed; retrying");
+                    drop(permit);
+                    if pause(&mut shutdown, self.options.poll_interval * 4).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if leases.is_empty() {
+                drop(permit);
+                if pause(&mut shutdown, self.options.poll_interval).await {
+                    break;
+                }
+                continue;
+            }
+            let mut permit = Some(permit);
+            for lease in leases {
+                // The first lease uses the slot we hold; the rest take the free ones.
+                let slot = match permit.take() {
+                    Some(p) => p,
+                    None => match slots.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        Err(_) => break, // cannot happen: we asked for at most the free slots
+                    },
+                };
+                let run = run_one(
+                    self.agent.clone(),
+                    self.client.clone(),
+                    me.clone(),
+                    lease,
+                    self.options.lease_ms,
+                    counters.clone(),
+                );
+                running.spawn(async move {
+                    run.await;
+                    drop(slot);
+                });
+            }
+        }
+        tracing::info!(agent = %me.name, in_flight = running.len(), "worker draining");
+        while running.join_next().await.is_some() {}
+        heartbeat.abort();
+        self.agent.on_retire().await;
+        if let Err(err) = self.client.agents.retire(&self.client.caller, me.id).await {
+            tracing::warn!(error = %err, "could not retire the agent");
+        }
+        Ok(WorkerReport {
+            completed: counters.completed.load(Ordering::Relaxed),
+            failed: counters.failed.load(Ordering::Relaxed),
+            lost_leases: counters.lost.load(Ordering::Relaxed),
+        })
+    }
+}
+
+fn mesh_queue_max_batch() -> usize {
+    mesh_queue::MAX_CLAIM_BATCH as usize
+}
+
+/// Sleeps `d`; true if shutdown fired first.
+async fn pause<F: Future<Output = ()>>(shutdown: &mut std::pin::Pin<&mut F>, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.as_mut() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+async fn heartbeat_loop<A: BaseAgent>(
+    agent: Arc<A>,
+    client: MeshClient,
+    id: uuid::Uuid,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match agent.health_check().await {
+            Health::Healthy => {
+                if let Err(err) = client.agents.heartbeat(&client.caller, id).await {
+                    tracing::warn!(error = %err, "heartbeat failed");
+                }
+            }
+            // Silence lets the registry's TTL mark us unhealthy.
+            Health::Unhealthy(why) => {
+                tracing::warn!(reason = %why, "agent unhealthy; skipping heartbeat")
+            }
+        }
+    }
+}
+
+async fn run_one<A: BaseAgent>(
+    agent: Arc<A>,
+    client: MeshClient,
+    me: Agent,
+    lease: Lease,
+    lease_ms: i64,
+    counters: Arc<Counters>,
+) {
+    let task = lease.task.clone();
+    let token = lease.lease_token;
+    let ctx = TaskContext {
+        agent_id: me.id,
+        agent_name: me.name.clone(),
+        attempt: lease.attempt,
+    };
+    // Keep the lease alive while the handler runs.
+    let keeper = {
+        let client = client.clone();
+        let id = task.id;
+        tokio::spawn(async move {
+            let every = Duration::from_millis((lease_ms / 3).max(10) as u64);
+            loop {
+                tokio::time::sleep(every).await;
+                let body = ExtendBody {
+                    lease_token: token,
+                    lease_ms: Some(lease_ms),
+                };
+                if let Err(err) = client.queue.extend(&client.caller, id, body).await {
+                    tracing::warn!(task = %id, error = %err, "could not extend the lease");
+                    if err.status.as_u16() == 409 {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let result = agent.on_task_received(&ctx, &task).await;
+    keeper.abort();
+    let reported = match result {
+        Ok(TaskOutcome::Complete(output)) => complete(&client, &task.id, token, output).await,
+        Ok(TaskOutcome::Spawn { subtasks, output }) => {
+            match spawn(&client, task.id, subtasks).await {
+                Ok(ids) => {
+                    let output = serde_json::json!({"output": output, "subtasks": ids});
+                    complete(&client, &task.id, token, output).await
+                }
+                Err(err) => {
+                    fail(
+                        &client,
+                        &task.id,
+                        token,
+                        &AgentError::retryable(format!("could not queue subtasks: {err}")),
+                    )
+                    .await
+                }
+            }
+        }
+        Err(error) => {
+            agent.on_error(&ctx, &task, &error).await;
+            fail(&client, &task.id, token, &error).await
+        }
+    };
+    match reported {
+        Ok(true) => counters.completed.fetch_add(1, Ordering::Relaxed),
+        Ok(false) => counters.failed.fetch_add(1, Ordering::Relaxed),
+        Err(err) if err.status.as_u16() == 409 => {
+            tracing::warn!(task = %task.id, "lease lost before the result was reported; another agent has the task");
+            counters.lost.fetch_add(1, Ordering::Relaxed)
+        }
+        Err(err) => {
+            tracing::error!(task = %task.id, error = %err, "could not report the result; the lease will expire and the task re-run");
+            counters.failed.fetch_add(1, Ordering::Relaxed)
+        }
+    };
+}
+
+async fn complete(
+    client: &MeshClient,
+    id: &uuid::Uuid,
+    token: uuid::Uuid,
+    output: serde_json::Value,
+) -> Result<bool, ApiError> {
+    let body = CompleteBody {
+        lease_token: token,
+        output: Some(output),
+    };
+    client
+        .queue
+        .complete(&client.caller, *id, body)
+        .await
+        .map(|_| true)
+}
+
+async fn fail(
+    client: &MeshClient,
+    id: &uuid::Uuid,
+    token: uuid::Uuid,
+    error: &AgentError,
+) -> Result<bool, ApiError> {
+    let body = FailBody {
+        lease_token: token,
+        reason: error.message.clone(),
+        retryable: error.retryable,
+    };
+    client
+        .queue
+        .fail(&client.caller, *id, body)
+        .await
+        .map(|_| false)
+}
+
+async fn spawn(
+    client: &MeshClient,
+    parent: uuid::Uuid,
+    subtasks: Vec<NewTask>,
+) -> Result<Vec<uuid::Uuid>, ApiError> {
+    let mut ids = Vec::with_capacity(subtasks.len());
+    for mut sub in subtasks {
+        sub.parent_id = Some(parent);
+        ids.push(client.queue.enqueue(&client.caller, sub).await?.id);
+    }
+    Ok(ids)
+}

@@ -1,0 +1,184 @@
+//! The worker runtime in-process, over the real queue and registry cores on SQLite.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use async_trait::async_trait;
+use mesh_queue::{QueueConfig, TaskQueue};
+use mesh_registry::{AgentRegistry, AgentRegistryClient};
+use mesh_sdk::{
+    AgentError, BaseAgent, MeshClient, TaskContext, TaskOutcome, Worker, WorkerOptions,
+};
+use mesh_service::{Readiness, ServiceContext, ServiceName};
+use mesh_types::queue::RetryPolicy;
+use mesh_types::{AgentStatus, NewAgent, NewTask, Principal, Role, Task, TaskStatus};
+use serde_json::json;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+struct TestAgent {
+    retire_calls: AtomicU32,
+}
+
+#[async_trait]
+impl BaseAgent for TestAgent {
+    fn descriptor(&self) -> NewAgent {
+        serde_json::from_value(json!({
+            "name": "sdk-test-agent", "version": "1.0.0", "role": "coder", "riskTier": "low",
+            "capabilities": ["echo", "flaky", "split", "broken"]
+        }))
+        .unwrap()
+    }
+
+    async fn on_task_received(
+        &self,
+        ctx: &TaskContext,
+        task: &Task,
+    ) -> Result<TaskOutcome, AgentError> {
+        match task.task_type.as_str() {
+            "echo" => Ok(TaskOutcome::Complete(
+                json!({"echo": task.input, "by": ctx.agent_name}),
+            )),
+            "flaky" if ctx.attempt == 1 => Err(AgentError::retryable("first attempts always fail")),
+            "flaky" => Ok(TaskOutcome::Complete(json!({"attempt": ctx.attempt}))),
+            "broken" => Err(AgentError::fatal("cannot be done")),
+            "split" => Ok(TaskOutcome::Spawn {
+                subtasks: (0..2)
+                    .map(|i| {
+                        serde_json::from_value::<NewTask>(
+                            json!({"type": "echo", "input": {"part": i}}),
+                        )
+                        .unwrap()
+                    })
+                    .collect(),
+                output: json!("split in two"),
+            }),
+            other => Err(AgentError::fatal(format!("unknown type {other}"))),
+        }
+    }
+
+    async fn on_retire(&self) {
+        self.retire_calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn principal() -> Principal {
+    Principal {
+        key_id: uuid::Uuid::nil(),
+        name: "sdk-test".into(),
+        roles: vec![Role::Admin],
+        tenant: "default".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_worker_runs_tasks_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = mesh_store::open(None, dir.path()).await.unwrap();
+    let ready = Readiness::default();
+    let agents = AgentRegistry::new(ServiceContext::new(
+        ServiceName::AgentRegistry,
+        store.clone(),
+        ready.clone(),
+    ));
+    let config = QueueConfig {
+        retry: RetryPolicy {
+            base_ms: 10,
+            max_ms: 20,
+        },
+        ..Default::default()
+    };
+    let queue = TaskQueue::new(
+        ServiceContext::new(ServiceName::TaskQueue, store.clone(), ready),
+        config,
+        AgentRegistryClient::InProcess(agents.clone()),
+    );
+    let mut ids = Vec::new();
+    for (t, input) in [
+        ("echo", json!({"n": 1})),
+        ("flaky", json!({})),
+        ("split", json!({})),
+        ("broken", json!({})),
+    ] {
+        let new: NewTask = serde_json::from_value(json!({"type": t, "input": input})).unwrap();
+        ids.push(queue.enqueue(&principal(), new).await.unwrap().id);
+    }
+    let client = MeshClient::in_process(queue.clone(), agents.clone(), principal());
+    let options = WorkerOptions {
+        poll_interval: Duration::from_millis(10),
+        lease_ms: 2_000,
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        Worker::new(
+            TestAgent {
+                retire_calls: AtomicU32::new(0),
+            },
+            client,
+            options,
+        )
+        .run(async {
+            let _ = stopped.await;
+        }),
+    );
+
+    // Wait for the work to settle (state, not time, is what the test checks).
+    let settled = |tasks: &[Task]| tasks.iter().all(|t| t.status.is_terminal()) && tasks.len() == 6;
+    let mut tasks = Vec::new();
+    for _ in 0..400 {
+        tasks = store
+            .tasks
+            .list_tasks(
+                &Default::default(),
+                &mesh_types::PageRequest::new(Some(100), None),
+            )
+            .await
+            .unwrap()
+            .items;
+        if settled(&tasks) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(settled(&tasks), "{tasks:#?}");
+    let by_id = |id| tasks.iter().find(|t| t.id == id).unwrap();
+    assert_eq!(
+        by_id(ids[0]).output,
+        Some(json!({"echo": {"n": 1}, "by": "sdk-test-agent"}))
+    );
+    assert_eq!(
+        (by_id(ids[1]).status, by_id(ids[1]).attempts),
+        (TaskStatus::Completed, 2)
+    );
+    let children: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.parent_id == Some(ids[2]))
+        .collect();
+    assert_eq!(children.len(), 2);
+    assert!(children.iter().all(|c| c.status == TaskStatus::Completed));
+    assert_eq!(
+        (by_id(ids[3]).status, by_id(ids[3]).last_error.as_deref()),
+        (TaskStatus::Failed, Some("cannot be done"))
+    );
+
+    stop.send(()).unwrap();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!(
+        (report.completed, report.failed, report.lost_leases),
+        (5, 2, 0)
+    );
+    let agent = agents
+        .list(Default::default())
+        .await
+        .unwrap()
+        .items
+        .pop()
+        .unwrap();
+    assert_eq!(agent.status, AgentStatus::Retired);
+    assert!(
+        mesh_store::verify_chain(store.provenance.as_ref())
+            .await
+            .unwrap()
+            .is_ok()
+    );
+}
