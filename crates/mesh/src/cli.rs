@@ -220,4 +220,21 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
+    /// Enqueue → claim → complete through the task queue's core with no-op handlers
+    Queue {
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: BenchBackend,
+        #[arg(long, default_value_t = 5_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchBackend {
+    /// A fresh SQLite file in a temporary directory
+    Sqlite,
+    /// The PostgreSQL database named by --store
+    Postgres,
 }

@@ -2,8 +2,9 @@
 //! guard, validation, queue statistics, the task row and its three provenance events
 //! in one durable transaction — against a mesh started in this process.
 
-use super::{load_config, open_store};
-use crate::cli::{BenchCommand, GlobalArgs};
+use super::quantile_ms;
+use crate::cli::GlobalArgs;
+use crate::commands::{load_config, open_store};
 use crate::compose;
 use crate::config::Overrides;
 use crate::output;
@@ -13,13 +14,12 @@ use serde_json::json;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
-    let BenchCommand::Tasks { tasks, concurrency } = cmd;
+pub async fn run(g: &GlobalArgs, tasks: usize, concurrency: usize) -> Result<ExitCode> {
     if tasks == 0 || concurrency == 0 {
         bail!("--tasks and --concurrency must be at least 1");
     }
     // A fresh SQLite file unless --store names another store.
-    let scratch = tempdir()?;
+    let scratch = super::tempdir()?;
     let mut flags = Overrides {
         listen: ServiceName::ALL
             .iter()
@@ -90,10 +90,7 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&scratch);
 
     latencies.sort();
-    let pct = |p: f64| {
-        let idx = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[idx].as_secs_f64() * 1000.0
-    };
+    let pct = |p: f64| quantile_ms(&latencies, p);
     let report = json!({
         "bench": "tasks",
         "backend": store.backend,
@@ -120,10 +117,4 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn tempdir() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("mesh-bench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
 }
