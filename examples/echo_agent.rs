@@ -101,26 +101,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     let report = Worker::new(agent, client, options)
-        .run(shutdown_signal())
+        .run(mesh_service::server::shutdown_signal())
         .await?;
     println!(
         "completed {} failed {} lost {}",
         report.completed, report.failed, report.lost_leases
     );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

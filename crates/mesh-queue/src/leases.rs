@@ -86,8 +86,9 @@ impl TaskQueue {
         Ok(lease)
     }
 
-    /// Leases up to `limit` tasks of the given types to a registered, working agent.
-    /// Nothing to claim is an empty list, not an error.
+    /// Leases up to `limit` tasks of the given types that are also among the agent's
+    /// capabilities to a registered, working agent. Nothing to claim is an empty list,
+    /// not an error.
     pub async fn claim(&self, caller: &Caller, body: ClaimBody) -> Result<Vec<Lease>, ApiError> {
         let limit = body.limit.unwrap_or(1);
         if !(1..=MAX_CLAIM_BATCH).contains(&limit) {
@@ -117,10 +118,16 @@ impl TaskQueue {
                 agent.name, agent.status
             )));
         }
+        // An agent takes only work it declared it can do.
+        let task_types = body
+            .task_types
+            .into_iter()
+            .filter(|t| agent.capabilities.contains(t))
+            .collect();
         let request = ClaimRequest {
             agent_id: agent.id,
             agent_name: agent.name,
-            task_types: body.task_types,
+            task_types,
             limit,
             lease_ms,
             now: mesh_types::time::now(),

@@ -170,7 +170,7 @@ impl Running {
     /// Serves until SIGTERM or Ctrl-C, or until a server fails; then drains.
     pub async fn run_until_signal(mut self, grace: Duration) -> Result<()> {
         let failure = tokio::select! {
-            _ = shutdown_signal() => None,
+            _ = mesh_service::server::shutdown_signal() => None,
             Some(done) = self.servers.join_next() => Some(done),
         };
         if let Some(done) = failure {
@@ -195,27 +195,5 @@ impl Running {
             tracing::warn!("grace period over; abandoning in-flight requests");
             self.servers.abort_all();
         }
-    }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -55,7 +55,10 @@ impl Fixture {
     }
 
     async fn agent(&self, name: &str) -> String {
-        let body = SEED_AGENT.replace("coder-agent-v1", name);
+        let body = SEED_AGENT.replace("coder-agent-v1", name).replace(
+            r#"["typescript", "python", "refactoring"]"#,
+            r#"["build", "flaky", "orphan", "typescript"]"#,
+        );
         let r = self
             .api
             .post(
@@ -128,6 +131,15 @@ async fn claim_complete_with_fenced_tokens() {
 
     let none = f.claim(&a, &["nothing-matches"], json!({})).await;
     assert_eq!((none.status, none.body.clone()), (200, json!([])));
+    let undeclared = f
+        .submit(json!({"type": "nothing-matches", "input": {}}))
+        .await;
+    let none = f.claim(&a, &["nothing-matches"], json!({})).await;
+    assert_eq!(
+        none.body,
+        json!([]),
+        "{undeclared} is not among the agent's capabilities"
+    );
     let leases = f.claim(&a, &["build"], json!({"limit": 10})).await;
     assert_eq!(leases.status, 200, "{}", leases.body);
     assert_eq!(
