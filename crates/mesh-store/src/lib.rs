@@ -9,6 +9,7 @@
 //!
 //! This crate must never hold HTTP types or business rules: it stores and returns.
 
+mod bus;
 mod error;
 mod paging;
 pub mod postgres;
@@ -17,6 +18,7 @@ pub mod sqlite;
 mod traits;
 mod url;
 
+pub use bus::{BusStore, GroupRead, Outgoing};
 pub use error::StoreError;
 pub use queue::QueueStore;
 pub use traits::*;
@@ -30,6 +32,7 @@ use std::sync::Arc;
 pub struct Store {
     pub tasks: Arc<dyn TaskStore>,
     pub queue: Arc<dyn QueueStore>,
+    pub bus: Arc<dyn BusStore>,
     pub agents: Arc<dyn AgentStore>,
     pub tools: Arc<dyn ToolStore>,
     pub keys: Arc<dyn KeyStore>,
@@ -43,11 +46,19 @@ pub struct Store {
 impl Store {
     fn from_backend<B>(backend: Arc<B>, name: &'static str, display_url: String) -> Self
     where
-        B: TaskStore + QueueStore + AgentStore + ToolStore + KeyStore + ProvenanceLog + 'static,
+        B: TaskStore
+            + QueueStore
+            + BusStore
+            + AgentStore
+            + ToolStore
+            + KeyStore
+            + ProvenanceLog
+            + 'static,
     {
         Store {
             tasks: backend.clone(),
             queue: backend.clone(),
+            bus: backend.clone(),
             agents: backend.clone(),
             tools: backend.clone(),
             keys: backend.clone(),

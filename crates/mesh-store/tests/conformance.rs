@@ -15,7 +15,9 @@ macro_rules! conformance {
                 claims_follow_types_priority_and_limit, old_low_priority_tasks_age_past_new_ones,
                 stale_lease_tokens_are_refused, failures_retry_with_backoff_then_dead_letter,
                 expired_leases_go_to_another_agent, missed_deadlines_fail_with_slo_timeout,
-                idempotency_keys_return_the_first_task, concurrent_claims_never_lease_a_task_twice);
+                idempotency_keys_return_the_first_task, concurrent_claims_never_lease_a_task_twice,
+                bus_topics_are_ordered_and_replayable, consumer_groups_deliver_at_least_once,
+                cursors_move_with_their_batch);
         }
     };
     (@tests $harness:path; $($test:ident),+) => {

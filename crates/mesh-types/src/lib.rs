@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod bus;
 pub mod canonical;
 pub mod enums;
 pub mod page;

@@ -3,6 +3,7 @@
 //! any number of processes can append without forking it.
 
 mod agents;
+mod bus;
 mod keys;
 mod provenance;
 mod queue;
@@ -19,6 +20,7 @@ use tokio_postgres::NoTls;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("schema.sql")),
     (2, "queue leases", include_str!("migrate_2.sql")),
+    (3, "events bus", include_str!("migrate_3.sql")),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

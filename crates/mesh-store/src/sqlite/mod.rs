@@ -6,6 +6,7 @@
 //! WAL lets run beside the writer.
 
 mod agents;
+mod bus;
 mod keys;
 mod provenance;
 mod queue;
@@ -22,6 +23,7 @@ use std::time::Duration;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("schema.sql")),
     (2, "queue leases", include_str!("migrate_2.sql")),
+    (3, "events bus", include_str!("migrate_3.sql")),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.

@@ -2,12 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bus;
 mod harness;
 mod provenance;
 pub mod queue;
 mod registry;
 mod tasks;
 
+pub use bus::*;
 pub use harness::{Harness, postgres_harness, sqlite_harness};
 pub use provenance::*;
 pub use queue::*;
