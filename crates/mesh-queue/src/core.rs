@@ -5,7 +5,6 @@ use mesh_types::task::{QueueStats, TaskFilter};
 use mesh_types::{EventDraft, NewTask, Page, PageRequest, Principal, Task, TaskStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -107,7 +106,7 @@ impl TaskQueue {
                     "parentId": task.parent_id,
                     "tenant": task.tenant,
                     "keyId": caller.key_id,
-                    "inputSha256": sha256_of(&task.input),
+                    "inputSha256": mesh_types::canonical::sha256_hex(&task.input),
                     "maxAttempts": task.max_attempts,
                     "deadline": task.deadline.map(|d| mesh_types::time::format(&d)),
                     "idempotencyKey": task.idempotency_key,
@@ -191,10 +190,4 @@ fn visible(caller: &Principal, task: &Task) -> bool {
     caller
         .tenant_scope()
         .is_none_or(|tenant| tenant == task.tenant)
-}
-
-fn sha256_of(value: &serde_json::Value) -> String {
-    hex::encode(Sha256::digest(
-        mesh_types::canonical::to_string(value).as_bytes(),
-    ))
 }

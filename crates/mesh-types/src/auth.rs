@@ -73,10 +73,12 @@ impl Role {
                     | AgentRetire
                     | AgentRead
                     | ToolRead
+                    | EventsPublish
+                    | EventsRead
             ),
             Role::Auditor => matches!(
                 permission,
-                TaskRead | AgentRead | ToolRead | ProvenanceRead | ProvenanceVerify
+                TaskRead | AgentRead | ToolRead | ProvenanceRead | ProvenanceVerify | EventsRead
             ),
         }
     }
@@ -121,6 +123,10 @@ pub enum Permission {
     ToolRead,
     ProvenanceRead,
     ProvenanceVerify,
+    /// Publish to a topic of the events bus.
+    EventsPublish,
+    /// Read, stream and consume topics of the events bus.
+    EventsRead,
     KeysManage,
 }
 
@@ -140,6 +146,8 @@ impl Permission {
         Permission::ToolRead,
         Permission::ProvenanceRead,
         Permission::ProvenanceVerify,
+        Permission::EventsPublish,
+        Permission::EventsRead,
         Permission::KeysManage,
     ];
 
@@ -159,6 +167,8 @@ impl Permission {
             Permission::ToolRead => "tool.read",
             Permission::ProvenanceRead => "provenance.read",
             Permission::ProvenanceVerify => "provenance.verify",
+            Permission::EventsPublish => "events.publish",
+            Permission::EventsRead => "events.read",
             Permission::KeysManage => "keys.manage",
         }
     }

@@ -104,6 +104,13 @@ fn es6_number(f: f64) -> String {
     format!("{sign}{body}")
 }
 
+/// SHA-256 (hex) of a value's canonical encoding: the digest provenance events carry in
+/// place of payloads.
+pub fn sha256_hex(value: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(to_string(value).as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,7 +100,7 @@ pub fn completed_event(task: &Task, agent: Option<Uuid>, actor: &str) -> EventDr
     task_event("task_completed", actor, task).payload(json!({
         "agentId": agent,
         "attempt": task.attempts,
-        "outputSha256": task.output.as_ref().map(|o| hex::encode(Sha256::digest(crate::canonical::to_string(o).as_bytes()))),
+        "outputSha256": task.output.as_ref().map(crate::canonical::sha256_hex),
     }))
 }
 

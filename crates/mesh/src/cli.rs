@@ -33,6 +33,9 @@ pub struct GlobalArgs {
     /// TOML configuration file
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Events bus: memory:// or redis://HOST:PORT [default: embedded in the store]
+    #[arg(long, global = true, value_name = "URL")]
+    pub bus: Option<String>,
     /// Print JSON instead of tables
     #[arg(long, global = true)]
     pub json: bool,

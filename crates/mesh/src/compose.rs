@@ -4,6 +4,7 @@
 use crate::config::Config;
 use anyhow::{Context, Result};
 use axum::Router;
+use mesh_bus::EventsBus;
 use mesh_orchestrator::Orchestrator;
 use mesh_provenance::ProvenanceService;
 use mesh_queue::{TaskQueue, TaskQueueClient};
@@ -24,13 +25,14 @@ pub struct Cores {
     pub agents: Option<Arc<AgentRegistry>>,
     pub tools: Option<Arc<ToolRegistry>>,
     pub provenance: Option<Arc<ProvenanceService>>,
+    pub bus: Option<Arc<EventsBus>>,
     contexts: Vec<ServiceContext>,
 }
 
 impl Cores {
     /// Builds the cores for `services`; the orchestrator reaches a queue or registry
     /// that is not among them over HTTP at the configured peer URL.
-    pub fn build(
+    pub async fn build(
         store: &Store,
         services: &[ServiceName],
         config: &Config,
@@ -66,21 +68,31 @@ impl Cores {
         } else {
             None
         };
-        let contexts = [
-            ServiceName::RoutingGateway,
-            ServiceName::PolicyEnforcer,
-            ServiceName::EventsBus,
-        ]
-        .into_iter()
-        .filter(|s| here(*s))
-        .map(ctx)
-        .collect();
+        let bus = if here(ServiceName::EventsBus) {
+            let backend = mesh_bus::open(config.bus.as_deref(), store)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open the events bus (`bus` in the config file, --bus): {}",
+                        e.message
+                    )
+                })?;
+            Some(EventsBus::new(ctx(ServiceName::EventsBus), backend))
+        } else {
+            None
+        };
+        let contexts = [ServiceName::RoutingGateway, ServiceName::PolicyEnforcer]
+            .into_iter()
+            .filter(|s| here(*s))
+            .map(ctx)
+            .collect();
         Ok(Cores {
             orchestrator,
             queue,
             agents,
             tools,
             provenance,
+            bus,
             contexts,
         })
     }
@@ -95,7 +107,7 @@ impl Cores {
             ServiceName::Provenance => mesh_provenance::router(self.provenance.clone()?),
             ServiceName::RoutingGateway => mesh_gateway::router(plain(service)?),
             ServiceName::PolicyEnforcer => mesh_policy::router(plain(service)?),
-            ServiceName::EventsBus => mesh_bus::router(plain(service)?),
+            ServiceName::EventsBus => mesh_bus::router(self.bus.clone()?),
         })
     }
 }
@@ -125,7 +137,7 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
         listeners.push((*service, listener));
     }
     let readiness = Readiness::default();
-    let cores = Cores::build(store, services, config, &readiness)?;
+    let cores = Cores::build(store, services, config, &readiness).await?;
     let (shutdown, watcher) = watch::channel(false);
     let mut servers = JoinSet::new();
     let mut endpoints = Vec::new();
@@ -156,6 +168,9 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
     }
     if let Some(queue) = &cores.queue {
         mesh_queue::spawn_queue_sweeper(queue.clone(), watcher.clone());
+    }
+    if let Some(bus) = &cores.bus {
+        mesh_bus::spawn_relay(bus.clone(), watcher.clone());
     }
     readiness.set_ready(true);
     Ok(Running {

@@ -18,6 +18,8 @@ use std::time::Duration;
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub store: Option<String>,
+    /// Events bus: unset for the embedded bus, `memory://` or `redis://HOST:PORT`.
+    pub bus: Option<String>,
     /// Address every service listens on unless `services.<name>.listen` says otherwise.
     pub bind: Option<IpAddr>,
     pub drain_grace_secs: Option<u64>,
@@ -92,6 +94,7 @@ pub struct ServiceConfig {
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub store: Option<String>,
+    pub bus: Option<String>,
     pub bind: Option<IpAddr>,
     pub listen: Vec<(ServiceName, SocketAddr)>,
     pub peers: Vec<(ServiceName, String)>,
@@ -102,6 +105,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `None`: SQLite under the data directory.
     pub store: Option<String>,
+    /// `None`: the embedded bus in the store.
+    pub bus: Option<String>,
     pub listen: BTreeMap<ServiceName, SocketAddr>,
     pub peers: BTreeMap<ServiceName, String>,
     pub drain_grace: Duration,
@@ -171,6 +176,7 @@ impl Config {
             queue,
             data_dir,
             store: flags.store.clone().or(file.store),
+            bus: flags.bus.clone().or(file.bus),
             listen,
             peers,
             drain_grace: file

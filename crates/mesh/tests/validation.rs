@@ -337,6 +337,34 @@ fn routes(task: &str, agent: &str, tool: &str, key_id: &str) -> Vec<Route> {
             "provenance.read",
         ),
         (
+            "POST",
+            "events-bus",
+            "/api/v1/events/perm.test".into(),
+            Some("{}".into()),
+            "events.publish",
+        ),
+        (
+            "GET",
+            "events-bus",
+            "/api/v1/events/perm.test".into(),
+            None,
+            "events.read",
+        ),
+        (
+            "POST",
+            "events-bus",
+            "/api/v1/events/perm.test/groups/g/read".into(),
+            Some(r#"{"consumer":"c"}"#.into()),
+            "events.read",
+        ),
+        (
+            "POST",
+            "events-bus",
+            "/api/v1/events/perm.test/groups/g/ack".into(),
+            Some(r#"{"offsets":[]}"#.into()),
+            "events.read",
+        ),
+        (
             "GET",
             "provenance-service",
             "/api/v1/provenance/verify".into(),
@@ -360,10 +388,17 @@ fn granted(role: &str, permission: &str) -> bool {
                 | "agent.retire"
                 | "agent.read"
                 | "tool.read"
+                | "events.publish"
+                | "events.read"
         ),
         "auditor" => matches!(
             permission,
-            "task.read" | "agent.read" | "tool.read" | "provenance.read" | "provenance.verify"
+            "task.read"
+                | "agent.read"
+                | "tool.read"
+                | "provenance.read"
+                | "provenance.verify"
+                | "events.read"
         ),
         _ => false,
     }

@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 pub fn load_config(g: &GlobalArgs, mut flags: Overrides) -> Result<Config> {
     flags.data_dir = g.data_dir.clone();
     flags.store = g.store.clone();
+    flags.bus = g.bus.clone();
     let text = match &g.config {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -93,14 +94,23 @@ pub fn cli_caller() -> Caller {
     }
 }
 
-/// Every core in-process, for commands that act on the store directly.
-pub fn local_cores(store: &Store, config: &Config) -> Result<crate::compose::Cores> {
+/// The store-backed cores in-process, for commands that act on the store directly.
+pub async fn local_cores(store: &Store, config: &Config) -> Result<crate::compose::Cores> {
+    use mesh_service::ServiceName::*;
+    let services = [
+        Orchestrator,
+        TaskQueue,
+        AgentRegistry,
+        ToolRegistry,
+        Provenance,
+    ];
     crate::compose::Cores::build(
         store,
-        &mesh_service::ServiceName::ALL,
+        &services,
         config,
         &mesh_service::Readiness::default(),
     )
+    .await
 }
 
 /// Unwraps a core that `local_cores` always builds.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 pub async fn run(g: &GlobalArgs, cmd: ProvenanceCommand) -> Result<ExitCode> {
     let config = load_config(g, Overrides::default())?;
     let store = open_store(&config).await?;
-    let service = core(local_cores(&store, &config)?.provenance)?;
+    let service = core(local_cores(&store, &config).await?.provenance)?;
     match cmd {
         ProvenanceCommand::Show { task_id } => {
             let p = service.task(task_id).await?;

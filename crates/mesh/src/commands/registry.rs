@@ -9,7 +9,7 @@ use std::process::ExitCode;
 pub async fn agents(g: &GlobalArgs, cmd: AgentsCommand) -> Result<ExitCode> {
     let config = load_config(g, Overrides::default())?;
     let store = open_store(&config).await?;
-    let registry = core(local_cores(&store, &config)?.agents)?;
+    let registry = core(local_cores(&store, &config).await?.agents)?;
     let AgentsCommand::List {
         status,
         role,
@@ -53,7 +53,7 @@ pub async fn agents(g: &GlobalArgs, cmd: AgentsCommand) -> Result<ExitCode> {
 pub async fn tools(g: &GlobalArgs, cmd: ToolsCommand) -> Result<ExitCode> {
     let config = load_config(g, Overrides::default())?;
     let store = open_store(&config).await?;
-    let registry = core(local_cores(&store, &config)?.tools)?;
+    let registry = core(local_cores(&store, &config).await?.tools)?;
     let ToolsCommand::List { status, limit } = cmd;
     let page = registry
         .list(ToolListQuery {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 pub async fn run(g: &GlobalArgs, cmd: TaskCommand) -> Result<ExitCode> {
     let config = load_config(g, Overrides::default())?;
     let store = open_store(&config).await?;
-    let cores = local_cores(&store, &config)?;
+    let cores = local_cores(&store, &config).await?;
     let orchestrator = core(cores.orchestrator)?;
     let caller = cli_caller();
     match cmd {

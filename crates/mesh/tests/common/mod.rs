@@ -24,13 +24,25 @@ pub fn mesh_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mesh")
 }
 
-/// `mesh` with the given arguments, run to completion.
+/// `mesh` with the given arguments, run to completion in a scratch directory (so a
+/// default `./.mesh` never lands in the source tree).
 pub fn mesh(args: &[&str]) -> std::process::Output {
+    let cwd = tempfile::tempdir().unwrap();
     Command::new(mesh_bin())
         .args(args)
+        .current_dir(cwd.path())
         .env("MESH_LOG", "warn")
         .output()
         .unwrap()
+}
+
+/// `--listen SERVICE=127.0.0.1:0` for every service, so `mesh up` never needs the seed
+/// ports.
+pub fn ephemeral_listen_args() -> Vec<String> {
+    SERVICES
+        .iter()
+        .flat_map(|s| ["--listen".to_string(), format!("{s}=127.0.0.1:0")])
+        .collect()
 }
 
 pub struct MeshProcess {
@@ -90,10 +102,7 @@ impl MeshProcess {
     /// `mesh up` with every service on an ephemeral port.
     pub fn up(dir: &Path, extra: &[&str]) -> MeshProcess {
         let mut args = vec!["up".to_string()];
-        for s in SERVICES {
-            args.push("--listen".into());
-            args.push(format!("{s}=127.0.0.1:0"));
-        }
+        args.extend(ephemeral_listen_args());
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         Self::start(dir, &refs)

@@ -60,7 +60,8 @@ pub async fn run(
         &[ServiceName::TaskQueue, ServiceName::AgentRegistry],
         &config,
         &Readiness::default(),
-    )?;
+    )
+    .await?;
     let queue = cores.queue.context("task queue core")?;
     let registry = cores.agents.context("agent registry core")?;
     let caller = cli_caller();
