@@ -1,5 +1,5 @@
 use crate::core::{TaskListQuery, TaskQueue};
-use crate::leases::{ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply};
+use crate::leases::{AwaitBody, ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply};
 use mesh_service::client::{Method, query_string};
 use mesh_service::{ApiError, Caller, HttpClient};
 use mesh_types::queue::Lease;
@@ -129,6 +129,26 @@ impl TaskQueueClient {
                 http.send(
                     Method::POST,
                     &format!("/api/v1/queue/tasks/{id}/complete"),
+                    &caller.token,
+                    Some(&body),
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn await_children(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        body: AwaitBody,
+    ) -> Result<Task, ApiError> {
+        match self {
+            Self::InProcess(core) => core.await_children(caller, id, body).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::POST,
+                    &format!("/api/v1/queue/tasks/{id}/await-children"),
                     &caller.token,
                     Some(&body),
                 )

@@ -45,6 +45,15 @@ pub struct CompleteBody {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwaitBody {
+    pub lease_token: Uuid,
+    /// The result so far, handed back when the task resumes.
+    #[serde(default)]
+    pub output: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FailBody {
     pub lease_token: Uuid,
     pub reason: String,
@@ -160,6 +169,31 @@ impl TaskQueue {
                 id,
                 body.lease_token,
                 body.output,
+                mesh_types::time::now(),
+                caller.actor(),
+            )
+            .await?)
+    }
+
+    /// Parks a leased task until its subtasks finish; it is then queued again and its
+    /// next claim is a resumption (the task carries `output`).
+    pub async fn await_children(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        body: AwaitBody,
+    ) -> Result<Task, ApiError> {
+        let output = body
+            .output
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        Ok(self
+            .ctx
+            .store
+            .queue
+            .await_children(
+                id,
+                body.lease_token,
+                output,
                 mesh_types::time::now(),
                 caller.actor(),
             )

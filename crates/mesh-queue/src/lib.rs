@@ -13,7 +13,7 @@ mod routes;
 pub use client::TaskQueueClient;
 pub use core::{QueueConfig, TaskListQuery, TaskQueue};
 pub use leases::{
-    ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply, MAX_CLAIM_BATCH, PageQuery,
-    spawn_queue_sweeper,
+    AwaitBody, ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply, MAX_CLAIM_BATCH,
+    PageQuery, spawn_queue_sweeper,
 };
 pub use routes::{new_task_schema, openapi, router};

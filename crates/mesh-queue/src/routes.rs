@@ -1,7 +1,9 @@
 //! HTTP mapping of the task queue's core.
 
 use crate::core::{TaskListQuery, TaskQueue};
-use crate::leases::{ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply, PageQuery};
+use crate::leases::{
+    AwaitBody, ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply, PageQuery,
+};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -47,6 +49,10 @@ pub fn router(core: Arc<TaskQueue>) -> Router {
         .route(
             "/api/v1/queue/tasks/{id}/complete",
             post(complete).route_layer(auth.require(Permission::TaskClaim)),
+        )
+        .route(
+            "/api/v1/queue/tasks/{id}/await-children",
+            post(await_children).route_layer(auth.require(Permission::TaskClaim)),
         )
         .route(
             "/api/v1/queue/tasks/{id}/fail",
@@ -121,6 +127,15 @@ async fn complete(
     JsonBody(body): JsonBody<CompleteBody>,
 ) -> Result<Json<Task>, ApiError> {
     Ok(Json(core.complete(&caller, id, body).await?))
+}
+
+async fn await_children(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    JsonBody(body): JsonBody<AwaitBody>,
+) -> Result<Json<Task>, ApiError> {
+    Ok(Json(core.await_children(&caller, id, body).await?))
 }
 
 async fn fail(

@@ -77,6 +77,24 @@ pub trait BaseAgent: Send + Sync + 'static {
         task: &Task,
     ) -> Result<TaskOutcome, AgentError>;
 
+    /// Resumes a task whose subtasks have all finished (completed, failed or cancelled).
+    /// `parent.output` is what the task kept when it spawned them. By default the task
+    /// completes with that and every subtask's status and output.
+    async fn on_subtask_result(
+        &self,
+        _ctx: &TaskContext,
+        parent: &Task,
+        subtasks: &[Task],
+    ) -> Result<TaskOutcome, AgentError> {
+        let results: Vec<Value> = subtasks
+            .iter()
+            .map(|t| serde_json::json!({"id": t.id, "type": t.task_type, "status": t.status, "output": t.output}))
+            .collect();
+        Ok(TaskOutcome::Complete(
+            serde_json::json!({"output": parent.output, "subtasks": results}),
+        ))
+    }
+
     /// Told of every failed attempt before it is reported.
     async fn on_error(&self, _ctx: &TaskContext, _task: &Task, _error: &AgentError) {}
 

@@ -1,6 +1,6 @@
 use crate::agent::{AgentError, BaseAgent, Health, TaskContext, TaskOutcome};
 use crate::client::MeshClient;
-use mesh_queue::{ClaimBody, CompleteBody, ExtendBody, FailBody};
+use mesh_queue::{AwaitBody, ClaimBody, CompleteBody, ExtendBody, FailBody, TaskListQuery};
 use mesh_service::ApiError;
 use mesh_types::queue::Lease;
 use mesh_types::{Agent, NewTask};
@@ -235,15 +235,33 @@ async fn run_one<A: BaseAgent>(
             }
         })
     };
-    let result = agent.on_task_received(&ctx, &task).await;
+    // A task that kept an output when it spawned subtasks is coming back to finish.
+    let result = if task.output.is_some() {
+        match subtasks(&client, task.id).await {
+            Ok(children) => agent.on_subtask_result(&ctx, &task, &children).await,
+            Err(err) => Err(AgentError::retryable(format!(
+                "could not read the subtasks: {err}"
+            ))),
+        }
+    } else {
+        agent.on_task_received(&ctx, &task).await
+    };
     keeper.abort();
     let reported = match result {
         Ok(TaskOutcome::Complete(output)) => complete(&client, &task.id, token, output).await,
         Ok(TaskOutcome::Spawn { subtasks, output }) => {
             match spawn(&client, task.id, subtasks).await {
-                Ok(ids) => {
-                    let output = serde_json::json!({"output": output, "subtasks": ids});
-                    complete(&client, &task.id, token, output).await
+                Ok(_) => {
+                    // Parked, not finished: counted when it completes after resuming.
+                    let body = AwaitBody {
+                        lease_token: token,
+                        output: Some(output),
+                    };
+                    client
+                        .queue
+                        .await_children(&client.caller, task.id, body)
+                        .await
+                        .map(|_| None)
                 }
                 Err(err) => {
                     fail(
@@ -262,8 +280,9 @@ async fn run_one<A: BaseAgent>(
         }
     };
     match reported {
-        Ok(true) => counters.completed.fetch_add(1, Ordering::Relaxed),
-        Ok(false) => counters.failed.fetch_add(1, Ordering::Relaxed),
+        Ok(Some(true)) => counters.completed.fetch_add(1, Ordering::Relaxed),
+        Ok(Some(false)) => counters.failed.fetch_add(1, Ordering::Relaxed),
+        Ok(None) => 0,
         Err(err) if err.status.as_u16() == 409 => {
             tracing::warn!(task = %task.id, "lease lost before the result was reported; another agent has the task");
             counters.lost.fetch_add(1, Ordering::Relaxed)
@@ -275,12 +294,15 @@ async fn run_one<A: BaseAgent>(
     };
 }
 
+/// `Some(true)` completed, `Some(false)` failed, `None` parked for its subtasks.
+type Reported = Result<Option<bool>, ApiError>;
+
 async fn complete(
     client: &MeshClient,
     id: &uuid::Uuid,
     token: uuid::Uuid,
     output: serde_json::Value,
-) -> Result<bool, ApiError> {
+) -> Reported {
     let body = CompleteBody {
         lease_token: token,
         output: Some(output),
@@ -289,7 +311,7 @@ async fn complete(
         .queue
         .complete(&client.caller, *id, body)
         .await
-        .map(|_| true)
+        .map(|_| Some(true))
 }
 
 async fn fail(
@@ -297,7 +319,7 @@ async fn fail(
     id: &uuid::Uuid,
     token: uuid::Uuid,
     error: &AgentError,
-) -> Result<bool, ApiError> {
+) -> Reported {
     let body = FailBody {
         lease_token: token,
         reason: error.message.clone(),
@@ -307,7 +329,30 @@ async fn fail(
         .queue
         .fail(&client.caller, *id, body)
         .await
-        .map(|_| false)
+        .map(|_| Some(false))
+}
+
+/// Every subtask of `parent`.
+async fn subtasks(
+    client: &MeshClient,
+    parent: uuid::Uuid,
+) -> Result<Vec<mesh_types::Task>, ApiError> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let query = TaskListQuery {
+            parent_id: Some(parent),
+            limit: Some(500),
+            cursor,
+            ..Default::default()
+        };
+        let page = client.queue.list(&client.caller, query).await?;
+        all.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(all),
+        }
+    }
 }
 
 async fn spawn(

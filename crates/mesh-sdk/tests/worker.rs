@@ -156,6 +156,23 @@ async fn an_in_process_worker_runs_tasks_end_to_end() {
         .collect();
     assert_eq!(children.len(), 2);
     assert!(children.iter().all(|c| c.status == TaskStatus::Completed));
+    // The parent waited for its subtasks and was resumed to finish with their results.
+    let parent = by_id(ids[2]);
+    assert_eq!(parent.status, TaskStatus::Completed);
+    assert_eq!(
+        parent.attempts, 2,
+        "spawned on the first claim, finished on the second"
+    );
+    let output = parent.output.clone().unwrap();
+    assert_eq!(output["output"], "split in two");
+    assert_eq!(output["subtasks"].as_array().unwrap().len(), 2);
+    assert!(
+        output["subtasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "completed" && s["output"]["echo"]["part"].is_number())
+    );
     assert_eq!(
         (by_id(ids[3]).status, by_id(ids[3]).last_error.as_deref()),
         (TaskStatus::Failed, Some("cannot be done"))

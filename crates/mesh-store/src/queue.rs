@@ -50,6 +50,16 @@ pub trait QueueStore: Send + Sync {
     ) -> Result<Vec<(Task, FailOutcome)>>;
     /// Fails queued tasks whose deadline passed before they started (`slo_timeout`).
     async fn expire_deadlines(&self, now: Timestamp) -> Result<Vec<Task>>;
+    /// Parks a leased task until its subtasks finish (at once back to the queue if they
+    /// already have), keeping `output` as its result so far.
+    async fn await_children(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        output: Value,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Task>;
     /// Puts a dead-lettered task back in the queue.
     async fn requeue_task(&self, task_id: Uuid, now: Timestamp, actor: &str) -> Result<Task>;
 }
@@ -148,6 +158,47 @@ pub(crate) fn fail_step(
         token: None,
         events,
         outcome: Some(outcome),
+    })
+}
+
+/// `unfinished` counts the task's subtasks that are not yet terminal.
+pub(crate) fn await_step(
+    mut task: Task,
+    current: Option<Uuid>,
+    token: Uuid,
+    output: Value,
+    unfinished: i64,
+    now: Timestamp,
+    actor: &str,
+) -> Result<Step> {
+    task.check_lease(current, token)
+        .map_err(|e| lease_error(&task, e))?;
+    task.wait_for_children(output, now);
+    let mut events = vec![queue::waiting_event(&task, unfinished, actor)];
+    if unfinished == 0 {
+        task.resume(now);
+        events.push(queue::resumed_event(&task));
+    }
+    Ok(Step {
+        task,
+        token: None,
+        events,
+        outcome: None,
+    })
+}
+
+/// Resumes a parked parent whose last unfinished subtask just finished.
+pub(crate) fn resume_step(mut parent: Task, unfinished: i64, now: Timestamp) -> Option<Step> {
+    if parent.status != TaskStatus::Pending || unfinished > 0 {
+        return None;
+    }
+    parent.resume(now);
+    let events = vec![queue::resumed_event(&parent)];
+    Some(Step {
+        task: parent,
+        token: None,
+        events,
+        outcome: None,
     })
 }
 

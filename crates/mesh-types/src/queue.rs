@@ -125,6 +125,14 @@ pub fn failed_event(
     }))
 }
 
+pub fn waiting_event(task: &Task, unfinished: i64, actor: &str) -> EventDraft {
+    task_event("task_waiting", actor, task).payload(json!({"unfinishedSubtasks": unfinished}))
+}
+
+pub fn resumed_event(task: &Task) -> EventDraft {
+    task_event("task_resumed", "system", task).payload(json!({"reason": "all subtasks finished"}))
+}
+
 pub fn requeued_event(task: &Task, actor: &str) -> EventDraft {
     task_event("task_requeued", actor, task).payload(json!({"from": "dead_letter"}))
 }
@@ -255,6 +263,22 @@ impl Task {
             self.completed_at = Some(now);
             FailOutcome::DeadLettered
         }
+    }
+
+    /// Parks a running task until its subtasks finish: `pending`, lease released, the
+    /// output so far kept (a claim of a task with an output is a resumption).
+    pub fn wait_for_children(&mut self, output: serde_json::Value, now: Timestamp) {
+        self.status = crate::enums::TaskStatus::Pending;
+        self.output = Some(output);
+        self.updated_at = now;
+        self.release();
+    }
+
+    /// Back to the queue once every subtask has finished.
+    pub fn resume(&mut self, now: Timestamp) {
+        self.status = crate::enums::TaskStatus::Queued;
+        self.available_at = now;
+        self.updated_at = now;
     }
 
     /// A queued task whose deadline passed before it started.

@@ -24,8 +24,47 @@ async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<(Task, Option<Uuid>)> {
     Ok((task_from_row(&row)?, token))
 }
 
-/// Writes back every column the queue's state machine may change, and the events.
+/// Writes back every column the queue's state machine may change, and the events; a
+/// subtask reaching a final status may resume its parked parent.
 async fn save(tx: &Transaction<'_>, step: Step) -> Result<Task> {
+    write_row(tx, &step).await?;
+    let task = step.task;
+    append_in_tx(tx, step.events).await?;
+    if task.status.is_terminal()
+        && let Some(parent) = task.parent_id
+    {
+        resume_parent_if_done(tx, parent, task.updated_at).await?;
+    }
+    Ok(task)
+}
+
+/// Subtasks of `parent` that have not reached a final status.
+async fn unfinished_children(tx: &Transaction<'_>, parent: Uuid) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "SELECT COUNT(*) FROM tasks WHERE parent_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+            &[&parent],
+        )
+        .await?
+        .get(0))
+}
+
+/// Puts a parked parent back in the queue once none of its subtasks is unfinished. The
+/// parent's row lock serialises siblings finishing at the same moment.
+pub(crate) async fn resume_parent_if_done(
+    tx: &Transaction<'_>,
+    parent: Uuid,
+    now: Timestamp,
+) -> Result<()> {
+    let (task, _) = lock(tx, parent).await?;
+    if let Some(step) = steps::resume_step(task, unfinished_children(tx, parent).await?, now) {
+        write_row(tx, &step).await?;
+        append_in_tx(tx, step.events).await?;
+    }
+    Ok(())
+}
+
+async fn write_row(tx: &Transaction<'_>, step: &Step) -> Result<()> {
     let t = &step.task;
     tx.execute(
         "UPDATE tasks SET status = $2, output = $3, attempts = $4, available_at = $5, leased_by = $6,
@@ -49,8 +88,7 @@ async fn save(tx: &Transaction<'_>, step: Step) -> Result<Task> {
         ],
     )
     .await?;
-    append_in_tx(tx, step.events).await?;
-    Ok(step.task)
+    Ok(())
 }
 
 /// Ids chosen by `sql`, locked and skipped by other claimers while this transaction runs.
@@ -219,6 +257,24 @@ impl QueueStore for PgStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn await_children(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        output: Value,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Task> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (task, current) = lock(&tx, task_id).await?;
+        let unfinished = unfinished_children(&tx, task_id).await?;
+        let step = steps::await_step(task, current, token, output, unfinished, now, actor)?;
+        let task = save(&tx, step).await?;
+        tx.commit().await?;
+        Ok(task)
     }
 
     async fn requeue_task(&self, task_id: Uuid, now: Timestamp, actor: &str) -> Result<Task> {

@@ -187,6 +187,10 @@ impl TaskStore for PgStore {
         let mut cancelled = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
         cancelled.sort_by_key(|t| (t.id != id, t.id));
         append_in_tx(&tx, cancelled.iter().map(|t| event(t)).collect()).await?;
+        // A cancelled subtask may have been the last its parked parent waited for.
+        if let Some(parent) = root.parent_id {
+            super::queue::resume_parent_if_done(&tx, parent, now).await?;
+        }
         tx.commit().await?;
         Ok(cancelled)
     }

@@ -27,8 +27,44 @@ fn load(tx: &Transaction<'_>, id: Uuid) -> Result<(Task, Option<Uuid>)> {
     .ok_or_else(|| StoreError::NotFound(format!("task {id}")))
 }
 
-/// Writes back every column the queue's state machine may change, and the events.
+/// Writes back every column the queue's state machine may change, and the events; a
+/// subtask reaching a final status may resume its parked parent.
 fn save(tx: &Transaction<'_>, step: Step) -> Result<Task> {
+    write_row(tx, &step)?;
+    let task = step.task;
+    append_in_tx(tx, step.events)?;
+    if task.status.is_terminal()
+        && let Some(parent) = task.parent_id
+    {
+        resume_parent_if_done(tx, parent, task.updated_at)?;
+    }
+    Ok(task)
+}
+
+/// Subtasks of `parent` that have not reached a final status.
+fn unfinished_children(tx: &Transaction<'_>, parent: Uuid) -> Result<i64> {
+    Ok(tx.query_row(
+        "SELECT COUNT(*) FROM tasks WHERE parent_id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+        params![parent.to_string()],
+        |r| r.get(0),
+    )?)
+}
+
+/// Puts a parked parent back in the queue once none of its subtasks is unfinished.
+pub(crate) fn resume_parent_if_done(
+    tx: &Transaction<'_>,
+    parent: Uuid,
+    now: Timestamp,
+) -> Result<()> {
+    let (task, _) = load(tx, parent)?;
+    if let Some(step) = steps::resume_step(task, unfinished_children(tx, parent)?, now) {
+        write_row(tx, &step)?;
+        append_in_tx(tx, step.events)?;
+    }
+    Ok(())
+}
+
+fn write_row(tx: &Transaction<'_>, step: &Step) -> Result<()> {
     let t = &step.task;
     tx.execute(
         "UPDATE tasks SET status = ?2, output = ?3, attempts = ?4, available_at = ?5, leased_by = ?6,
@@ -51,8 +87,7 @@ fn save(tx: &Transaction<'_>, step: Step) -> Result<Task> {
             fmt_ts(&t.updated_at),
         ],
     )?;
-    append_in_tx(tx, step.events)?;
-    Ok(step.task)
+    Ok(())
 }
 
 fn ids(tx: &Transaction<'_>, sql: &str, args: Vec<String>) -> Result<Vec<Uuid>> {
@@ -210,6 +245,26 @@ impl QueueStore for SqliteStore {
                 out.push(save(tx, steps::deadline_step(task, now))?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn await_children(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        output: Value,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Task> {
+        let actor = actor.to_string();
+        self.write(move |tx| {
+            let (task, current) = load(tx, task_id)?;
+            let unfinished = unfinished_children(tx, task_id)?;
+            save(
+                tx,
+                steps::await_step(task, current, token, output, unfinished, now, &actor)?,
+            )
         })
         .await
     }

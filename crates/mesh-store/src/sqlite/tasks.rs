@@ -188,6 +188,10 @@ impl TaskStore for SqliteStore {
             // The cancelled task itself first, then descendants in creation order.
             cancelled.sort_by_key(|t| (t.id != id, t.id));
             append_in_tx(tx, cancelled.iter().map(|t| event(t)).collect())?;
+            // A cancelled subtask may have been the last its parked parent waited for.
+            if let Some(parent) = root.parent_id {
+                super::queue::resume_parent_if_done(tx, parent, now)?;
+            }
             Ok(cancelled)
         })
         .await

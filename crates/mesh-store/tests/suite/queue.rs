@@ -5,6 +5,7 @@ use mesh_types::queue::{ClaimRequest, FailOutcome, Lease, RetryPolicy};
 use mesh_types::task::TaskFilter;
 use mesh_types::time::Timestamp;
 use mesh_types::{PageRequest, TaskStatus};
+use serde_json::json;
 use std::collections::HashSet;
 use uuid::Uuid;
 
@@ -427,4 +428,117 @@ pub async fn concurrent_claims_never_lease_a_task_twice(h: &Harness) {
             .unwrap()
             .is_ok()
     );
+}
+
+pub async fn parents_resume_when_subtasks_finish(h: &Harness) {
+    let s = &h.store;
+    let parent = new_task("plan", 0, None);
+    s.tasks.insert_task(&parent, vec![]).await.unwrap();
+    let lease = claim_one(h, "plan", mesh_types::time::now()).await.unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| new_task("step", 0, Some(parent.id)))
+        .collect();
+    for c in &children {
+        s.tasks.insert_task(c, vec![]).await.unwrap();
+    }
+    let now = mesh_types::time::now();
+    let parked = s
+        .queue
+        .await_children(
+            parent.id,
+            lease.lease_token,
+            json!({"plan": 1}),
+            now,
+            "planner",
+        )
+        .await
+        .unwrap();
+    assert_eq!(parked.status, TaskStatus::Pending);
+    assert!(
+        claim_one(h, "plan", now).await.is_none(),
+        "a parked parent is not claimable"
+    );
+    let wrong = s
+        .queue
+        .await_children(parent.id, lease.lease_token, json!({}), now, "planner")
+        .await;
+    assert!(
+        matches!(wrong, Err(StoreError::Conflict(_))),
+        "the lease ended when it parked"
+    );
+
+    let step = claim_one(h, "step", mesh_types::time::now()).await.unwrap();
+    s.queue
+        .complete_task(
+            step.task.id,
+            step.lease_token,
+            Some(json!("done")),
+            mesh_types::time::now(),
+            "w",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.tasks.get_task(parent.id).await.unwrap().unwrap().status,
+        TaskStatus::Pending
+    );
+    let other = children.iter().find(|c| c.id != step.task.id).unwrap();
+    s.tasks
+        .cancel_task(
+            other.id,
+            mesh_types::time::now(),
+            std::sync::Arc::new(|t: &mesh_types::Task| event("task_cancelled").task(t.id)),
+        )
+        .await
+        .unwrap();
+    let resumed = s.tasks.get_task(parent.id).await.unwrap().unwrap();
+    assert_eq!(
+        resumed.status,
+        TaskStatus::Queued,
+        "the last subtask finished"
+    );
+    let again = claim_one(h, "plan", mesh_types::time::now()).await.unwrap();
+    assert_eq!(
+        (again.attempt, again.task.output.clone()),
+        (2, Some(json!({"plan": 1})))
+    );
+    let actions: Vec<String> = s
+        .provenance
+        .events_for_task(parent.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.contains(&"task_waiting".to_string())
+            && actions.contains(&"task_resumed".to_string()),
+        "{actions:?}"
+    );
+
+    // Subtasks that finished before the parent parked: it goes straight back.
+    let quick = new_task("plan2", 0, None);
+    s.tasks.insert_task(&quick, vec![]).await.unwrap();
+    let lease = claim_one(h, "plan2", mesh_types::time::now())
+        .await
+        .unwrap();
+    let child = new_task("fast", 0, Some(quick.id));
+    s.tasks.insert_task(&child, vec![]).await.unwrap();
+    let c = claim_one(h, "fast", mesh_types::time::now()).await.unwrap();
+    s.queue
+        .complete_task(child.id, c.lease_token, None, mesh_types::time::now(), "w")
+        .await
+        .unwrap();
+    let back = s
+        .queue
+        .await_children(
+            quick.id,
+            lease.lease_token,
+            json!({}),
+            mesh_types::time::now(),
+            "p",
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.status, TaskStatus::Queued);
 }
