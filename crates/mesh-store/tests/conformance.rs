@@ -17,7 +17,8 @@ macro_rules! conformance {
                 expired_leases_go_to_another_agent, missed_deadlines_fail_with_slo_timeout,
                 idempotency_keys_return_the_first_task, concurrent_claims_never_lease_a_task_twice,
                 bus_topics_are_ordered_and_replayable, consumer_groups_deliver_at_least_once,
-                cursors_move_with_their_batch, parents_resume_when_subtasks_finish);
+                cursors_move_with_their_batch, parents_resume_when_subtasks_finish,
+                concurrent_writes_fail_alone);
         }
     };
     (@tests $harness:path; $($test:ident),+) => {

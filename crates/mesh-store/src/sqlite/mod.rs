@@ -1,9 +1,10 @@
 //! SQLite backend: one file in WAL mode, `synchronous=FULL` by default.
 //!
-//! Writes go through one connection and `BEGIN IMMEDIATE`, which takes SQLite's write
-//! lock up front; that lock is also what serialises appends to the provenance chain
-//! across every process sharing the file. Reads use a small pool of connections, which
-//! WAL lets run beside the writer.
+//! Writes go through one connection owned by a writer thread that group-commits them
+//! (`writer.rs`) under `BEGIN IMMEDIATE`, which takes SQLite's write lock up front; that
+//! lock is also what serialises appends to the provenance chain across every process
+//! sharing the file. Reads use a small pool of connections, which WAL lets run beside
+//! the writer.
 
 mod agents;
 mod bus;
@@ -13,6 +14,7 @@ mod queue;
 mod rows;
 mod tasks;
 mod tools;
+mod writer;
 
 use crate::StoreError;
 use crate::url::SqliteOptions;
@@ -37,7 +39,7 @@ pub struct SqliteStore {
 
 struct Inner {
     options: SqliteOptions,
-    writer: Mutex<Connection>,
+    writer: writer::Writer,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -61,31 +63,21 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 options,
-                writer: Mutex::new(writer),
+                writer: writer::Writer::start(writer)?,
                 readers: Mutex::new(Vec::new()),
             }),
         })
     }
 
-    /// Runs `f` in an immediate write transaction on a blocking thread and commits.
+    /// Runs `f` in a write transaction (shared with the writes queued beside it: group
+    /// commit) and returns once it is durable. `f` sees the effects of the jobs before it
+    /// in the batch; if it fails, only its own changes roll back.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner
-                .writer
-                .lock()
-                .map_err(|_| StoreError::Backend("writer connection poisoned".into()))?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+        self.inner.writer.write(f).await
     }
 
     /// Runs `f` on a pooled read connection on a blocking thread.

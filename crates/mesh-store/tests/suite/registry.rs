@@ -247,3 +247,40 @@ pub async fn rejected_writes_leave_nothing(h: &Harness) {
     assert!(s.tasks.get_task(orphan.id).await.unwrap().is_none());
     assert_eq!(s.provenance.head().await.unwrap(), head);
 }
+
+/// Many writes at once, some of which must fail: on SQLite they share group commits, so
+/// a failing write must roll back alone and the rest must commit with an intact chain.
+pub async fn concurrent_writes_fail_alone(h: &Harness) {
+    let mut writers = Vec::new();
+    for i in 0..40 {
+        let store = h.store.clone();
+        writers.push(tokio::spawn(async move {
+            // Names repeat in pairs: one of each pair wins.
+            let agent = new_agent(&format!("racer-{}", i / 2), "coder", &[]);
+            store
+                .agents
+                .insert_agent(&agent, vec![event("agent_registered")])
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for w in writers {
+        match w.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ok, 20);
+    assert_eq!(
+        h.store.provenance.head().await.unwrap().count,
+        20,
+        "no event from a failed write"
+    );
+    assert_eq!(
+        mesh_store::verify_chain(h.store.provenance.as_ref())
+            .await
+            .unwrap(),
+        Ok(20)
+    );
+}

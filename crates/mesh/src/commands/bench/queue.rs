@@ -1,7 +1,7 @@
 //! `mesh bench queue`: enqueue → claim → complete with no-op handlers through the task
 //! queue's core (the functions its HTTP handlers call), provenance on, SQLite at
-//! `synchronous=FULL`. Reports throughput, pickup latency under that load, and pickup
-//! latency on an idle queue (enqueue commit → handler start).
+//! `synchronous=FULL`, eight concurrent producers. Reports throughput, pickup latency
+//! under that load, and pickup latency on an idle queue (enqueue commit → handler start).
 
 use super::quantile_ms;
 use crate::cli::{BenchBackend, GlobalArgs};
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const CLAIM_BATCH: u32 = 32;
+const PRODUCERS: usize = 8;
 const IDLE_SAMPLES: usize = 200;
 /// How long an idle worker waits before claiming again.
 const POLL: Duration = Duration::from_millis(2);
@@ -145,6 +146,7 @@ pub async fn run(
         "idlePickupP50Ms": quantile_ms(&idle, 0.5),
         "idlePickupP99Ms": quantile_ms(&idle, 0.99),
         "pollIntervalMs": POLL.as_secs_f64() * 1000.0,
+        "producers": PRODUCERS,
     });
     if g.json {
         output::json(&report)?;
@@ -214,6 +216,7 @@ async fn run_workers(
                     continue;
                 }
                 let claimed = Instant::now();
+                let mut completions = Vec::with_capacity(leases.len());
                 for lease in leases {
                     // The producer records the commit time just after enqueue returns;
                     // a task claimed before that is counted as a zero wait.
@@ -230,7 +233,12 @@ async fn run_workers(
                         lease_token: lease.lease_token,
                         output: None,
                     };
-                    queue.complete(&caller, lease.task.id, body).await?;
+                    // A worker finishes its claimed tasks side by side, as a worker with
+                    // that much concurrency would.
+                    completions.push(queue.complete(&caller, lease.task.id, body));
+                }
+                for done_task in futures_util::future::join_all(completions).await {
+                    done_task?;
                     done.fetch_add(1, Ordering::SeqCst);
                 }
             }
