@@ -89,7 +89,11 @@ fn agent_of(b: &mut Builder, e: &ProvenanceEvent) -> Option<String> {
 fn status_after(action: &str) -> Option<&'static str> {
     Some(match action {
         "task_created" => "pending",
-        "task_queued" | "task_resumed" | "task_retry_scheduled" | "task_requeued" => "queued",
+        "task_queued"
+        | "task_resumed"
+        | "task_retry_scheduled"
+        | "task_requeued"
+        | "task_yielded" => "queued",
         "task_waiting" => "pending",
         "task_started" | "task_assigned" => "running",
         "task_needs_approval" => "needs_approval",

@@ -137,6 +137,26 @@ impl TaskQueueClient {
         }
     }
 
+    pub async fn yield_task(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        body: ExtendBody,
+    ) -> Result<Task, ApiError> {
+        match self {
+            Self::InProcess(core) => core.yield_task(caller, id, body).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::POST,
+                    &format!("/api/v1/queue/tasks/{id}/yield"),
+                    &caller.token,
+                    Some(&body),
+                )
+                .await
+            }
+        }
+    }
+
     pub async fn await_children(
         &self,
         caller: &Caller,

@@ -31,6 +31,10 @@ pub struct QueueConfig {
     pub ageing_secs: i64,
     /// How often expired leases and missed deadlines are swept.
     pub sweep_interval_ms: u64,
+    /// Tasks at or above this priority are critical: when one has waited
+    /// `preempt_after_ms`, a running lower-priority task of its type is asked to yield.
+    pub critical_priority: i32,
+    pub preempt_after_ms: i64,
 }
 
 impl Default for QueueConfig {
@@ -43,6 +47,8 @@ impl Default for QueueConfig {
             retry: RetryPolicy::default(),
             ageing_secs: 60,
             sweep_interval_ms: 250,
+            critical_priority: 100,
+            preempt_after_ms: 2_000,
         }
     }
 }

@@ -175,6 +175,27 @@ impl TaskQueue {
             .await?)
     }
 
+    /// Hands a leased task back because the scheduler asked it to yield; the attempt is
+    /// refunded.
+    pub async fn yield_task(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        body: ExtendBody,
+    ) -> Result<Task, ApiError> {
+        Ok(self
+            .ctx
+            .store
+            .queue
+            .yield_task(
+                id,
+                body.lease_token,
+                mesh_types::time::now(),
+                caller.actor(),
+            )
+            .await?)
+    }
+
     /// Parks a leased task until its subtasks finish; it is then queued again and its
     /// next claim is a resumption (the task carries `output`).
     pub async fn await_children(
@@ -268,6 +289,19 @@ impl TaskQueue {
         let late = self.ctx.store.queue.expire_deadlines(now).await?;
         for task in &late {
             tracing::warn!(task = %task.id, "task missed its deadline before starting (slo_timeout)");
+        }
+        let asked = self
+            .ctx
+            .store
+            .queue
+            .request_yields(
+                now,
+                self.config.critical_priority,
+                self.config.preempt_after_ms,
+            )
+            .await?;
+        for (critical, victim) in &asked {
+            tracing::info!(critical = %critical.id, yielding = %victim.id, "asked a lower-priority task to yield");
         }
         Ok((reaped.len(), late.len()))
     }

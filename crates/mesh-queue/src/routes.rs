@@ -51,6 +51,10 @@ pub fn router(core: Arc<TaskQueue>) -> Router {
             post(complete).route_layer(auth.require(Permission::TaskClaim)),
         )
         .route(
+            "/api/v1/queue/tasks/{id}/yield",
+            post(yield_task).route_layer(auth.require(Permission::TaskClaim)),
+        )
+        .route(
             "/api/v1/queue/tasks/{id}/await-children",
             post(await_children).route_layer(auth.require(Permission::TaskClaim)),
         )
@@ -127,6 +131,15 @@ async fn complete(
     JsonBody(body): JsonBody<CompleteBody>,
 ) -> Result<Json<Task>, ApiError> {
     Ok(Json(core.complete(&caller, id, body).await?))
+}
+
+async fn yield_task(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    JsonBody(body): JsonBody<ExtendBody>,
+) -> Result<Json<Task>, ApiError> {
+    Ok(Json(core.yield_task(&caller, id, body).await?))
 }
 
 async fn await_children(

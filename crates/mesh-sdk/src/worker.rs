@@ -43,6 +43,8 @@ pub struct WorkerReport {
     pub failed: u64,
     /// Results refused because the lease had moved on (the task was re-run elsewhere).
     pub lost_leases: u64,
+    /// Tasks handed back to make room for critical ones.
+    pub yielded: u64,
 }
 
 #[derive(Default)]
@@ -50,6 +52,7 @@ struct Counters {
     completed: AtomicU64,
     failed: AtomicU64,
     lost: AtomicU64,
+    yielded: AtomicU64,
 }
 
 pub struct Worker<A: BaseAgent> {
@@ -160,6 +163,7 @@ impl<A: BaseAgent> Worker<A> {
             completed: counters.completed.load(Ordering::Relaxed),
             failed: counters.failed.load(Ordering::Relaxed),
             lost_leases: counters.lost.load(Ordering::Relaxed),
+            yielded: counters.yielded.load(Ordering::Relaxed),
         })
     }
 }
@@ -215,6 +219,9 @@ async fn run_one<A: BaseAgent>(
         attempt: lease.attempt,
     };
     // Keep the lease alive while the handler runs.
+    // Keep the lease alive while the handler runs; if the scheduler asks this task to
+    // yield to a critical one, say so and stop.
+    let (yield_tx, yield_rx) = tokio::sync::oneshot::channel::<()>();
     let keeper = {
         let client = client.clone();
         let id = task.id;
@@ -226,25 +233,50 @@ async fn run_one<A: BaseAgent>(
                     lease_token: token,
                     lease_ms: Some(lease_ms),
                 };
-                if let Err(err) = client.queue.extend(&client.caller, id, body).await {
-                    tracing::warn!(task = %id, error = %err, "could not extend the lease");
-                    if err.status.as_u16() == 409 {
+                match client.queue.extend(&client.caller, id, body).await {
+                    Ok(lease) if lease.task.yield_requested => {
+                        let _ = yield_tx.send(());
                         return;
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(task = %id, error = %err, "could not extend the lease");
+                        if err.status.as_u16() == 409 {
+                            return;
+                        }
                     }
                 }
             }
         })
     };
-    // A task that kept an output when it spawned subtasks is coming back to finish.
-    let result = if task.output.is_some() {
-        match subtasks(&client, task.id).await {
-            Ok(children) => agent.on_subtask_result(&ctx, &task, &children).await,
-            Err(err) => Err(AgentError::retryable(format!(
-                "could not read the subtasks: {err}"
-            ))),
+    let handled = async {
+        // A task that kept an output when it spawned subtasks is coming back to finish.
+        if task.output.is_some() {
+            match subtasks(&client, task.id).await {
+                Ok(children) => agent.on_subtask_result(&ctx, &task, &children).await,
+                Err(err) => Err(AgentError::retryable(format!(
+                    "could not read the subtasks: {err}"
+                ))),
+            }
+        } else {
+            agent.on_task_received(&ctx, &task).await
         }
-    } else {
-        agent.on_task_received(&ctx, &task).await
+    };
+    // Cooperative cancellation: the handler is dropped at its next await point.
+    let result = tokio::select! {
+        result = handled => result,
+        Ok(()) = yield_rx => {
+            keeper.abort();
+            let body = ExtendBody { lease_token: token, lease_ms: None };
+            match client.queue.yield_task(&client.caller, task.id, body).await {
+                Ok(_) => {
+                    tracing::info!(task = %task.id, "yielded to a critical task");
+                    counters.yielded.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) => tracing::warn!(task = %task.id, error = %err, "could not yield; the lease will expire instead"),
+            }
+            return;
+        }
     };
     keeper.abort();
     let reported = match result {

@@ -199,3 +199,107 @@ async fn an_in_process_worker_runs_tasks_end_to_end() {
             .is_ok()
     );
 }
+
+struct PatientAgent {
+    first_slow_run: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl BaseAgent for PatientAgent {
+    fn descriptor(&self) -> NewAgent {
+        serde_json::from_value(json!({
+            "name": "gpu-agent", "version": "1", "role": "custom", "riskTier": "low", "capabilities": ["gpu"]
+        }))
+        .unwrap()
+    }
+
+    async fn on_task_received(
+        &self,
+        _ctx: &TaskContext,
+        task: &Task,
+    ) -> Result<TaskOutcome, AgentError> {
+        if task.priority < 100 && self.first_slow_run.swap(false, Ordering::SeqCst) {
+            // Long work: only a yield request ends it.
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }
+        Ok(TaskOutcome::Complete(json!({"priority": task.priority})))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_task_preempts_running_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = mesh_store::open(None, dir.path()).await.unwrap();
+    let ready = Readiness::default();
+    let agents = AgentRegistry::new(ServiceContext::new(
+        ServiceName::AgentRegistry,
+        store.clone(),
+        ready.clone(),
+    ));
+    let config = QueueConfig {
+        critical_priority: 100,
+        preempt_after_ms: 0,
+        ..Default::default()
+    };
+    let queue = TaskQueue::new(
+        ServiceContext::new(ServiceName::TaskQueue, store.clone(), ready),
+        config,
+        AgentRegistryClient::InProcess(agents.clone()),
+    );
+    let submit = |priority: i32| {
+        let queue = queue.clone();
+        async move {
+            let new: NewTask =
+                serde_json::from_value(json!({"type": "gpu", "input": {}, "priority": priority}))
+                    .unwrap();
+            queue.enqueue(&principal(), new).await.unwrap().id
+        }
+    };
+    let slow = submit(0).await;
+    let client = MeshClient::in_process(queue.clone(), agents.clone(), principal());
+    let options = WorkerOptions {
+        concurrency: 1,
+        lease_ms: 300,
+        poll_interval: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let agent = PatientAgent {
+        first_slow_run: std::sync::atomic::AtomicBool::new(true),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(Worker::new(agent, client, options).run(async {
+        let _ = stopped.await;
+    }));
+    let status = |id| {
+        let store = store.clone();
+        async move { store.tasks.get_task(id).await.unwrap().unwrap() }
+    };
+    for _ in 0..200 {
+        if status(slow).await.status == TaskStatus::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let urgent = submit(100).await;
+    // The sweeper's job, run by hand: ask the running task to yield.
+    for _ in 0..400 {
+        queue.sweep().await.unwrap();
+        if status(urgent).await.status == TaskStatus::Completed
+            && status(slow).await.status == TaskStatus::Completed
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (urgent_task, slow_task) = (status(urgent).await, status(slow).await);
+    assert_eq!(urgent_task.status, TaskStatus::Completed);
+    assert_eq!(slow_task.status, TaskStatus::Completed);
+    assert_eq!(slow_task.attempts, 1, "the yielded attempt was refunded");
+    assert!(
+        urgent_task.completed_at <= slow_task.completed_at,
+        "the critical task finished first"
+    );
+    stop.send(()).unwrap();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!((report.completed, report.yielded), (2, 1));
+}

@@ -60,6 +60,23 @@ pub trait QueueStore: Send + Sync {
         now: Timestamp,
         actor: &str,
     ) -> Result<Task>;
+    /// Asks running lower-priority tasks to yield to critical tasks (priority at least
+    /// `critical_priority`) that have waited `waited_ms` or more; at most one request per
+    /// waiting critical task. Returns (critical task, task asked to yield) pairs.
+    async fn request_yields(
+        &self,
+        now: Timestamp,
+        critical_priority: i32,
+        waited_ms: i64,
+    ) -> Result<Vec<(Task, Task)>>;
+    /// Hands a leased task back at the scheduler's request; the attempt is refunded.
+    async fn yield_task(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Task>;
     /// Puts a dead-lettered task back in the queue.
     async fn requeue_task(&self, task_id: Uuid, now: Timestamp, actor: &str) -> Result<Task>;
 }
@@ -196,6 +213,43 @@ pub(crate) fn resume_step(mut parent: Task, unfinished: i64, now: Timestamp) -> 
     let events = vec![queue::resumed_event(&parent)];
     Some(Step {
         task: parent,
+        token: None,
+        events,
+        outcome: None,
+    })
+}
+
+pub(crate) fn yield_request_step(
+    mut victim: Task,
+    critical: &Task,
+    current: Option<Uuid>,
+    now: Timestamp,
+) -> Step {
+    victim.yield_requested = true;
+    victim.updated_at = now;
+    let events = vec![queue::yield_requested_event(&victim, critical)];
+    Step {
+        task: victim,
+        token: current,
+        events,
+        outcome: None,
+    }
+}
+
+pub(crate) fn yield_step(
+    mut task: Task,
+    current: Option<Uuid>,
+    token: Uuid,
+    now: Timestamp,
+    actor: &str,
+) -> Result<Step> {
+    task.check_lease(current, token)
+        .map_err(|e| lease_error(&task, e))?;
+    let agent = task.leased_by;
+    task.yield_back(now);
+    let events = vec![queue::yielded_event(&task, agent, actor)];
+    Ok(Step {
+        task,
         token: None,
         events,
         outcome: None,

@@ -133,6 +133,19 @@ pub fn resumed_event(task: &Task) -> EventDraft {
     task_event("task_resumed", "system", task).payload(json!({"reason": "all subtasks finished"}))
 }
 
+pub fn yield_requested_event(victim: &Task, critical: &Task) -> EventDraft {
+    task_event("task_yield_requested", "system", victim).payload(json!({
+        "agentId": victim.leased_by,
+        "forTask": critical.id,
+        "forPriority": critical.priority,
+    }))
+}
+
+pub fn yielded_event(task: &Task, agent: Option<Uuid>, actor: &str) -> EventDraft {
+    task_event("task_yielded", actor, task)
+        .payload(json!({"agentId": agent, "attemptRefunded": true}))
+}
+
 pub fn requeued_event(task: &Task, actor: &str) -> EventDraft {
     task_event("task_requeued", actor, task).payload(json!({"from": "dead_letter"}))
 }
@@ -212,6 +225,7 @@ impl Task {
     pub fn claim(mut self, agent: Uuid, now: Timestamp, lease_ms: i64) -> Lease {
         self.status = crate::enums::TaskStatus::Running;
         self.attempts += 1;
+        self.yield_requested = false;
         self.leased_by = Some(agent);
         let expires = now + crate::time::millis(lease_ms);
         self.lease_expires_at = Some(expires);
@@ -289,6 +303,17 @@ impl Task {
         self.updated_at = now;
     }
 
+    /// Hands a running task back to the queue at the scheduler's request: the attempt
+    /// does not count, and any agent may take it up again.
+    pub fn yield_back(&mut self, now: Timestamp) {
+        self.status = crate::enums::TaskStatus::Queued;
+        self.attempts = (self.attempts - 1).max(0);
+        self.available_at = now;
+        self.yield_requested = false;
+        self.updated_at = now;
+        self.release();
+    }
+
     /// Puts a dead letter back in the queue with fresh attempts.
     pub fn requeue(&mut self, now: Timestamp) {
         self.status = crate::enums::TaskStatus::Queued;
@@ -301,6 +326,7 @@ impl Task {
     fn release(&mut self) {
         self.leased_by = None;
         self.lease_expires_at = None;
+        self.yield_requested = false;
     }
 }
 

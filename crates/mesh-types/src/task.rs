@@ -50,6 +50,9 @@ pub struct Task {
     pub last_failed_agent: Option<Uuid>,
     /// Why the last attempt failed, or why the task was dead-lettered.
     pub last_error: Option<String>,
+    /// A critical task waits for this one's agent: its worker should hand it back.
+    #[serde(default)]
+    pub yield_requested: bool,
 }
 
 /// Body of `POST /api/v1/tasks`: the seed's fields plus the risk and data labels that
@@ -133,6 +136,7 @@ impl NewTask {
             lease_expires_at: None,
             last_failed_agent: None,
             last_error: None,
+            yield_requested: false,
         }
     }
 }

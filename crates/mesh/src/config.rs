@@ -40,6 +40,10 @@ pub struct QueueFileConfig {
     pub backoff_max_ms: Option<i64>,
     pub ageing_secs: Option<i64>,
     pub sweep_interval_ms: Option<u64>,
+    /// Tasks at or above this priority preempt lower-priority running work.
+    pub critical_priority: Option<i32>,
+    /// How long a critical task waits before a running task is asked to yield.
+    pub preempt_after_ms: Option<i64>,
     /// Attempts for particular task types, e.g. `{ code_refactor = 5 }`.
     #[serde(default)]
     pub max_attempts_by_type: BTreeMap<String, i32>,
@@ -71,6 +75,15 @@ impl QueueFileConfig {
         }
         if let Some(v) = self.sweep_interval_ms {
             q.sweep_interval_ms = positive("sweep_interval_ms", v as i64)? as u64;
+        }
+        if let Some(v) = self.critical_priority {
+            q.critical_priority = v;
+        }
+        if let Some(v) = self.preempt_after_ms {
+            if v < 0 {
+                bail!("[queue] preempt_after_ms must not be negative");
+            }
+            q.preempt_after_ms = v;
         }
         for (task_type, n) in self.max_attempts_by_type {
             positive(&format!("max_attempts_by_type.{task_type}"), i64::from(n))?;

@@ -227,6 +227,13 @@ fn routes(task: &str, agent: &str, tool: &str, key_id: &str) -> Vec<Route> {
         (
             "POST",
             "task-queue",
+            format!("/api/v1/queue/tasks/{task}/yield"),
+            Some(r#"{"leaseToken":"01a20aae-b382-76d3-a28b-aaf05dc4b866"}"#.into()),
+            "task.claim",
+        ),
+        (
+            "POST",
+            "task-queue",
             format!("/api/v1/queue/tasks/{task}/await-children"),
             Some(r#"{"leaseToken":"01a20aae-b382-76d3-a28b-aaf05dc4b866"}"#.into()),
             "task.claim",

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("schema.sql")),
     (2, "queue leases", include_str!("migrate_2.sql")),
     (3, "events bus", include_str!("migrate_3.sql")),
+    (4, "preemption", include_str!("migrate_4.sql")),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

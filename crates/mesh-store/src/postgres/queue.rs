@@ -20,7 +20,7 @@ async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<(Task, Option<Uuid>)> {
         )
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
-    let token: Option<Uuid> = super::rows::get(&row, 24)?;
+    let token: Option<Uuid> = super::rows::get(&row, 25)?;
     Ok((task_from_row(&row)?, token))
 }
 
@@ -69,7 +69,7 @@ async fn write_row(tx: &Transaction<'_>, step: &Step) -> Result<()> {
     tx.execute(
         "UPDATE tasks SET status = $2, output = $3, attempts = $4, available_at = $5, leased_by = $6,
            lease_token = $7, lease_expires_at = $8, last_failed_agent = $9, last_error = $10,
-           started_at = $11, completed_at = $12, updated_at = $13
+           started_at = $11, completed_at = $12, updated_at = $13, yield_requested = $14
          WHERE id = $1",
         &[
             &t.id,
@@ -85,6 +85,7 @@ async fn write_row(tx: &Transaction<'_>, step: &Step) -> Result<()> {
             &t.started_at,
             &t.completed_at,
             &t.updated_at,
+            &t.yield_requested,
         ],
     )
     .await?;
@@ -273,6 +274,83 @@ impl QueueStore for PgStore {
         let unfinished = unfinished_children(&tx, task_id).await?;
         let step = steps::await_step(task, current, token, output, unfinished, now, actor)?;
         let task = save(&tx, step).await?;
+        tx.commit().await?;
+        Ok(task)
+    }
+
+    async fn request_yields(
+        &self,
+        now: Timestamp,
+        critical_priority: i32,
+        waited_ms: i64,
+    ) -> Result<Vec<(Task, Task)>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let waited_since = now - mesh_types::time::millis(waited_ms);
+        let waiting = ids(
+            &tx,
+            "SELECT id FROM tasks WHERE status = 'queued' AND priority >= $1 AND available_at <= $2
+               AND (deadline IS NULL OR deadline >= $3)
+             ORDER BY priority DESC, available_at LIMIT 50",
+            &[&critical_priority, &waited_since, &now],
+        )
+        .await?;
+        let mut asked = Vec::new();
+        // Per task type: critical tasks seen so far, and yields already requested.
+        let mut seen: std::collections::HashMap<String, (i64, i64)> =
+            std::collections::HashMap::new();
+        for id in waiting {
+            let (critical, _) = lock(&tx, id).await?;
+            if !seen.contains_key(&critical.task_type) {
+                let outstanding: i64 = tx
+                    .query_one(
+                        "SELECT COUNT(*) FROM tasks WHERE status = 'running' AND type = $1 AND yield_requested",
+                        &[&critical.task_type],
+                    )
+                    .await?
+                    .get(0);
+                seen.insert(critical.task_type.clone(), (0, outstanding));
+            }
+            let Some(entry) = seen.get_mut(&critical.task_type) else {
+                continue;
+            };
+            entry.0 += 1;
+            if entry.1 >= entry.0 {
+                continue; // enough yields are already on their way
+            }
+            let victim = ids(
+                &tx,
+                "SELECT id FROM tasks WHERE status = 'running' AND type = $1 AND priority < $2 AND NOT yield_requested
+                 ORDER BY priority ASC, started_at DESC LIMIT 1 FOR UPDATE SKIP LOCKED",
+                &[&critical.task_type, &critical_priority],
+            )
+            .await?;
+            if let Some(victim) = victim.first() {
+                let (task, current) = lock(&tx, *victim).await?;
+                let asked_task = save(
+                    &tx,
+                    steps::yield_request_step(task, &critical, current, now),
+                )
+                .await?;
+                entry.1 += 1;
+                asked.push((critical, asked_task));
+            }
+        }
+        tx.commit().await?;
+        Ok(asked)
+    }
+
+    async fn yield_task(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Task> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (task, current) = lock(&tx, task_id).await?;
+        let task = save(&tx, steps::yield_step(task, current, token, now, actor)?).await?;
         tx.commit().await?;
         Ok(task)
     }

@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 pub(crate) const TASK_COLUMNS: &str = "id, parent_id, type, status, priority, input, output, metadata, risk_tier, \
      data_classification, tenant, created_at, updated_at, started_at, completed_at, attempts, max_attempts, \
-     available_at, deadline, idempotency_key, leased_by, lease_expires_at, last_failed_agent, last_error";
+     available_at, deadline, idempotency_key, leased_by, lease_expires_at, last_failed_agent, last_error, \
+     yield_requested";
 
 const DURATION_SAMPLE: i64 = 100;
 
@@ -44,6 +45,7 @@ pub(crate) fn task_from_row(row: &Row) -> Result<Task> {
         lease_expires_at: get(row, 21)?,
         last_failed_agent: get(row, 22)?,
         last_error: get(row, 23)?,
+        yield_requested: get(row, 24)?,
     })
 }
 
@@ -79,7 +81,7 @@ impl TaskStore for PgStore {
         // ON CONFLICT makes a concurrent duplicate submission find the first task
         // instead of failing on the unique index.
         let inserted = tx.query_opt(
-            &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
+            &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
                       ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"),
             &[
                 &task.id,
@@ -106,6 +108,7 @@ impl TaskStore for PgStore {
                 &task.lease_expires_at,
                 &task.last_failed_agent,
                 &task.last_error,
+                &task.yield_requested,
             ],
         )
         .await

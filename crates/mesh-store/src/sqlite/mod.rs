@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("schema.sql")),
     (2, "queue leases", include_str!("migrate_2.sql")),
     (3, "events bus", include_str!("migrate_3.sql")),
+    (4, "preemption", include_str!("migrate_4.sql")),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.

@@ -19,7 +19,7 @@ fn load(tx: &Transaction<'_>, id: Uuid) -> Result<(Task, Option<Uuid>)> {
         &format!("SELECT {TASK_COLUMNS}, lease_token FROM tasks WHERE id = ?1"),
         params![id.to_string()],
         |row| {
-            let token: Option<String> = row.get(24)?;
+            let token: Option<String> = row.get(25)?;
             Ok((task_from_row(row)?, token.and_then(|t| t.parse().ok())))
         },
     )
@@ -69,7 +69,7 @@ fn write_row(tx: &Transaction<'_>, step: &Step) -> Result<()> {
     tx.execute(
         "UPDATE tasks SET status = ?2, output = ?3, attempts = ?4, available_at = ?5, leased_by = ?6,
            lease_token = ?7, lease_expires_at = ?8, last_failed_agent = ?9, last_error = ?10,
-           started_at = ?11, completed_at = ?12, updated_at = ?13
+           started_at = ?11, completed_at = ?12, updated_at = ?13, yield_requested = ?14
          WHERE id = ?1",
         params![
             t.id.to_string(),
@@ -85,6 +85,7 @@ fn write_row(tx: &Transaction<'_>, step: &Step) -> Result<()> {
             t.started_at.as_ref().map(fmt_ts),
             t.completed_at.as_ref().map(fmt_ts),
             fmt_ts(&t.updated_at),
+            t.yield_requested,
         ],
     )?;
     Ok(())
@@ -265,6 +266,74 @@ impl QueueStore for SqliteStore {
                 tx,
                 steps::await_step(task, current, token, output, unfinished, now, &actor)?,
             )
+        })
+        .await
+    }
+
+    async fn request_yields(
+        &self,
+        now: Timestamp,
+        critical_priority: i32,
+        waited_ms: i64,
+    ) -> Result<Vec<(Task, Task)>> {
+        self.write(move |tx| {
+            let waited_since = fmt_ts(&(now - mesh_types::time::millis(waited_ms)));
+            let waiting = ids(
+                tx,
+                "SELECT id FROM tasks WHERE status = 'queued' AND priority >= ?1 AND available_at <= ?2
+                   AND (deadline IS NULL OR deadline >= ?3)
+                 ORDER BY priority DESC, available_at LIMIT 50",
+                vec![critical_priority.to_string(), waited_since, fmt_ts(&now)],
+            )?;
+            let mut asked = Vec::new();
+            // Per task type: critical tasks seen so far, and yields already requested.
+            let mut seen: std::collections::HashMap<String, (i64, i64)> = std::collections::HashMap::new();
+            for id in waiting {
+                let (critical, _) = load(tx, id)?;
+                let entry = match seen.get_mut(&critical.task_type) {
+                    Some(e) => e,
+                    None => {
+                        let outstanding: i64 = tx.query_row(
+                            "SELECT COUNT(*) FROM tasks WHERE status = 'running' AND type = ?1 AND yield_requested",
+                            params![critical.task_type],
+                            |r| r.get(0),
+                        )?;
+                        seen.entry(critical.task_type.clone()).or_insert((0, outstanding))
+                    }
+                };
+                entry.0 += 1;
+                if entry.1 >= entry.0 {
+                    continue; // enough yields are already on their way
+                }
+                let victim = ids(
+                    tx,
+                    "SELECT id FROM tasks WHERE status = 'running' AND type = ?1 AND priority < ?2 AND NOT yield_requested
+                     ORDER BY priority ASC, started_at DESC LIMIT 1",
+                    vec![critical.task_type.clone(), critical_priority.to_string()],
+                )?;
+                if let Some(victim) = victim.first() {
+                    let (task, current) = load(tx, *victim)?;
+                    let asked_task = save(tx, steps::yield_request_step(task, &critical, current, now))?;
+                    entry.1 += 1;
+                    asked.push((critical, asked_task));
+                }
+            }
+            Ok(asked)
+        })
+        .await
+    }
+
+    async fn yield_task(
+        &self,
+        task_id: Uuid,
+        token: Uuid,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Task> {
+        let actor = actor.to_string();
+        self.write(move |tx| {
+            let (task, current) = load(tx, task_id)?;
+            save(tx, steps::yield_step(task, current, token, now, &actor)?)
         })
         .await
     }

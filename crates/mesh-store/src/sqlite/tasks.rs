@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 pub(crate) const TASK_COLUMNS: &str = "id, parent_id, type, status, priority, input, output, metadata, risk_tier, \
      data_classification, tenant, created_at, updated_at, started_at, completed_at, attempts, max_attempts, \
-     available_at, deadline, idempotency_key, leased_by, lease_expires_at, last_failed_agent, last_error";
+     available_at, deadline, idempotency_key, leased_by, lease_expires_at, last_failed_agent, last_error, \
+     yield_requested";
 
 /// How many recent completions the duration estimate averages over.
 const DURATION_SAMPLE: i64 = 100;
@@ -42,6 +43,7 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         lease_expires_at: opt_ts(row, 21)?,
         last_failed_agent: opt_uuid(row, 22)?,
         last_error: row.get(23)?,
+        yield_requested: row.get(24)?,
     })
 }
 
@@ -83,7 +85,7 @@ impl TaskStore for SqliteStore {
                 }
             }
             tx.execute(
-                &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"),
+                &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"),
                 params![
                     task.id.to_string(),
                     task.parent_id.map(|p| p.to_string()),
@@ -109,6 +111,7 @@ impl TaskStore for SqliteStore {
                     task.lease_expires_at.as_ref().map(fmt_ts),
                     task.last_failed_agent.map(|a| a.to_string()),
                     task.last_error,
+                    task.yield_requested,
                 ],
             )
             .map_err(|e| match e {

@@ -542,3 +542,71 @@ pub async fn parents_resume_when_subtasks_finish(h: &Harness) {
         .unwrap();
     assert_eq!(back.status, TaskStatus::Queued);
 }
+
+pub async fn critical_tasks_preempt_lower_priority_work(h: &Harness) {
+    let s = &h.store;
+    let low = new_task("gpu", 1, None);
+    s.tasks.insert_task(&low, vec![]).await.unwrap();
+    let t0 = mesh_types::time::now();
+    let busy = claim_one(h, "gpu", t0).await.unwrap();
+    let mut critical = new_task("gpu", 100, None);
+    critical.available_at = later(t0, -5_000); // it has been waiting
+    s.tasks.insert_task(&critical, vec![]).await.unwrap();
+    let now = mesh_types::time::now();
+    assert!(
+        s.queue
+            .request_yields(now, 101, 1_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not critical at that threshold"
+    );
+    let asked = s.queue.request_yields(now, 100, 1_000).await.unwrap();
+    assert_eq!(asked.len(), 1);
+    assert_eq!((asked[0].0.id, asked[0].1.id), (critical.id, low.id));
+    assert!(
+        s.queue
+            .request_yields(now, 100, 1_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "one request per waiting task"
+    );
+    // The worker learns of it when it extends its lease, and hands the task back.
+    let lease = s
+        .queue
+        .extend_lease(low.id, busy.lease_token, now, LEASE_MS)
+        .await
+        .unwrap();
+    assert!(lease.task.yield_requested);
+    let back = s
+        .queue
+        .yield_task(low.id, busy.lease_token, now, "worker")
+        .await
+        .unwrap();
+    assert_eq!(
+        (back.status, back.attempts, back.yield_requested),
+        (TaskStatus::Queued, 0, false),
+        "no attempt lost"
+    );
+    let stale = s
+        .queue
+        .yield_task(low.id, busy.lease_token, now, "worker")
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))));
+    let next = claim_one(h, "gpu", mesh_types::time::now()).await.unwrap();
+    assert_eq!(next.task.id, critical.id, "the critical task goes first");
+    let actions: Vec<String> = s
+        .provenance
+        .events_for_task(low.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.contains(&"task_yield_requested".into())
+            && actions.contains(&"task_yielded".into()),
+        "{actions:?}"
+    );
+}
