@@ -13,6 +13,11 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub const MAX_CLAIM_BATCH: u32 = 100;
+/// Longest long poll; shorter than the drain grace period and any client timeout.
+pub const MAX_CLAIM_WAIT_MS: u64 = 10_000;
+/// While long-polling, look again this often even without a wake-up: retries whose
+/// backoff ends and writes by other processes on SQLite send none.
+const WAIT_POLL: Duration = Duration::from_millis(100);
 const MIN_LEASE_MS: i64 = 100;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +30,9 @@ pub struct ClaimBody {
     pub limit: Option<u32>,
     #[serde(default)]
     pub lease_ms: Option<i64>,
+    /// Long poll: when nothing is claimable, wait up to this long for work to appear.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,7 +141,14 @@ impl TaskQueue {
             .into_iter()
             .filter(|t| agent.capabilities.contains(t))
             .collect();
-        let request = ClaimRequest {
+        let wait = body.wait_ms.unwrap_or(0);
+        if wait > MAX_CLAIM_WAIT_MS {
+            return Err(ApiError::invalid(
+                "waitMs",
+                format!("waitMs: at most {MAX_CLAIM_WAIT_MS}"),
+            ));
+        }
+        let mut request = ClaimRequest {
             agent_id: agent.id,
             agent_name: agent.name,
             task_types,
@@ -142,7 +157,25 @@ impl TaskQueue {
             now: mesh_types::time::now(),
             ageing_secs: self.config.ageing_secs,
         };
-        Ok(self.ctx.store.queue.claim(&request).await?)
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+        let signal = self.ctx.store.queue.work_signal();
+        loop {
+            // Register for the wake-up before looking, so work that lands in between
+            // is not missed.
+            let woken = signal.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            request.now = mesh_types::time::now();
+            let leases = self.ctx.store.queue.claim(&request).await?;
+            let now = tokio::time::Instant::now();
+            if !leases.is_empty() || now >= deadline {
+                return Ok(leases);
+            }
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep((deadline - now).min(WAIT_POLL)) => {}
+            }
+        }
     }
 
     pub async fn extend(&self, id: Uuid, body: ExtendBody) -> Result<Lease, ApiError> {

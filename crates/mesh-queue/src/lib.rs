@@ -14,6 +14,6 @@ pub use client::TaskQueueClient;
 pub use core::{QueueConfig, TaskListQuery, TaskQueue};
 pub use leases::{
     AwaitBody, ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply, MAX_CLAIM_BATCH,
-    PageQuery, spawn_queue_sweeper,
+    MAX_CLAIM_WAIT_MS, PageQuery, spawn_queue_sweeper,
 };
 pub use routes::{new_task_schema, openapi, router};

@@ -18,8 +18,12 @@ pub struct WorkerOptions {
     /// Tasks run at once.
     pub concurrency: usize,
     pub lease_ms: i64,
-    /// Wait after an empty claim before asking again.
+    /// Pause after a failed claim before asking again.
     pub poll_interval: Duration,
+    /// How long one claim may wait for work to appear (long poll; at most 10 s). The
+    /// worker notices shutdown between claims, so this bounds how long it takes to
+    /// start draining.
+    pub claim_wait: Duration,
     /// How often the agent tells the registry it is alive.
     pub heartbeat_interval: Duration,
 }
@@ -31,6 +35,7 @@ impl Default for WorkerOptions {
             concurrency: 4,
             lease_ms: 30_000,
             poll_interval: Duration::from_millis(50),
+            claim_wait: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(5),
         }
     }
@@ -109,6 +114,7 @@ impl<A: BaseAgent> Worker<A> {
                 task_types: types.clone(),
                 limit: Some(free.min(mesh_queue_max_batch()) as u32),
                 lease_ms: Some(self.options.lease_ms),
+                wait_ms: Some(self.options.claim_wait.as_millis() as u64),
             };
             let leases = match self.client.queue.claim(&self.client.caller, body).await {
                 Ok(leases) => leases,
@@ -122,8 +128,9 @@ impl<A: BaseAgent> Worker<A> {
                 }
             };
             if leases.is_empty() {
+                // The claim already waited (long poll); just give shutdown a look.
                 drop(permit);
-                if pause(&mut shutdown, self.options.poll_interval).await {
+                if pause(&mut shutdown, Duration::from_millis(1)).await {
                     break;
                 }
                 continue;

@@ -13,6 +13,10 @@ use uuid::Uuid;
 
 #[async_trait]
 pub trait QueueStore: Send + Sync {
+    /// Woken whenever claimable work may have appeared: in this process, and on
+    /// PostgreSQL in any process (LISTEN/NOTIFY). Waiters still poll as a fallback:
+    /// retries becoming due after their backoff wake no one.
+    fn work_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
     /// Leases up to `limit` claimable tasks of the requested types: highest priority
     /// first (aged by waiting time), tasks this agent last failed last.
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Lease>>;

@@ -18,7 +18,8 @@ macro_rules! conformance {
                 idempotency_keys_return_the_first_task, concurrent_claims_never_lease_a_task_twice,
                 bus_topics_are_ordered_and_replayable, consumer_groups_deliver_at_least_once,
                 cursors_move_with_their_batch, parents_resume_when_subtasks_finish,
-                concurrent_writes_fail_alone, critical_tasks_preempt_lower_priority_work);
+                concurrent_writes_fail_alone, critical_tasks_preempt_lower_priority_work,
+                new_work_wakes_waiters);
         }
     };
     (@tests $harness:path; $($test:ident),+) => {

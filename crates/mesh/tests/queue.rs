@@ -277,6 +277,31 @@ async fn claim_complete_with_fenced_tokens() {
 }
 
 #[tokio::test]
+async fn a_waiting_claim_is_woken_by_new_work() {
+    let f = Fixture::new().with_worker_key().await;
+    let a = f.agent("waiter").await;
+    let claim = {
+        let (api, url, key) = (f.api.clone(), f.queue("/claim"), f.worker.clone());
+        let body = json!({"agentId": a, "taskTypes": ["build"], "waitMs": 10000}).to_string();
+        tokio::spawn(async move { api.post(&url, &key, &body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let id = f.submit(json!({"type": "build", "input": {}})).await;
+    let got = claim.await.unwrap();
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(
+        got.body[0]["task"]["id"],
+        id.as_str(),
+        "the long poll returned the new task"
+    );
+    let too_long = f.claim(&a, &["build"], json!({"waitMs": 60000})).await;
+    assert_eq!(
+        (too_long.status, too_long.body["error"]["field"].as_str()),
+        (400, Some("waitMs"))
+    );
+}
+
+#[tokio::test]
 async fn failures_retry_then_dead_letter_and_requeue() {
     let f = Fixture::new().with_worker_key().await;
     let a = f.agent("worker-a").await;

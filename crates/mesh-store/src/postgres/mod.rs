@@ -5,6 +5,7 @@
 mod agents;
 mod bus;
 mod keys;
+mod listen;
 mod provenance;
 mod queue;
 mod rows;
@@ -14,6 +15,7 @@ mod tools;
 use crate::StoreError;
 use crate::error::error_chain;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
@@ -32,6 +34,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Woken when claimable work may have appeared (here or, via LISTEN, elsewhere).
+    work: Arc<tokio::sync::Notify>,
 }
 
 impl PgStore {
@@ -42,6 +46,7 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        let listener_config = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -53,7 +58,11 @@ impl PgStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let store = PgStore { pool };
+        let work = Arc::new(tokio::sync::Notify::new());
+        let store = PgStore {
+            pool,
+            work: work.clone(),
+        };
         store.migrate().await.map_err(|e| match e {
             StoreError::Unavailable(why) => StoreError::Unavailable(format!(
                 "cannot connect to PostgreSQL at {}: {why}",
@@ -61,6 +70,7 @@ impl PgStore {
             )),
             other => other,
         })?;
+        listen::spawn_listener(listener_config, &work);
         Ok(store)
     }
 

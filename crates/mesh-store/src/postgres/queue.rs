@@ -66,6 +66,11 @@ pub(crate) async fn resume_parent_if_done(
 
 async fn write_row(tx: &Transaction<'_>, step: &Step) -> Result<()> {
     let t = &step.task;
+    if t.status == mesh_types::TaskStatus::Queued {
+        // Delivered at commit to every process LISTENing.
+        tx.execute("SELECT pg_notify($1, '')", &[&super::listen::CHANNEL])
+            .await?;
+    }
     tx.execute(
         "UPDATE tasks SET status = $2, output = $3, attempts = $4, available_at = $5, leased_by = $6,
            lease_token = $7, lease_expires_at = $8, last_failed_agent = $9, last_error = $10,
@@ -104,6 +109,10 @@ async fn ids(
 
 #[async_trait]
 impl QueueStore for PgStore {
+    fn work_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.work.clone()
+    }
+
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Lease>> {
         if req.task_types.is_empty() || req.limit == 0 {
             return Ok(Vec::new());

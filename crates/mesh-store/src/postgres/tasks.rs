@@ -123,6 +123,8 @@ impl TaskStore for PgStore {
             return task_from_row(&row);
         }
         append_in_tx(&tx, audit).await?;
+        tx.execute("SELECT pg_notify($1, '')", &[&super::listen::CHANNEL])
+            .await?;
         tx.commit().await?;
         Ok(task.clone())
     }

@@ -40,6 +40,8 @@ pub struct SqliteStore {
 
 struct Inner {
     options: SqliteOptions,
+    /// Woken after writes that may have made work claimable (this process only).
+    work: Arc<tokio::sync::Notify>,
     writer: writer::Writer,
     readers: Mutex<Vec<Connection>>,
 }
@@ -64,6 +66,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 options,
+                work: Arc::new(tokio::sync::Notify::new()),
                 writer: writer::Writer::start(writer)?,
                 readers: Mutex::new(Vec::new()),
             }),
@@ -79,6 +82,15 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.inner.writer.write(f).await
+    }
+
+    /// Wakes claimers waiting for work.
+    pub(crate) fn signal_work(&self) {
+        self.inner.work.notify_waiters();
+    }
+
+    pub(crate) fn work(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.work.clone()
     }
 
     /// Runs `f` on a pooled read connection on a blocking thread.

@@ -106,6 +106,10 @@ fn ids(tx: &Transaction<'_>, sql: &str, args: Vec<String>) -> Result<Vec<Uuid>> 
 
 #[async_trait]
 impl QueueStore for SqliteStore {
+    fn work_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.work()
+    }
+
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Lease>> {
         if req.task_types.is_empty() || req.limit == 0 {
             return Ok(Vec::new());
@@ -179,6 +183,7 @@ impl QueueStore for SqliteStore {
             )
         })
         .await
+        .inspect(|_| self.signal_work())
     }
 
     async fn fail_task(
@@ -208,6 +213,7 @@ impl QueueStore for SqliteStore {
             Ok((save(tx, step)?, outcome))
         })
         .await
+        .inspect(|_| self.signal_work())
     }
 
     async fn reap_expired_leases(
@@ -231,6 +237,7 @@ impl QueueStore for SqliteStore {
             Ok(out)
         })
         .await
+        .inspect(|_| self.signal_work())
     }
 
     async fn expire_deadlines(&self, now: Timestamp) -> Result<Vec<Task>> {
@@ -248,6 +255,7 @@ impl QueueStore for SqliteStore {
             Ok(out)
         })
         .await
+        .inspect(|_| self.signal_work())
     }
 
     async fn await_children(
@@ -268,6 +276,7 @@ impl QueueStore for SqliteStore {
             )
         })
         .await
+        .inspect(|_| self.signal_work())
     }
 
     async fn request_yields(
@@ -336,6 +345,7 @@ impl QueueStore for SqliteStore {
             save(tx, steps::yield_step(task, current, token, now, &actor)?)
         })
         .await
+        .inspect(|_| self.signal_work())
     }
 
     async fn requeue_task(&self, task_id: Uuid, now: Timestamp, actor: &str) -> Result<Task> {
@@ -345,5 +355,6 @@ impl QueueStore for SqliteStore {
             save(tx, steps::requeue_step(task, now, &actor)?)
         })
         .await
+        .inspect(|_| self.signal_work())
     }
 }

@@ -124,6 +124,7 @@ impl TaskStore for SqliteStore {
             Ok(task)
         })
         .await
+        .inspect(|_| self.signal_work())
     }
 
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
@@ -198,6 +199,7 @@ impl TaskStore for SqliteStore {
             Ok(cancelled)
         })
         .await
+        .inspect(|_| self.signal_work())
     }
 
     async fn queue_stats(&self, task_type: &str, priority: i32) -> Result<QueueStats> {

@@ -610,3 +610,27 @@ pub async fn critical_tasks_preempt_lower_priority_work(h: &Harness) {
         "{actions:?}"
     );
 }
+
+/// New work wakes claimers waiting on the queue's signal (on PostgreSQL through
+/// LISTEN/NOTIFY, which also reaches other processes).
+pub async fn new_work_wakes_waiters(h: &Harness) {
+    let signal = h.store.queue.work_signal();
+    // The listener may still be connecting: retry until a wake-up arrives.
+    for _ in 0..50 {
+        let woken = signal.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        h.store
+            .tasks
+            .insert_task(&new_task("wake", 0, None), vec![])
+            .await
+            .unwrap();
+        if tokio::time::timeout(std::time::Duration::from_millis(200), woken)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    panic!("no wake-up after 50 enqueues");
+}
