@@ -1,6 +1,7 @@
 //! One suite for every bus backend: embedded on SQLite, embedded on PostgreSQL (when
 //! `MESH_TEST_POSTGRES_URL` is set), memory, and Redis Streams (when
-//! `MESH_TEST_REDIS_URL` is set). Under CI the servers are required.
+//! `MESH_TEST_REDIS_URL` is set), and NATS JetStream (when `MESH_TEST_NATS_URL` is set).
+//! Under CI the servers are required.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -77,6 +78,18 @@ async fn memory() -> Option<Bus> {
 
 async fn redis() -> Option<Bus> {
     let base = required("MESH_TEST_REDIS_URL")?;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    let url = format!("{base}?prefix=test-{}", Uuid::new_v4().simple());
+    Some(Bus {
+        bus: mesh_bus::open(Some(&url), &store).await.unwrap(),
+        store,
+        _dir: dir,
+    })
+}
+
+async fn nats() -> Option<Bus> {
+    let base = required("MESH_TEST_NATS_URL")?;
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(&dir).await;
     let url = format!("{base}?prefix=test-{}", Uuid::new_v4().simple());
@@ -231,6 +244,7 @@ suite!(embedded_sqlite);
 suite!(embedded_postgres);
 suite!(memory);
 suite!(redis);
+suite!(nats);
 
 #[tokio::test]
 async fn unknown_and_unreachable_backends_are_named() {

@@ -98,7 +98,17 @@ impl IntoResponse for ApiError {
                 field: self.field,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let status = self.status;
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The unread body is still on the wire: this connection cannot carry another
+            // request, so tell the client not to reuse it.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

@@ -4,13 +4,16 @@
 use crate::ApiError;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_LENGTH;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 /// Largest request body any service accepts.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// How much of an oversized body is read and dropped before answering 413, so a client
+/// still writing it reads the answer instead of a broken pipe. Beyond this the
+/// connection is closed mid-body.
+const DRAIN_BYTES: usize = 4 << 20;
 
 /// A JSON body parsed into `T`.
 pub struct JsonBody<T>(pub T);
@@ -29,17 +32,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         // The Content-Type is not checked: every body is JSON here, and a client that
         // forgot the header (curl -d does) gets the same parse as one that sent it.
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-            return Err(too_large());
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        // Read past the limit (up to DRAIN_BYTES) before refusing, so that a client
+        // still writing an oversized body reads the 413 rather than a broken pipe.
+        let bytes = axum::body::to_bytes(req.into_body(), DRAIN_BYTES)
             .await
             .map_err(|_| too_large())?;
+        if bytes.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
         parse_json(&bytes).map(JsonBody)
     }
 }

@@ -57,8 +57,12 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), FieldError> {
 }
 
 /// The bus topic a provenance action is republished on, if any: task and agent
-/// lifecycle events (`task_completed` → `task.completed`).
+/// lifecycle events (`task_completed` → `task.completed`; an attempt's start,
+/// `task_assigned`, is `task.started`).
 pub fn topic_for_action(action: &str) -> Option<String> {
+    if action == "task_assigned" {
+        return Some("task.started".to_string());
+    }
     let (kind, rest) = action.split_once('_')?;
     match kind {
         "task" | "agent" | "tool" => Some(format!("{kind}.{rest}")),

@@ -1,5 +1,6 @@
 //! The events bus over HTTP: publish and replay, consumer groups, SSE, and task
-//! lifecycle events relayed from the provenance log — embedded and on Redis Streams.
+//! lifecycle events relayed from the provenance log — embedded, on Redis Streams and on
+//! NATS JetStream.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -156,6 +157,22 @@ async fn redis_streams_bus_over_http() {
     };
     let dir = tempfile::tempdir().unwrap();
     let url = format!("{redis}?prefix=it-{}", uuid::Uuid::new_v4().simple());
+    let mesh = MeshProcess::up(dir.path(), &["--bus", &url]);
+    exercise(&mesh, mesh.admin_key.as_deref().unwrap()).await;
+}
+
+#[tokio::test]
+async fn nats_jetstream_bus_over_http() {
+    let Ok(nats) = std::env::var("MESH_TEST_NATS_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set MESH_TEST_NATS_URL"
+        );
+        eprintln!("SKIPPED: MESH_TEST_NATS_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{nats}?prefix=it-{}", uuid::Uuid::new_v4().simple());
     let mesh = MeshProcess::up(dir.path(), &["--bus", &url]);
     exercise(&mesh, mesh.admin_key.as_deref().unwrap()).await;
 }
