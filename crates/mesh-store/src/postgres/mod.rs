@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "queue leases", include_str!("migrate_2.sql")),
     (3, "events bus", include_str!("migrate_3.sql")),
     (4, "preemption", include_str!("migrate_4.sql")),
+    (5, "claim index", include_str!("migrate_5.sql")),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

@@ -123,9 +123,17 @@ impl QueueStore for PgStore {
         // the same rows. Tasks this agent failed last go last; then aged priority.
         let chosen = ids(
             &tx,
-            "SELECT id FROM tasks
-             WHERE status = 'queued' AND available_at <= $1 AND type = ANY($2)
-               AND (deadline IS NULL OR deadline >= $1)
+            // Ageing cannot be indexed (it depends on now), so rank only a bounded set
+            // of candidates: the highest-priority and the longest-waiting claimable tasks.
+            "WITH claimable AS (
+               SELECT id, priority, available_at FROM tasks
+               WHERE status = 'queued' AND available_at <= $1 AND type = ANY($2)
+                 AND (deadline IS NULL OR deadline >= $1)),
+             candidates AS (
+               (SELECT id FROM claimable ORDER BY priority DESC, available_at LIMIT 256)
+               UNION
+               (SELECT id FROM claimable ORDER BY available_at LIMIT 256))
+             SELECT id FROM tasks WHERE id IN (SELECT id FROM candidates) AND status = 'queued'
              ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = $3) ASC,
                       priority + EXTRACT(EPOCH FROM ($1 - available_at))::FLOAT8 / $4::FLOAT8 DESC,
                       id ASC

@@ -29,13 +29,10 @@ fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
 }
 
 fn load(tx: &Transaction<'_>, id: Uuid) -> Result<Agent> {
-    tx.query_row(
-        &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"),
-        params![id.to_string()],
-        agent_from_row,
-    )
-    .optional()?
-    .ok_or_else(|| StoreError::NotFound(format!("agent {id}")))
+    tx.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
+        .query_row(params![id.to_string()], agent_from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("agent {id}")))
 }
 
 #[async_trait]
@@ -43,20 +40,15 @@ impl AgentStore for SqliteStore {
     async fn insert_agent(&self, agent: &Agent, audit: Vec<EventDraft>) -> Result<()> {
         let agent = agent.clone();
         self.write(move |tx| {
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM agents WHERE name = ?1)",
-                params![agent.name],
-                |r| r.get(0),
-            )?;
+            let taken: bool = tx.prepare_cached("SELECT EXISTS(SELECT 1 FROM agents WHERE name = ?1)")?.query_row(params![agent.name],
+                |r| r.get(0),)?;
             if taken {
                 return Err(StoreError::Conflict(format!(
                     "an agent named `{}` is already registered",
                     agent.name
                 )));
             }
-            tx.execute(
-                &format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-                params![
+            tx.prepare_cached(&format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))?.execute(params![
                     agent.id.to_string(),
                     agent.name,
                     agent.version,
@@ -68,8 +60,7 @@ impl AgentStore for SqliteStore {
                     agent.status.as_str(),
                     fmt_ts(&agent.registered_at),
                     agent.last_heartbeat.as_ref().map(fmt_ts),
-                ],
-            )?;
+                ],)?;
             append_in_tx(tx, audit)?;
             Ok(())
         })
@@ -120,17 +111,15 @@ impl AgentStore for SqliteStore {
                     return Err(StoreError::Conflict(format!("agent {id} is retired")));
                 }
                 AgentStatus::Unhealthy => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE agents SET status = 'active', last_heartbeat = ?2 WHERE id = ?1",
-                        params![id.to_string(), fmt_ts(&now)],
-                    )?;
+                    )?
+                    .execute(params![id.to_string(), fmt_ts(&now)])?;
                     append_in_tx(tx, vec![on_recovery])?;
                 }
                 AgentStatus::Active | AgentStatus::Busy => {
-                    tx.execute(
-                        "UPDATE agents SET last_heartbeat = ?2 WHERE id = ?1",
-                        params![id.to_string(), fmt_ts(&now)],
-                    )?;
+                    tx.prepare_cached("UPDATE agents SET last_heartbeat = ?2 WHERE id = ?1")?
+                        .execute(params![id.to_string(), fmt_ts(&now)])?;
                 }
             }
             load(tx, id)
@@ -146,10 +135,8 @@ impl AgentStore for SqliteStore {
                     "agent {id} is already retired"
                 )));
             }
-            tx.execute(
-                "UPDATE agents SET status = 'retired' WHERE id = ?1",
-                params![id.to_string()],
-            )?;
+            tx.prepare_cached("UPDATE agents SET status = 'retired' WHERE id = ?1")?
+                .execute(params![id.to_string()])?;
             append_in_tx(tx, audit)?;
             load(tx, id)
         })

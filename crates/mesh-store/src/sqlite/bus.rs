@@ -19,11 +19,11 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<BusEvent> {
 }
 
 fn load(conn: &Connection, topic: &str, seq: i64) -> Result<BusEvent> {
-    Ok(conn.query_row(
-        "SELECT topic, seq, id, ts, payload FROM bus_events WHERE topic = ?1 AND seq = ?2",
-        params![topic, seq],
-        event_from_row,
-    )?)
+    Ok(conn
+        .prepare_cached(
+            "SELECT topic, seq, id, ts, payload FROM bus_events WHERE topic = ?1 AND seq = ?2",
+        )?
+        .query_row(params![topic, seq], event_from_row)?)
 }
 
 #[async_trait]
@@ -38,24 +38,15 @@ impl BusStore for SqliteStore {
         self.write(move |tx| {
             let mut published = Vec::with_capacity(events.len());
             for e in events {
-                let seq: i64 = tx.query_row(
-                    "INSERT INTO bus_topics (topic, last_seq) VALUES (?1, 1)
-                     ON CONFLICT (topic) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
-                    params![e.topic],
-                    |r| r.get(0),
-                )?;
-                tx.execute(
-                    "INSERT INTO bus_events (topic, seq, id, ts, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![e.topic, seq, e.id.to_string(), fmt_ts(&now), to_json(&e.payload)],
-                )?;
+                let seq: i64 = tx.prepare_cached("INSERT INTO bus_topics (topic, last_seq) VALUES (?1, 1)
+                     ON CONFLICT (topic) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq")?.query_row(params![e.topic],
+                    |r| r.get(0),)?;
+                tx.prepare_cached("INSERT INTO bus_events (topic, seq, id, ts, payload) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![e.topic, seq, e.id.to_string(), fmt_ts(&now), to_json(&e.payload)],)?;
                 published.push(BusEvent { topic: e.topic, offset: seq.to_string(), id: e.id, timestamp: now, payload: e.payload });
             }
             if let Some((name, position)) = cursor {
-                tx.execute(
-                    "INSERT INTO bus_cursors (name, position) VALUES (?1, ?2)
-                     ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                    params![name, position],
-                )?;
+                tx.prepare_cached("INSERT INTO bus_cursors (name, position) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET position = excluded.position")?.execute(params![name, position],)?;
             }
             append_in_tx(tx, audit)?;
             Ok(published)
@@ -79,10 +70,7 @@ impl BusStore for SqliteStore {
         self.write(move |tx| {
             let now = fmt_ts(&r.now);
             let expired_before = fmt_ts(&(r.now - mesh_types::time::millis(r.visibility_ms)));
-            tx.execute(
-                "INSERT INTO bus_groups (topic, group_name, delivered_seq) VALUES (?1, ?2, 0) ON CONFLICT DO NOTHING",
-                params![r.topic, r.group],
-            )?;
+            tx.prepare_cached("INSERT INTO bus_groups (topic, group_name, delivered_seq) VALUES (?1, ?2, 0) ON CONFLICT DO NOTHING")?.execute(params![r.topic, r.group],)?;
             let mut out: Vec<(i64, u32)> = Vec::new();
             {
                 let mut stmt = tx.prepare(
@@ -101,11 +89,8 @@ impl BusStore for SqliteStore {
             }
             let room = r.limit.saturating_sub(out.len() as u32);
             if room > 0 {
-                let delivered: i64 = tx.query_row(
-                    "SELECT delivered_seq FROM bus_groups WHERE topic = ?1 AND group_name = ?2",
-                    params![r.topic, r.group],
-                    |row| row.get(0),
-                )?;
+                let delivered: i64 = tx.prepare_cached("SELECT delivered_seq FROM bus_groups WHERE topic = ?1 AND group_name = ?2")?.query_row(params![r.topic, r.group],
+                    |row| row.get(0),)?;
                 let fresh: Vec<i64> = {
                     let mut stmt = tx.prepare(
                         "SELECT seq FROM bus_events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
@@ -114,17 +99,11 @@ impl BusStore for SqliteStore {
                         .collect::<rusqlite::Result<Vec<_>>>()?
                 };
                 for seq in &fresh {
-                    tx.execute(
-                        "INSERT INTO bus_pending (topic, group_name, seq, consumer, delivered_at, deliveries) VALUES (?1, ?2, ?3, ?4, ?5, 1)",
-                        params![r.topic, r.group, seq, r.consumer, now],
-                    )?;
+                    tx.prepare_cached("INSERT INTO bus_pending (topic, group_name, seq, consumer, delivered_at, deliveries) VALUES (?1, ?2, ?3, ?4, ?5, 1)")?.execute(params![r.topic, r.group, seq, r.consumer, now],)?;
                     out.push((*seq, 1));
                 }
                 if let Some(last) = fresh.last() {
-                    tx.execute(
-                        "UPDATE bus_groups SET delivered_seq = ?3 WHERE topic = ?1 AND group_name = ?2",
-                        params![r.topic, r.group, last],
-                    )?;
+                    tx.prepare_cached("UPDATE bus_groups SET delivered_seq = ?3 WHERE topic = ?1 AND group_name = ?2")?.execute(params![r.topic, r.group, last],)?;
                 }
             }
             out.sort_unstable();
@@ -140,10 +119,11 @@ impl BusStore for SqliteStore {
         self.write(move |tx| {
             let mut acked = 0;
             for seq in offsets {
-                acked += tx.execute(
-                    "DELETE FROM bus_pending WHERE topic = ?1 AND group_name = ?2 AND seq = ?3",
-                    params![topic, group, seq],
-                )? as u64;
+                acked += tx
+                    .prepare_cached(
+                        "DELETE FROM bus_pending WHERE topic = ?1 AND group_name = ?2 AND seq = ?3",
+                    )?
+                    .execute(params![topic, group, seq])? as u64;
             }
             Ok(acked)
         })

@@ -22,17 +22,17 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
 }
 
 fn insert(tx: &Transaction<'_>, key: &ApiKeyRecord) -> Result<()> {
-    tx.execute(
-        &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)"),
-        params![
-            key.id.to_string(),
-            key.name,
-            key.key_hash,
-            to_json(&key.roles),
-            key.tenant,
-            fmt_ts(&key.created_at),
-        ],
-    )?;
+    tx.prepare_cached(&format!(
+        "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)"
+    ))?
+    .execute(params![
+        key.id.to_string(),
+        key.name,
+        key.key_hash,
+        to_json(&key.roles),
+        key.tenant,
+        fmt_ts(&key.created_at),
+    ])?;
     Ok(())
 }
 
@@ -51,8 +51,9 @@ impl KeyStore for SqliteStore {
     async fn insert_first_key(&self, key: &ApiKeyRecord, audit: Vec<EventDraft>) -> Result<bool> {
         let key = key.clone();
         self.write(move |tx| {
-            let any: bool =
-                tx.query_row("SELECT EXISTS(SELECT 1 FROM api_keys)", [], |r| r.get(0))?;
+            let any: bool = tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM api_keys)")?
+                .query_row([], |r| r.get(0))?;
             if any {
                 return Ok(false);
             }
@@ -106,10 +107,8 @@ impl KeyStore for SqliteStore {
                     "API key {id} is already revoked"
                 )));
             }
-            tx.execute(
-                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1",
-                params![id.to_string(), fmt_ts(&mesh_types::time::now())],
-            )?;
+            tx.prepare_cached("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1")?
+                .execute(params![id.to_string(), fmt_ts(&mesh_types::time::now())])?;
             append_in_tx(tx, audit)?;
             Ok(ApiKeyRecord {
                 revoked: true,

@@ -45,30 +45,25 @@ pub(crate) fn append_in_tx(
         head.last_hash = event.hash.clone();
         sealed.push(event);
     }
-    tx.execute(
-        "UPDATE provenance_head SET count = ?1, last_hash = ?2 WHERE id = 1",
-        params![head.count, head.last_hash],
-    )?;
+    tx.prepare_cached("UPDATE provenance_head SET count = ?1, last_hash = ?2 WHERE id = 1")?
+        .execute(params![head.count, head.last_hash])?;
     Ok(sealed)
 }
 
 fn read_head(conn: &Connection) -> Result<ChainHead> {
-    conn.query_row(
-        "SELECT count, last_hash FROM provenance_head WHERE id = 1",
-        [],
-        |r| {
+    conn.prepare_cached("SELECT count, last_hash FROM provenance_head WHERE id = 1")?
+        .query_row([], |r| {
             Ok(ChainHead {
                 count: r.get(0)?,
                 last_hash: r.get(1)?,
             })
-        },
-    )
-    .map_err(|e| match e {
-        rusqlite::Error::QueryReturnedNoRows => {
-            StoreError::Corrupt("the provenance head row is missing".into())
-        }
-        other => other.into(),
-    })
+        })
+        .map_err(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => {
+                StoreError::Corrupt("the provenance head row is missing".into())
+            }
+            other => other.into(),
+        })
 }
 
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<ProvenanceEvent> {

@@ -12,17 +12,19 @@ use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
 use serde_json::Value;
 use uuid::Uuid;
 
+/// How many of the highest-priority and of the longest-waiting tasks a claim ranks.
+const CANDIDATES: u32 = 256;
+
 /// The task and its current lease token. The immediate transaction already holds the
 /// database's write lock, so no row lock is needed.
 fn load(tx: &Transaction<'_>, id: Uuid) -> Result<(Task, Option<Uuid>)> {
-    tx.query_row(
-        &format!("SELECT {TASK_COLUMNS}, lease_token FROM tasks WHERE id = ?1"),
-        params![id.to_string()],
-        |row| {
-            let token: Option<String> = row.get(25)?;
-            Ok((task_from_row(row)?, token.and_then(|t| t.parse().ok())))
-        },
-    )
+    tx.prepare_cached(&format!(
+        "SELECT {TASK_COLUMNS}, lease_token FROM tasks WHERE id = ?1"
+    ))?
+    .query_row(params![id.to_string()], |row| {
+        let token: Option<String> = row.get(25)?;
+        Ok((task_from_row(row)?, token.and_then(|t| t.parse().ok())))
+    })
     .optional()?
     .ok_or_else(|| StoreError::NotFound(format!("task {id}")))
 }
@@ -43,11 +45,8 @@ fn save(tx: &Transaction<'_>, step: Step) -> Result<Task> {
 
 /// Subtasks of `parent` that have not reached a final status.
 fn unfinished_children(tx: &Transaction<'_>, parent: Uuid) -> Result<i64> {
-    Ok(tx.query_row(
-        "SELECT COUNT(*) FROM tasks WHERE parent_id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')",
-        params![parent.to_string()],
-        |r| r.get(0),
-    )?)
+    Ok(tx.prepare_cached("SELECT COUNT(*) FROM tasks WHERE parent_id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')")?.query_row(params![parent.to_string()],
+        |r| r.get(0),)?)
 }
 
 /// Puts a parked parent back in the queue once none of its subtasks is unfinished.
@@ -66,12 +65,10 @@ pub(crate) fn resume_parent_if_done(
 
 fn write_row(tx: &Transaction<'_>, step: &Step) -> Result<()> {
     let t = &step.task;
-    tx.execute(
-        "UPDATE tasks SET status = ?2, output = ?3, attempts = ?4, available_at = ?5, leased_by = ?6,
+    tx.prepare_cached("UPDATE tasks SET status = ?2, output = ?3, attempts = ?4, available_at = ?5, leased_by = ?6,
            lease_token = ?7, lease_expires_at = ?8, last_failed_agent = ?9, last_error = ?10,
            started_at = ?11, completed_at = ?12, updated_at = ?13, yield_requested = ?14
-         WHERE id = ?1",
-        params![
+         WHERE id = ?1")?.execute(params![
             t.id.to_string(),
             t.status.as_str(),
             t.output.as_ref().map(to_json),
@@ -86,8 +83,7 @@ fn write_row(tx: &Transaction<'_>, step: &Step) -> Result<()> {
             t.completed_at.as_ref().map(fmt_ts),
             fmt_ts(&t.updated_at),
             t.yield_requested,
-        ],
-    )?;
+        ],)?;
     Ok(())
 }
 
@@ -122,10 +118,19 @@ impl QueueStore for SqliteStore {
                 .collect::<Vec<_>>()
                 .join(", ");
             // Tasks this agent failed last go last; then priority aged by waiting time.
-            let sql = format!(
-                "SELECT id FROM tasks
+            // Ageing cannot be indexed (it depends on now), so rank only a bounded set
+            // of candidates: the highest-priority and the longest-waiting claimable
+            // tasks. The winner by aged priority is always among them, or ties them.
+            let claimable = format!(
+                "SELECT id, priority, available_at, last_failed_agent FROM tasks
                  WHERE status = 'queued' AND available_at <= ?1 AND type IN ({types})
-                   AND (deadline IS NULL OR deadline >= ?1)
+                   AND (deadline IS NULL OR deadline >= ?1)"
+            );
+            let sql = format!(
+                "SELECT id FROM (
+                   SELECT * FROM ({claimable} ORDER BY priority DESC, available_at LIMIT {CANDIDATES})
+                   UNION
+                   SELECT * FROM ({claimable} ORDER BY available_at LIMIT {CANDIDATES}))
                  ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = ?2) ASC,
                           priority + (julianday(?1) - julianday(available_at)) * 86400.0 / ?3 DESC,
                           id ASC
@@ -302,11 +307,8 @@ impl QueueStore for SqliteStore {
                 let entry = match seen.get_mut(&critical.task_type) {
                     Some(e) => e,
                     None => {
-                        let outstanding: i64 = tx.query_row(
-                            "SELECT COUNT(*) FROM tasks WHERE status = 'running' AND type = ?1 AND yield_requested",
-                            params![critical.task_type],
-                            |r| r.get(0),
-                        )?;
+                        let outstanding: i64 = tx.prepare_cached("SELECT COUNT(*) FROM tasks WHERE status = 'running' AND type = ?1 AND yield_requested")?.query_row(params![critical.task_type],
+                            |r| r.get(0),)?;
                         seen.entry(critical.task_type.clone()).or_insert((0, outstanding))
                     }
                 };

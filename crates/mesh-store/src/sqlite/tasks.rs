@@ -48,13 +48,10 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
 }
 
 fn load(tx: &Transaction<'_>, id: Uuid) -> Result<Task> {
-    tx.query_row(
-        &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
-        params![id.to_string()],
-        task_from_row,
-    )
-    .optional()?
-    .ok_or_else(|| StoreError::NotFound(format!("task {id}")))
+    tx.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
+        .query_row(params![id.to_string()], task_from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("task {id}")))
 }
 
 #[async_trait]
@@ -75,18 +72,13 @@ impl TaskStore for SqliteStore {
                 }
             }
             if let Some(parent) = task.parent_id {
-                let exists: bool = tx.query_row(
-                    "SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1)",
-                    params![parent.to_string()],
-                    |r| r.get(0),
-                )?;
+                let exists: bool = tx.prepare_cached("SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1)")?.query_row(params![parent.to_string()],
+                    |r| r.get(0),)?;
                 if !exists {
                     return Err(StoreError::invalid("parentId", format!("no task {parent}")));
                 }
             }
-            tx.execute(
-                &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"),
-                params![
+            tx.prepare_cached(&format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"))?.execute(params![
                     task.id.to_string(),
                     task.parent_id.map(|p| p.to_string()),
                     task.task_type,
@@ -112,8 +104,7 @@ impl TaskStore for SqliteStore {
                     task.last_failed_agent.map(|a| a.to_string()),
                     task.last_error,
                     task.yield_requested,
-                ],
-            )
+                ],)
             .map_err(|e| match e {
                 rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
                     StoreError::Conflict(format!("task {} already exists", task.id))
@@ -205,19 +196,13 @@ impl TaskStore for SqliteStore {
     async fn queue_stats(&self, task_type: &str, priority: i32) -> Result<QueueStats> {
         let task_type = task_type.to_string();
         self.read(move |conn| {
-            let ahead: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM tasks WHERE status IN ('queued', 'running') AND priority >= ?1",
-                params![priority],
-                |r| r.get(0),
-            )?;
-            let (mean, samples): (Option<f64>, i64) = conn.query_row(
-                "SELECT AVG((julianday(completed_at) - julianday(started_at)) * 86400000.0), COUNT(*)
+            let ahead: i64 = conn.prepare_cached("SELECT COUNT(*) FROM tasks WHERE status IN ('queued', 'running') AND priority >= ?1")?.query_row(params![priority],
+                |r| r.get(0),)?;
+            let (mean, samples): (Option<f64>, i64) = conn.prepare_cached("SELECT AVG((julianday(completed_at) - julianday(started_at)) * 86400000.0), COUNT(*)
                  FROM (SELECT started_at, completed_at FROM tasks
                        WHERE type = ?1 AND status = 'completed' AND started_at IS NOT NULL
-                       ORDER BY completed_at DESC LIMIT ?2)",
-                params![task_type, DURATION_SAMPLE],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+                       ORDER BY completed_at DESC LIMIT ?2)")?.query_row(params![task_type, DURATION_SAMPLE],
+                |r| Ok((r.get(0)?, r.get(1)?)),)?;
             Ok(QueueStats {
                 ahead: ahead.max(0) as u64,
                 mean_duration_ms: mean,

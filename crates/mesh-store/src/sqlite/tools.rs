@@ -28,13 +28,10 @@ fn tool_from_row(row: &Row<'_>) -> rusqlite::Result<Tool> {
 }
 
 fn load(tx: &Transaction<'_>, id: Uuid) -> Result<Tool> {
-    tx.query_row(
-        &format!("SELECT {TOOL_COLUMNS} FROM tools WHERE id = ?1"),
-        params![id.to_string()],
-        tool_from_row,
-    )
-    .optional()?
-    .ok_or_else(|| StoreError::NotFound(format!("tool {id}")))
+    tx.prepare_cached(&format!("SELECT {TOOL_COLUMNS} FROM tools WHERE id = ?1"))?
+        .query_row(params![id.to_string()], tool_from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("tool {id}")))
 }
 
 #[async_trait]
@@ -42,20 +39,15 @@ impl ToolStore for SqliteStore {
     async fn insert_tool(&self, tool: &Tool, audit: Vec<EventDraft>) -> Result<()> {
         let tool = tool.clone();
         self.write(move |tx| {
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM tools WHERE name = ?1)",
-                params![tool.name],
-                |r| r.get(0),
-            )?;
+            let taken: bool = tx.prepare_cached("SELECT EXISTS(SELECT 1 FROM tools WHERE name = ?1)")?.query_row(params![tool.name],
+                |r| r.get(0),)?;
             if taken {
                 return Err(StoreError::Conflict(format!(
                     "a tool named `{}` is already registered",
                     tool.name
                 )));
             }
-            tx.execute(
-                &format!("INSERT INTO tools ({TOOL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-                params![
+            tx.prepare_cached(&format!("INSERT INTO tools ({TOOL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))?.execute(params![
                     tool.id.to_string(),
                     tool.name,
                     tool.version,
@@ -67,8 +59,7 @@ impl ToolStore for SqliteStore {
                     tool.cost_model.as_ref().map(to_json),
                     tool.status.as_str(),
                     fmt_ts(&tool.registered_at),
-                ],
-            )?;
+                ],)?;
             append_in_tx(tx, audit)?;
             Ok(())
         })
@@ -113,10 +104,8 @@ impl ToolStore for SqliteStore {
                     "tool {id} is already retired"
                 )));
             }
-            tx.execute(
-                "UPDATE tools SET status = 'retired' WHERE id = ?1",
-                params![id.to_string()],
-            )?;
+            tx.prepare_cached("UPDATE tools SET status = 'retired' WHERE id = ?1")?
+                .execute(params![id.to_string()])?;
             append_in_tx(tx, audit)?;
             load(tx, id)
         })
