@@ -105,3 +105,20 @@ impl EventBus for StoreBus {
         Ok(self.store.bus.cursor(name).await?)
     }
 }
+
+/// An external backend is unreachable or refused a command.
+pub(crate) fn unavailable(display: &str, err: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable("bus_unavailable", format!("events bus at {display}: {err}"))
+}
+
+/// Splits `scheme://host:port[?prefix=NAME]` into the server URL and the key prefix
+/// (default `mesh`) that lets several meshes share one server.
+pub(crate) fn server_and_prefix(url: &str) -> Result<(String, String), ApiError> {
+    let (base, prefix) = match url.split_once("?prefix=") {
+        Some((base, prefix)) => (base, prefix),
+        None => (url, "mesh"),
+    };
+    mesh_types::bus::validate_name("prefix", prefix)
+        .map_err(|e| ApiError::internal(format!("bus `{url}`: {e}")))?;
+    Ok((base.to_string(), prefix.to_string()))
+}

@@ -9,7 +9,7 @@
 //! deliveries it handed out, so an ack must reach the process that read the event (an
 //! ack elsewhere acknowledges nothing and the event is redelivered — at least once).
 
-use crate::backend::{EventBus, numeric_offset};
+use crate::backend::{EventBus, numeric_offset, server_and_prefix, unavailable};
 use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, consumer::pull};
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -37,18 +37,11 @@ pub struct NatsBus {
     pending: Mutex<HashMap<Key, jetstream::Message>>,
 }
 
-fn unavailable(display: &str, err: impl std::fmt::Display) -> ApiError {
-    ApiError::unavailable("bus_unavailable", format!("events bus at {display}: {err}"))
-}
-
 impl NatsBus {
     /// Connects to `url` (`nats://HOST:PORT[?prefix=NAME]`) and makes sure the stream
     /// exists.
     pub async fn connect(url: &str, log: Arc<dyn ProvenanceLog>) -> Result<Self, ApiError> {
-        let (base, prefix) = match url.split_once("?prefix=") {
-            Some((base, prefix)) => (base.to_string(), prefix.to_string()),
-            None => (url.to_string(), "mesh".to_string()),
-        };
+        let (base, prefix) = server_and_prefix(url)?;
         let display = base.clone();
         let client = tokio::time::timeout(CONNECT_TIMEOUT, async_nats::connect(base.as_str()))
             .await

@@ -2,7 +2,7 @@
 //! groups (pending entries reclaimed with XPENDING/XCLAIM once idle past the visibility
 //! window); offsets are stream ids. Several mesh processes share topics and groups.
 
-use crate::backend::EventBus;
+use crate::backend::{EventBus, server_and_prefix, unavailable};
 use async_trait::async_trait;
 use mesh_service::ApiError;
 use mesh_store::{GroupRead, Outgoing, ProvenanceLog};
@@ -22,18 +22,11 @@ pub struct RedisBus {
     log: Arc<dyn ProvenanceLog>,
 }
 
-fn unavailable(display: &str, err: impl std::fmt::Display) -> ApiError {
-    ApiError::unavailable("bus_unavailable", format!("events bus at {display}: {err}"))
-}
-
 impl RedisBus {
     /// Connects to `url` (`redis://HOST:PORT[/DB][?prefix=NAME]`); keys start with the
     /// prefix (default `mesh`) so several meshes can share one Redis.
     pub async fn connect(url: &str, log: Arc<dyn ProvenanceLog>) -> Result<Self, ApiError> {
-        let (base, prefix) = match url.split_once("?prefix=") {
-            Some((base, prefix)) => (base.to_string(), prefix.to_string()),
-            None => (url.to_string(), "mesh".to_string()),
-        };
+        let (base, prefix) = server_and_prefix(url)?;
         let display = base.clone();
         let client = redis::Client::open(base.as_str()).map_err(|e| unavailable(&display, e))?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, ConnectionManager::new(client))

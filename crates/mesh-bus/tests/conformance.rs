@@ -265,3 +265,19 @@ async fn unknown_and_unreachable_backends_are_named() {
         err.message
     );
 }
+
+#[tokio::test]
+async fn a_malformed_prefix_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    let err = mesh_bus::open(Some("redis://127.0.0.1:6379?prefix=Bad Prefix"), &store)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.message.contains("prefix"), "{}", err.message);
+    let err = mesh_bus::open(Some("nats://127.0.0.1:4222?prefix="), &store)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.message.contains("prefix"), "{}", err.message);
+}
