@@ -10,23 +10,37 @@ use axum::routing::get;
 use axum::{Json, Router};
 use mesh_store::Store;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Whether this process accepts work. Starts false; drops to false again on drain, so a
 /// load balancer stops routing here before connections close.
+/// Components may also publish a detail under `checks` in `/readyz` (the policy set in
+/// force and its last load error, say) without changing readiness.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    details: Arc<Mutex<BTreeMap<String, Value>>>,
+}
 
 impl Readiness {
     pub fn set_ready(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.ready.store(ready, Ordering::SeqCst);
     }
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst)
+    }
+    pub fn set_detail(&self, check: &str, detail: Value) {
+        if let Ok(mut details) = self.details.lock() {
+            details.insert(check.to_string(), detail);
+        }
+    }
+    fn details(&self) -> BTreeMap<String, Value> {
+        self.details.lock().map(|d| d.clone()).unwrap_or_default()
     }
 }
 
@@ -93,10 +107,16 @@ async fn readyz(State(ctx): State<ServiceContext>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let mut checks = serde_json::Map::new();
+    checks.insert(
+        "store".into(),
+        json!({"backend": ctx.store.backend, "ok": store_ok}),
+    );
+    checks.extend(ctx.readiness.details());
     let body = json!({
         "status": if ready { "ready" } else if !ctx.readiness.is_ready() { "draining" } else { "degraded" },
         "service": ctx.name.as_str(),
-        "checks": {"store": {"backend": ctx.store.backend, "ok": store_ok}},
+        "checks": checks,
     });
     (status, Json(body)).into_response()
 }

@@ -100,6 +100,13 @@ pub trait ProvenanceLog: Send + Sync {
     async fn head(&self) -> Result<ChainHead>;
     /// Up to `limit` events with `seq > after`, in order.
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<ProvenanceEvent>>;
+    /// Events of one kind (`policy_decision`, say) after `after`, in log order.
+    async fn events_with_action(
+        &self,
+        action: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ProvenanceEvent>>;
     /// Every event on one task's timeline, in order.
     async fn events_for_task(&self, task_id: Uuid) -> Result<Vec<ProvenanceEvent>>;
 }

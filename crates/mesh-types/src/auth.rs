@@ -75,10 +75,18 @@ impl Role {
                     | ToolRead
                     | EventsPublish
                     | EventsRead
+                    | PolicyEvaluate
             ),
             Role::Auditor => matches!(
                 permission,
-                TaskRead | AgentRead | ToolRead | ProvenanceRead | ProvenanceVerify | EventsRead
+                TaskRead
+                    | AgentRead
+                    | ToolRead
+                    | ProvenanceRead
+                    | ProvenanceVerify
+                    | EventsRead
+                    | PolicyEvaluate
+                    | PolicyRead
             ),
         }
     }
@@ -128,6 +136,12 @@ pub enum Permission {
     /// Read, stream and consume topics of the events bus.
     EventsRead,
     KeysManage,
+    /// Ask the policy enforcer for a decision (OPA Data API, `/api/v1/evaluate`).
+    PolicyEvaluate,
+    /// Read the policy set in force and the decision log.
+    PolicyRead,
+    /// Approve or reject work a policy escalated to a human.
+    ApprovalDecide,
 }
 
 impl Permission {
@@ -149,6 +163,9 @@ impl Permission {
         Permission::EventsPublish,
         Permission::EventsRead,
         Permission::KeysManage,
+        Permission::PolicyEvaluate,
+        Permission::PolicyRead,
+        Permission::ApprovalDecide,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -170,6 +187,9 @@ impl Permission {
             Permission::EventsPublish => "events.publish",
             Permission::EventsRead => "events.read",
             Permission::KeysManage => "keys.manage",
+            Permission::PolicyEvaluate => "policy.evaluate",
+            Permission::PolicyRead => "policy.read",
+            Permission::ApprovalDecide => "approval.decide",
         }
     }
 }

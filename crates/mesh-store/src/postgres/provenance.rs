@@ -125,6 +125,25 @@ impl ProvenanceLog for PgStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn events_with_action(
+        &self,
+        action: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ProvenanceEvent>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM provenance_events
+                     WHERE action = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                ),
+                &[&action, &after, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn events_for_task(&self, task_id: Uuid) -> Result<Vec<ProvenanceEvent>> {
         let client = self.client().await?;
         let rows = client

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "events bus", include_str!("migrate_3.sql")),
     (4, "preemption", include_str!("migrate_4.sql")),
     (5, "claim index", include_str!("migrate_5.sql")),
+    (6, "provenance by action", include_str!("migrate_6.sql")),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.

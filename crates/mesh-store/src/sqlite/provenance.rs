@@ -103,6 +103,24 @@ impl ProvenanceLog for SqliteStore {
         .await
     }
 
+    async fn events_with_action(
+        &self,
+        action: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ProvenanceEvent>> {
+        let action = action.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM provenance_events
+                 WHERE action = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![action, after, limit], event_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn events_for_task(&self, task_id: Uuid) -> Result<Vec<ProvenanceEvent>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(

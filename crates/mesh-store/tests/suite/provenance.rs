@@ -150,3 +150,34 @@ pub async fn events_for_task_timeline(h: &Harness) {
     assert_eq!(actions, ["task_created", "task_queued"]);
     assert_eq!(timeline[1].prev_hash, timeline[0].hash);
 }
+
+pub async fn events_are_read_by_action(h: &Harness) {
+    for i in 0..6 {
+        let action = if i % 2 == 0 {
+            "policy_decision"
+        } else {
+            "filler"
+        };
+        h.store
+            .provenance
+            .append(vec![event(action).payload(json!({"i": i}))])
+            .await
+            .unwrap();
+    }
+    let decisions = h
+        .store
+        .provenance
+        .events_with_action("policy_decision", 0, 10)
+        .await
+        .unwrap();
+    let seen: Vec<_> = decisions.iter().map(|e| e.payload["i"].clone()).collect();
+    assert_eq!(seen, vec![json!(0), json!(2), json!(4)]);
+    let after_first = h
+        .store
+        .provenance
+        .events_with_action("policy_decision", decisions[0].seq, 1)
+        .await
+        .unwrap();
+    assert_eq!(after_first.len(), 1);
+    assert_eq!(after_first[0].payload["i"], 2);
+}

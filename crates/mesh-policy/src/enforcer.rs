@@ -1,0 +1,331 @@
+//! The enforcer every service holds: the policy set in force, decisions for the
+//! enforcement points, the `policy_decision` provenance event each decision leaves, and
+//! hot reload that never replaces a good policy set with a broken one.
+//!
+//! Decisions are evaluated in the process that enforces them, the way OPA runs as a
+//! library or sidecar: a decision costs microseconds, not a network round trip, and a
+//! point keeps working while port 5002 is busy. Every process loads the same bundle.
+
+use crate::bundle::PolicyLocation;
+use crate::decision::{Decision, PolicyContext, apply_mask, redact};
+use crate::engine::CompiledPolicies;
+use crate::{Point, PolicyError};
+use mesh_service::{ApiError, Readiness};
+use mesh_store::Store;
+use mesh_types::time::Timestamp;
+use mesh_types::{EventDraft, PolicyAction};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// The rule every enforcement point evaluates.
+pub const DECISION_RULE: &str = "data.mesh.decision";
+const MASK_RULE: &str = "data.system.log.mask";
+
+/// The policy set in force and the last attempt to replace it, for `/readyz` and
+/// `GET /api/v1/policy/status`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    pub revision: String,
+    pub origin: String,
+    pub modules: Vec<String>,
+    #[serde(with = "mesh_types::time::rfc3339_micros")]
+    pub loaded_at: Timestamp,
+    pub last_error: Option<String>,
+}
+
+pub struct Enforcer {
+    current: RwLock<Arc<CompiledPolicies>>,
+    location: PolicyLocation,
+    status: Mutex<PolicyStatus>,
+    store: Store,
+    readiness: Readiness,
+}
+
+/// Who a decision is about, for the provenance event and the graph's `SUBJECT_TO` edge.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    /// Principal or agent name recorded as the event's actor.
+    pub name: String,
+    pub agent: Option<(Uuid, String)>,
+    pub task: Option<Uuid>,
+}
+
+/// A decision, the (possibly redacted) policy input, and the event recording it.
+pub struct Verdict {
+    pub decision: Decision,
+    /// The policy input after the decision's redactions: points read their payload back
+    /// out of it.
+    pub input: Value,
+    pub audit: EventDraft,
+}
+
+impl Verdict {
+    pub fn permits(&self) -> bool {
+        self.decision.permits()
+    }
+
+    /// The 403 a refused request gets: the policy's reason, and for escalations the
+    /// target who may approve.
+    pub fn refusal(&self) -> ApiError {
+        let d = &self.decision;
+        match d.action {
+            PolicyAction::EscalateToHuman => ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "approval_required",
+                format!(
+                    "needs human approval ({}): {}",
+                    d.escalation_target.as_deref().unwrap_or("an operator"),
+                    d.reason
+                ),
+            ),
+            _ => ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "policy_denied",
+                format!("denied by policy: {}", d.reason),
+            ),
+        }
+    }
+}
+
+impl Enforcer {
+    /// Loads and compiles the policy set; a broken set at start-up is an error (there is
+    /// no previous good set to keep).
+    pub fn start(
+        location: PolicyLocation,
+        store: Store,
+        readiness: Readiness,
+    ) -> Result<Arc<Self>, PolicyError> {
+        let compiled = CompiledPolicies::compile(location.load()?)?;
+        let status = status_of(&compiled, None);
+        readiness.set_detail("policy", json!(status));
+        Ok(Arc::new(Self {
+            current: RwLock::new(Arc::new(compiled)),
+            location,
+            status: Mutex::new(status),
+            store,
+            readiness,
+        }))
+    }
+
+    pub fn current(&self) -> Arc<CompiledPolicies> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn status(&self) -> PolicyStatus {
+        match self.status.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Loads the location again. A set that fails to load or compile is refused: the
+    /// previous one stays in force, and the error shows in `/readyz` and provenance.
+    pub async fn reload(&self) -> Result<String, PolicyError> {
+        let loaded = self.location.load().and_then(CompiledPolicies::compile);
+        let (event, outcome) = match loaded {
+            Ok(compiled) => {
+                let revision = compiled.revision().to_string();
+                let status = status_of(&compiled, None);
+                if let Ok(mut current) = self.current.write() {
+                    *current = Arc::new(compiled);
+                }
+                self.publish(status.clone());
+                let event = EventDraft::new("policy_loaded", "system", "policy", Some(revision.clone()))
+                    .payload(json!({"revision": revision, "origin": status.origin, "modules": status.modules}));
+                (event, Ok(revision))
+            }
+            Err(err) => {
+                let mut status = self.status();
+                status.last_error = Some(err.to_string());
+                self.publish(status.clone());
+                tracing::error!(error = %err, "policy set refused; the previous set stays in force");
+                let event = EventDraft::new("policy_rejected", "system", "policy", Some(status.revision.clone()))
+                    .payload(json!({"error": err.to_string(), "origin": self.location.describe(), "keptRevision": status.revision}));
+                (event, Err(err))
+            }
+        };
+        if let Err(e) = self.store.provenance.append(vec![event]).await {
+            tracing::error!(error = %e, "could not record the policy reload");
+        }
+        outcome
+    }
+
+    fn publish(&self, status: PolicyStatus) {
+        self.readiness.set_detail("policy", json!(status));
+        if let Ok(mut s) = self.status.lock() {
+            *s = status;
+        }
+    }
+
+    /// Evaluates the decision rule for `ctx`. Never fails: an evaluation error or a
+    /// malformed decision is a deny with reason `policy_error` (fail closed).
+    pub fn decide(&self, ctx: &PolicyContext) -> (Decision, u64, Arc<CompiledPolicies>) {
+        let policies = self.current();
+        let input = match serde_json::to_value(ctx) {
+            Ok(v) => v,
+            Err(e) => return (Decision::policy_error(&e.to_string()), 0, policies),
+        };
+        match policies.eval_rule(DECISION_RULE, input.into()) {
+            Ok(eval) => match Decision::from_policy(eval.value) {
+                Ok(decision) => (decision, eval.eval_ns, policies),
+                Err(e) => (Decision::policy_error(&e), eval.eval_ns, policies),
+            },
+            Err(e) => (Decision::policy_error(&e.to_string()), 0, policies),
+        }
+    }
+
+    /// Decides `ctx` at `point`, applies any redactions to the input, and drafts the
+    /// `policy_decision` event. The caller appends the event: with its own write when
+    /// the point permits, alone when it refuses.
+    pub fn enforce(&self, point: Point, mut ctx: PolicyContext, actor: &Actor) -> Verdict {
+        ctx.action = point.as_str().to_string();
+        let (mut decision, eval_ns, policies) = self.decide(&ctx);
+        let mut input = serde_json::to_value(&ctx).unwrap_or(Value::Null);
+        let original = input.clone();
+        if decision.action == PolicyAction::AllowWithRedactions
+            && let Err(e) = redact(&mut input, &decision.redactions)
+        {
+            decision = Decision::policy_error(&e);
+            input = original.clone();
+        }
+        let audit = self.audit_event(
+            point.as_str(),
+            &opa_path(DECISION_RULE),
+            json!(decision),
+            original,
+            eval_ns,
+            &policies,
+            actor,
+        );
+        Verdict {
+            decision,
+            input,
+            audit,
+        }
+    }
+
+    /// Records a refusal and returns the 403 to send.
+    pub async fn refuse(&self, verdict: Verdict) -> ApiError {
+        let error = verdict.refusal();
+        if let Err(e) = self.store.provenance.append(vec![verdict.audit]).await {
+            tracing::error!(error = %e, "could not record a policy refusal");
+            return ApiError::from(e);
+        }
+        error
+    }
+
+    /// The `policy_decision` event, carrying what OPA's decision log carries: the path,
+    /// the input masked through `data.system.log.mask`, the result, the revision.
+    #[allow(clippy::too_many_arguments)]
+    pub fn audit_event(
+        &self,
+        point: &str,
+        path: &str,
+        result: Value,
+        input: Value,
+        eval_ns: u64,
+        policies: &CompiledPolicies,
+        actor: &Actor,
+    ) -> EventDraft {
+        let decision_id = result
+            .get("decisionId")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Uuid>().ok())
+            .unwrap_or_else(Uuid::now_v7);
+        let mut logged = json!({"input": input, "result": result});
+        if policies.has_mask
+            && let Ok(mask) = policies.eval_rule(MASK_RULE, logged.clone().into())
+            && let Some(mask) = mask.value
+        {
+            apply_mask(&mut logged, &mask);
+        }
+        let mut payload = json!({
+            "decisionId": decision_id,
+            "point": point,
+            "action": result.get("action").cloned().unwrap_or(Value::Null),
+            "reason": result.get("reason").cloned().unwrap_or(Value::Null),
+            "path": path,
+            "input": logged.get("input").cloned().unwrap_or(Value::Null),
+            "result": logged.get("result").cloned().unwrap_or(Value::Null),
+            "revision": policies.revision(),
+            "metrics": {"timer_rego_eval_ns": eval_ns},
+        });
+        if let Some((id, name)) = &actor.agent {
+            payload["agentId"] = json!(id);
+            payload["agentName"] = json!(name);
+        }
+        let mut event = EventDraft::new(
+            "policy_decision",
+            &actor.name,
+            "policy_decision",
+            Some(decision_id.to_string()),
+        )
+        .payload(payload);
+        if let Some(task) = actor.task {
+            event = event.task(task);
+        }
+        event
+    }
+}
+
+/// `data.mesh.decision` → `mesh/decision`, the form OPA's decision logs use.
+pub fn opa_path(rule: &str) -> String {
+    rule.trim_start_matches("data.").replace('.', "/")
+}
+
+fn status_of(compiled: &CompiledPolicies, last_error: Option<String>) -> PolicyStatus {
+    PolicyStatus {
+        revision: compiled.revision().to_string(),
+        origin: compiled.source.origin.clone(),
+        modules: compiled
+            .source
+            .modules
+            .iter()
+            .map(|m| m.path.clone())
+            .collect(),
+        loaded_at: mesh_types::time::now(),
+        last_error,
+    }
+}
+
+/// Polls the policy location and reloads when its files change. Polling (once per
+/// `interval`) needs no platform watcher and sees files replaced on network volumes.
+pub fn spawn_reloader(
+    enforcer: Arc<Enforcer>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(mut seen) = enforcer.location.fingerprint() else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let Some(now) = enforcer.location.fingerprint() else {
+                return;
+            };
+            if now != seen {
+                seen = now;
+                match enforcer.reload().await {
+                    Ok(revision) => tracing::info!(%revision, "policy set reloaded"),
+                    Err(err) => tracing::warn!(error = %err, "policy reload refused"),
+                }
+            }
+        }
+    });
+}

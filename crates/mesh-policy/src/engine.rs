@@ -1,0 +1,306 @@
+//! A compiled policy set and fast evaluation over it.
+//!
+//! regorus engines are not shareable between threads while evaluating, and preparing
+//! one (analysis, scheduling, loop hoisting) is far dearer than an evaluation. So a
+//! policy set is compiled and prepared once into a template, and evaluations borrow a
+//! prepared clone from a small pool: no request ever pays for preparation.
+
+use crate::PolicyError;
+use crate::bundle::PolicySource;
+use regorus::Engine;
+use serde_json::Value;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Engines kept for reuse; more concurrent evaluations than this clone the template.
+const POOL_LIMIT: usize = 64;
+
+pub struct CompiledPolicies {
+    template: Engine,
+    pool: Mutex<Vec<Engine>>,
+    pub source: PolicySource,
+    /// The `test_*` rules, as `data.<package>.<rule>` paths.
+    pub tests: Vec<String>,
+    /// Whether `data.system.log.mask` is defined, so decision logs must be masked.
+    pub has_mask: bool,
+}
+
+/// A value and how long the evaluation took.
+pub struct Evaluation {
+    pub value: Option<Value>,
+    pub eval_ns: u64,
+}
+
+impl CompiledPolicies {
+    /// Parses and compiles every module and the data document. Errors name the file
+    /// and line (regorus formats them as `file:line:col: message`).
+    pub fn compile(source: PolicySource) -> Result<Self, PolicyError> {
+        let mut engine = Engine::new();
+        for module in &source.modules {
+            engine
+                .add_policy(module.path.clone(), module.source.clone())
+                .map_err(|e| PolicyError::Compile(e.to_string()))?;
+        }
+        engine
+            .add_data(regorus::Value::from(source.data.clone()))
+            .map_err(|e| PolicyError::Load(format!("data: {e}")))?;
+        // Analysis (recursion, unsafe variables) runs on the first evaluation, and
+        // unknown functions surface only when called: evaluate every rule once, without
+        // input, so a bad policy is refused at load rather than at a request. Tests are
+        // left to `mesh policy test`: a failing test must not block a deployment.
+        for rule in load_checked_rules(&source) {
+            if let Err(e) = engine.eval_query(rule, false) {
+                // Without input many rules cannot run; only a missing function is a
+                // defect of the policy itself.
+                let message = e.to_string();
+                if message.contains("could not find function") {
+                    return Err(PolicyError::Compile(message));
+                }
+            }
+        }
+        let tests = discover_tests(&source);
+        let has_mask = source.modules.iter().any(|m| {
+            package_of(&m.source).as_deref() == Some("system.log") && declares(&m.source, "mask")
+        });
+        Ok(Self {
+            template: engine,
+            pool: Mutex::new(Vec::new()),
+            source,
+            tests,
+            has_mask,
+        })
+    }
+
+    pub fn revision(&self) -> &str {
+        &self.source.revision
+    }
+
+    fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let mut engine = pooled.unwrap_or_else(|| self.template.clone());
+        let out = f(&mut engine);
+        if let Ok(mut pool) = self.pool.lock()
+            && pool.len() < POOL_LIMIT
+        {
+            pool.push(engine);
+        }
+        out
+    }
+
+    /// Evaluates one rule (`data.pkg.rule`) against `input`: the enforcement points'
+    /// fast path. Undefined is `None`.
+    pub fn eval_rule(&self, rule: &str, input: regorus::Value) -> Result<Evaluation, PolicyError> {
+        self.with_engine(|engine| {
+            let started = Instant::now();
+            engine.set_input(input);
+            let value = engine
+                .eval_rule(rule.to_string())
+                .map_err(|e| PolicyError::Eval(e.to_string()));
+            engine.set_input(regorus::Value::Undefined);
+            let value = value?;
+            Ok(Evaluation {
+                value: defined(value)?,
+                eval_ns: started.elapsed().as_nanos() as u64,
+            })
+        })
+    }
+
+    /// Evaluates any document under `data` (a package, a rule, a data value, or all
+    /// of it), as OPA's Data API does. A path naming nothing is undefined, not an error.
+    pub fn eval_path(
+        &self,
+        path: &[String],
+        input: Option<Value>,
+    ) -> Result<Evaluation, PolicyError> {
+        let query = data_ref(path);
+        self.with_engine(|engine| {
+            let started = Instant::now();
+            engine.set_input(
+                input
+                    .map(regorus::Value::from)
+                    .unwrap_or(regorus::Value::Undefined),
+            );
+            let results = engine
+                .eval_query(query, false)
+                .map_err(|e| PolicyError::Eval(e.to_string()));
+            engine.set_input(regorus::Value::Undefined);
+            let value = match results?.result.into_iter().next() {
+                Some(result) => match result.expressions.into_iter().next() {
+                    Some(expr) => defined(expr.value)?,
+                    None => None,
+                },
+                None => None,
+            };
+            Ok(Evaluation {
+                value,
+                eval_ns: started.elapsed().as_nanos() as u64,
+            })
+        })
+    }
+}
+
+fn defined(value: regorus::Value) -> Result<Option<Value>, PolicyError> {
+    if value == regorus::Value::Undefined {
+        return Ok(None);
+    }
+    serde_json::to_value(&value)
+        .map(Some)
+        .map_err(|e| PolicyError::Eval(format!("result is not JSON: {e}")))
+}
+
+/// `["a", "b-c"]` → `data.a["b-c"]`; segments that are not identifiers are quoted so
+/// a path can never inject Rego.
+pub fn data_ref(path: &[String]) -> String {
+    let mut out = String::from("data");
+    for segment in path.iter().filter(|s| !s.is_empty()) {
+        let ident = segment
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ident {
+            out.push('.');
+            out.push_str(segment);
+        } else {
+            out.push('[');
+            out.push_str(&Value::String(segment.clone()).to_string());
+            out.push(']');
+        }
+    }
+    out
+}
+
+/// The module's package, from its `package` line.
+pub fn package_of(source: &str) -> Option<String> {
+    source.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix("package ")
+            .map(|p| p.trim().to_string())
+    })
+}
+
+/// Whether a rule named `name` starts a line (how Rego rule heads are written).
+fn declares(source: &str, name: &str) -> bool {
+    source.lines().any(|line| rule_name(line) == Some(name))
+}
+
+fn rule_name(line: &str) -> Option<&str> {
+    let end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(line.len());
+    (end > 0).then(|| &line[..end])
+}
+
+/// Every non-test, non-function rule as a `data.<package>.<rule>` query.
+fn load_checked_rules(source: &PolicySource) -> Vec<String> {
+    let mut rules = Vec::new();
+    for module in &source.modules {
+        let Some(package) = package_of(&module.source) else {
+            continue;
+        };
+        for line in module.source.lines() {
+            let Some(name) = rule_name(line) else {
+                continue;
+            };
+            let is_function = line[name.len()..].starts_with('(');
+            let keyword = matches!(name, "package" | "import" | "default");
+            if !name.starts_with("test_") && !is_function && !keyword {
+                let query = format!("data.{package}.{name}");
+                if !rules.contains(&query) {
+                    rules.push(query);
+                }
+            }
+        }
+    }
+    rules
+}
+
+/// `test_*` rules, found as `opa test` finds them: by name, at the start of a line.
+fn discover_tests(source: &PolicySource) -> Vec<String> {
+    let mut tests = Vec::new();
+    for module in &source.modules {
+        let Some(package) = package_of(&module.source) else {
+            continue;
+        };
+        for line in module.source.lines() {
+            if let Some(name) = rule_name(line).filter(|n| n.starts_with("test_")) {
+                let path = format!("data.{package}.{name}");
+                if !tests.contains(&path) {
+                    tests.push(path);
+                }
+            }
+        }
+    }
+    tests
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::Module;
+    use serde_json::json;
+
+    fn source(rego: &str) -> PolicySource {
+        PolicySource {
+            modules: vec![Module {
+                path: "p.rego".into(),
+                source: rego.into(),
+            }],
+            data: json!({"limits": {"max": 3}}),
+            revision: "r1".into(),
+            origin: "test".into(),
+        }
+    }
+
+    #[test]
+    fn evaluates_rules_and_paths_with_input() {
+        let compiled = CompiledPolicies::compile(source(
+            "package demo\nallow if input.n <= data.limits.max\nname := \"x\"\ntest_ok if allow with input as {\"n\": 1}\n",
+        ))
+        .unwrap();
+        let yes = compiled
+            .eval_rule("data.demo.allow", json!({"n": 2}).into())
+            .unwrap();
+        assert_eq!(yes.value, Some(json!(true)));
+        let no = compiled
+            .eval_rule("data.demo.allow", json!({"n": 9}).into())
+            .unwrap();
+        assert_eq!(no.value, None);
+        let pkg = compiled
+            .eval_path(&["demo".into()], Some(json!({"n": 1})))
+            .unwrap();
+        assert_eq!(pkg.value.unwrap()["name"], "x");
+        let missing = compiled
+            .eval_path(&["nope".into(), "x".into()], None)
+            .unwrap();
+        assert_eq!(missing.value, None);
+        let data = compiled
+            .eval_path(&["limits".into(), "max".into()], None)
+            .unwrap();
+        assert_eq!(data.value, Some(json!(3)));
+        assert_eq!(compiled.tests, vec!["data.demo.test_ok".to_string()]);
+    }
+
+    #[test]
+    fn compile_errors_name_file_and_line() {
+        let err =
+            CompiledPolicies::compile(source("package demo\n\nallow if {\n  input.x ==\n}\n"))
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(err.contains("p.rego:"), "{err}");
+        let unknown = CompiledPolicies::compile(source("package demo\nallow if no_such_fn(1)\n"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(unknown.contains("p.rego"), "{unknown}");
+    }
+
+    #[test]
+    fn paths_are_quoted_not_spliced() {
+        assert_eq!(data_ref(&["a".into(), "b_1".into()]), "data.a.b_1");
+        assert_eq!(data_ref(&["x; true".into()]), "data[\"x; true\"]");
+    }
+}
