@@ -72,6 +72,32 @@ impl Orchestrator {
     pub async fn cancel(&self, caller: &Caller, id: Uuid) -> Result<Task, ApiError> {
         self.queue.cancel(caller, id).await
     }
+
+    /// Tasks a policy escalated to a human, oldest decisions first in the listing order.
+    pub async fn approvals(
+        &self,
+        caller: &Caller,
+        limit: Option<u32>,
+        cursor: Option<String>,
+    ) -> Result<Page<Task>, ApiError> {
+        let query = TaskListQuery {
+            status: Some(TaskStatus::NeedsApproval),
+            limit,
+            cursor,
+            ..TaskListQuery::default()
+        };
+        self.queue.list(caller, query).await
+    }
+
+    pub async fn resolve_approval(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        approve: bool,
+        note: Option<String>,
+    ) -> Result<Task, ApiError> {
+        self.queue.resolve_approval(caller, id, approve, note).await
+    }
 }
 
 /// When a task submitted at `now` should finish: the tasks ahead of it drain through the

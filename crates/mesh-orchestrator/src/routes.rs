@@ -3,7 +3,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use mesh_queue::TaskListQuery;
+use mesh_queue::{ApprovalBody, TaskListQuery};
 use mesh_service::openapi::{Op, document};
 use mesh_service::{ApiError, Caller, IdPath, JsonBody, QueryParams, ServiceName};
 use mesh_types::{NewTask, Page, Permission, Task};
@@ -26,6 +26,18 @@ pub fn router(core: Arc<Orchestrator>) -> Router {
         .route(
             "/api/v1/tasks/{id}/cancel",
             post(cancel).route_layer(auth.require(Permission::TaskCancel)),
+        )
+        .route(
+            "/api/v1/approvals",
+            get(approvals).route_layer(auth.require(Permission::TaskRead)),
+        )
+        .route(
+            "/api/v1/approvals/{id}/approve",
+            post(approve).route_layer(auth.require(Permission::ApprovalDecide)),
+        )
+        .route(
+            "/api/v1/approvals/{id}/reject",
+            post(reject).route_layer(auth.require(Permission::ApprovalDecide)),
         )
         .with_state(core.clone())
         .merge(crate::keys_routes::router(core.context().clone()));
@@ -62,6 +74,45 @@ async fn cancel(
     IdPath(id): IdPath,
 ) -> Result<Json<Task>, ApiError> {
     Ok(Json(core.cancel(&caller, id).await?))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn approvals(
+    State(core): State<Arc<Orchestrator>>,
+    caller: Caller,
+    QueryParams(q): QueryParams<ApprovalsQuery>,
+) -> Result<Json<Page<Task>>, ApiError> {
+    Ok(Json(core.approvals(&caller, q.limit, q.cursor).await?))
+}
+
+async fn approve(
+    State(core): State<Arc<Orchestrator>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    body: axum::body::Bytes,
+) -> Result<Json<Task>, ApiError> {
+    let body = ApprovalBody::from_bytes(&body)?;
+    Ok(Json(
+        core.resolve_approval(&caller, id, true, body.note).await?,
+    ))
+}
+
+async fn reject(
+    State(core): State<Arc<Orchestrator>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    body: axum::body::Bytes,
+) -> Result<Json<Task>, ApiError> {
+    let body = ApprovalBody::from_bytes(&body)?;
+    Ok(Json(
+        core.resolve_approval(&caller, id, false, body.note).await?,
+    ))
 }
 
 fn openapi() -> Value {
@@ -108,6 +159,30 @@ fn openapi() -> Value {
                 "/api/v1/tasks/{id}/cancel",
                 "Cancel a task and its unfinished subtasks",
                 Permission::TaskCancel,
+                None,
+                (200, "The cancelled task"),
+            ),
+            op(
+                "get",
+                "/api/v1/approvals",
+                "Tasks a policy escalated to a human (limit, cursor)",
+                Permission::TaskRead,
+                None,
+                (200, "{items, nextCursor}"),
+            ),
+            op(
+                "post",
+                "/api/v1/approvals/{id}/approve",
+                "Queue an escalated task (body {note} optional)",
+                Permission::ApprovalDecide,
+                None,
+                (200, "The queued task"),
+            ),
+            op(
+                "post",
+                "/api/v1/approvals/{id}/reject",
+                "Cancel an escalated task (body {note} optional)",
+                Permission::ApprovalDecide,
                 None,
                 (200, "The cancelled task"),
             ),

@@ -7,7 +7,8 @@
 use mesh_store::Store;
 use mesh_types::{EventDraft, ProvenanceEvent};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 const BUFFER: usize = 16_384;
 const BATCH: usize = 512;
@@ -18,36 +19,26 @@ pub struct DecisionLogger {
 }
 
 impl DecisionLogger {
-    /// Starts the writer; on shutdown it writes what is buffered, then stops.
-    pub fn spawn(store: Store, mut shutdown: watch::Receiver<bool>) -> Self {
+    /// Starts the writer. It runs until every logger clone is dropped (the servers
+    /// holding them have stopped), writes what is still buffered, and finishes: await
+    /// the handle before exiting so no logged decision is left behind.
+    pub fn spawn(store: Store) -> (Self, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<EventDraft>(BUFFER);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            loop {
-                let stopping = tokio::select! {
-                    got = rx.recv() => match got {
-                        Some(event) => { batch.push(event); false }
-                        None => true,
-                    },
-                    _ = shutdown.wait_for(|s| *s) => true,
-                };
+        let writer = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = Vec::with_capacity(BATCH);
+                batch.push(first);
                 while batch.len() < BATCH
                     && let Ok(event) = rx.try_recv()
                 {
                     batch.push(event);
                 }
-                if !batch.is_empty() {
-                    let events = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    if let Err(e) = store.provenance.append(events).await {
-                        tracing::error!(error = %e, "decision log batch lost");
-                    }
-                }
-                if stopping && rx.is_empty() {
-                    return;
+                if let Err(e) = store.provenance.append(batch).await {
+                    tracing::error!(error = %e, "decision log batch lost");
                 }
             }
         });
-        Self { tx }
+        (Self { tx }, writer)
     }
 
     pub async fn log(&self, event: EventDraft) {

@@ -55,6 +55,27 @@ pub struct Actor {
     pub task: Option<Uuid>,
 }
 
+impl Actor {
+    pub fn named(name: &str) -> Self {
+        Actor {
+            name: name.to_string(),
+            ..Actor::default()
+        }
+    }
+}
+
+/// One decision as the decision log records it.
+pub struct DecisionRecord {
+    /// The enforcement point, or `data_api` for a query of OPA's Data API.
+    pub point: String,
+    /// The document evaluated, as OPA writes it (`mesh/decision`).
+    pub path: String,
+    pub decision_id: Uuid,
+    pub result: Value,
+    pub input: Value,
+    pub eval_ns: u64,
+}
+
 /// A decision, the (possibly redacted) policy input, and the event recording it.
 pub struct Verdict {
     pub decision: Decision,
@@ -67,6 +88,24 @@ pub struct Verdict {
 impl Verdict {
     pub fn permits(&self) -> bool {
         self.decision.permits()
+    }
+
+    /// The resource attributes after redaction, read back as the point's own type;
+    /// `original` when the decision asked for no redaction.
+    pub fn redacted_attributes<T: serde::de::DeserializeOwned>(
+        &self,
+        original: T,
+    ) -> Result<T, ApiError> {
+        if self.decision.action != PolicyAction::AllowWithRedactions {
+            return Ok(original);
+        }
+        serde_json::from_value(self.input["resource"]["attributes"].clone()).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "policy_denied",
+                format!("denied by policy: the redactions left an invalid request ({e})"),
+            )
+        })
     }
 
     /// The 403 a refused request gets: the policy's reason, and for escalations the
@@ -200,19 +239,36 @@ impl Enforcer {
             decision = Decision::policy_error(&e);
             input = original.clone();
         }
-        let audit = self.audit_event(
-            point.as_str(),
-            &opa_path(DECISION_RULE),
-            json!(decision),
-            original,
+        let record = DecisionRecord {
+            point: point.as_str().to_string(),
+            path: opa_path(DECISION_RULE),
+            decision_id: decision.decision_id,
+            result: json!(decision),
+            input: original,
             eval_ns,
-            &policies,
-            actor,
-        );
+        };
+        let audit = self.audit_event(record, &policies, actor);
         Verdict {
             decision,
             input,
             audit,
+        }
+    }
+
+    /// For points that either go ahead or refuse: the verdict when the policy permits
+    /// (its event to be written with the change), else the recorded refusal. An
+    /// escalation here is a refusal naming who may approve.
+    pub async fn admit(
+        &self,
+        point: Point,
+        ctx: PolicyContext,
+        actor: &Actor,
+    ) -> Result<Verdict, ApiError> {
+        let verdict = self.enforce(point, ctx, actor);
+        if verdict.permits() {
+            Ok(verdict)
+        } else {
+            Err(self.refuse(verdict).await)
         }
     }
 
@@ -228,22 +284,20 @@ impl Enforcer {
 
     /// The `policy_decision` event, carrying what OPA's decision log carries: the path,
     /// the input masked through `data.system.log.mask`, the result, the revision.
-    #[allow(clippy::too_many_arguments)]
     pub fn audit_event(
         &self,
-        point: &str,
-        path: &str,
-        result: Value,
-        input: Value,
-        eval_ns: u64,
+        record: DecisionRecord,
         policies: &CompiledPolicies,
         actor: &Actor,
     ) -> EventDraft {
-        let decision_id = result
-            .get("decisionId")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<Uuid>().ok())
-            .unwrap_or_else(Uuid::now_v7);
+        let DecisionRecord {
+            point,
+            path,
+            decision_id,
+            result,
+            input,
+            eval_ns,
+        } = record;
         let mut logged = json!({"input": input, "result": result});
         if policies.has_mask
             && let Ok(mask) = policies.eval_rule(MASK_RULE, logged.clone().into())

@@ -139,6 +139,25 @@ impl CompiledPolicies {
     }
 }
 
+impl CompiledPolicies {
+    /// Any Rego query, answered as `opa eval` answers it (`{"result": [...]}`, empty
+    /// when undefined): what `mesh policy eval` prints.
+    pub fn query(&self, query: &str, input: Option<Value>) -> Result<Value, PolicyError> {
+        self.with_engine(|engine| {
+            engine.set_input(
+                input
+                    .map(regorus::Value::from)
+                    .unwrap_or(regorus::Value::Undefined),
+            );
+            let results = engine
+                .eval_query(query.to_string(), false)
+                .map_err(|e| PolicyError::Eval(e.to_string()));
+            engine.set_input(regorus::Value::Undefined);
+            serde_json::to_value(results?).map_err(|e| PolicyError::Eval(e.to_string()))
+        })
+    }
+}
+
 fn defined(value: regorus::Value) -> Result<Option<Value>, PolicyError> {
     if value == regorus::Value::Undefined {
         return Ok(None);

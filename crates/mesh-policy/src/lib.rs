@@ -15,6 +15,7 @@ pub mod decision_log;
 pub mod embedded;
 pub mod enforcer;
 pub mod engine;
+pub mod inputs;
 mod routes;
 pub mod testing;
 

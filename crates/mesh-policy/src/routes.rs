@@ -3,7 +3,7 @@
 
 use crate::decision::PolicyContext;
 use crate::decision_log::{DecisionLogger, opa_entry};
-use crate::enforcer::{Actor, Enforcer};
+use crate::enforcer::{Actor, DecisionRecord, Enforcer};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -137,19 +137,17 @@ async fn data(
             "bundles": {"mesh": {"revision": policies.revision()}},
         });
     }
-    let logged = json!({"decisionId": decision_id, "result": eval.value});
-    let event = svc.enforcer.audit_event(
-        "data_api",
-        &segments.join("/"),
-        logged,
-        input.unwrap_or(Value::Null),
-        eval.eval_ns,
-        &policies,
-        &Actor {
-            name: caller.actor().to_string(),
-            ..Actor::default()
-        },
-    );
+    let record = DecisionRecord {
+        point: "data_api".into(),
+        path: segments.join("/"),
+        decision_id,
+        result: eval.value.unwrap_or(Value::Null),
+        input: input.unwrap_or(Value::Null),
+        eval_ns: eval.eval_ns,
+    };
+    let event = svc
+        .enforcer
+        .audit_event(record, &policies, &Actor::named(caller.actor()));
     svc.logger.log(event).await;
     if params.pretty == Some(true) {
         let text = serde_json::to_string_pretty(&reply).unwrap_or_default();
@@ -198,18 +196,17 @@ async fn evaluate_context(
         ));
     }
     let (decision, eval_ns, policies) = svc.enforcer.decide(&ctx);
-    let event = svc.enforcer.audit_event(
-        &ctx.action,
-        &crate::enforcer::opa_path(crate::enforcer::DECISION_RULE),
-        json!(decision),
-        serde_json::to_value(&ctx).unwrap_or(Value::Null),
+    let record = DecisionRecord {
+        point: ctx.action.clone(),
+        path: crate::enforcer::opa_path(crate::enforcer::DECISION_RULE),
+        decision_id: decision.decision_id,
+        result: json!(decision),
+        input: serde_json::to_value(&ctx).unwrap_or(Value::Null),
         eval_ns,
-        &policies,
-        &Actor {
-            name: caller.actor().to_string(),
-            ..Actor::default()
-        },
-    );
+    };
+    let event = svc
+        .enforcer
+        .audit_event(record, &policies, &Actor::named(caller.actor()));
     svc.logger.log(event).await;
     Ok(Json(json!(decision)))
 }

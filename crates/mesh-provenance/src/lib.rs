@@ -12,7 +12,9 @@ mod routes;
 pub use graph::{Edge, Graph, Node, TaskProvenance, project_task};
 pub use routes::router;
 
+use mesh_policy::{Enforcer, Point, inputs};
 use mesh_service::{ApiError, ServiceContext};
+use mesh_types::Principal;
 use mesh_types::provenance::Breach;
 use serde::Serialize;
 use std::sync::Arc;
@@ -23,7 +25,11 @@ pub const MAX_SUBTASK_DEPTH: usize = 16;
 
 pub struct ProvenanceService {
     ctx: ServiceContext,
+    policy: Arc<Enforcer>,
 }
+
+/// Most events one export returns; page with `after`.
+pub const MAX_EXPORT: u32 = 10_000;
 
 /// Outcome of verifying the whole chain.
 #[derive(Debug, Clone, Serialize)]
@@ -36,8 +42,8 @@ pub struct VerifyReport {
 }
 
 impl ProvenanceService {
-    pub fn new(ctx: ServiceContext) -> Arc<Self> {
-        Arc::new(Self { ctx })
+    pub fn new(ctx: ServiceContext, policy: Arc<Enforcer>) -> Arc<Self> {
+        Arc::new(Self { ctx, policy })
     }
 
     pub fn context(&self) -> &ServiceContext {
@@ -95,6 +101,38 @@ impl ProvenanceService {
                 breach: Some(breach),
             },
         })
+    }
+
+    /// Exports raw events (the `data.export` policy point decides first; the decision
+    /// is logged either way).
+    pub async fn export(
+        &self,
+        caller: &Principal,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<mesh_types::ProvenanceEvent>, ApiError> {
+        let resource = mesh_policy::Resource {
+            kind: Some("provenance".into()),
+            id: None,
+            classification: None,
+            attributes: serde_json::json!({"after": after, "limit": limit, "format": "ndjson"}),
+        };
+        let ctx = inputs::context(inputs::principal(caller), resource, self.ctx.name.as_str());
+        let verdict = self
+            .policy
+            .admit(Point::DataExport, ctx, &inputs::principal_actor(caller))
+            .await?;
+        self.ctx
+            .store
+            .provenance
+            .append(vec![verdict.audit])
+            .await?;
+        Ok(self
+            .ctx
+            .store
+            .provenance
+            .events_after(after, limit.clamp(1, MAX_EXPORT))
+            .await?)
     }
 
     pub async fn events_after(

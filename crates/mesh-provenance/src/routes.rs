@@ -22,6 +22,10 @@ pub fn router(core: Arc<ProvenanceService>) -> Router {
             get(events).route_layer(auth.require(Permission::ProvenanceRead)),
         )
         .route(
+            "/api/v1/provenance/export",
+            get(export).route_layer(auth.require(Permission::ProvenanceRead)),
+        )
+        .route(
             "/api/v1/provenance/verify",
             get(verify).route_layer(auth.require(Permission::ProvenanceVerify)),
         )
@@ -45,6 +49,13 @@ pub fn router(core: Arc<ProvenanceService>) -> Router {
                 "Events in log order (after, limit)",
                 Permission::ProvenanceRead,
                 (200, "Events"),
+            ),
+            op(
+                "get",
+                "/api/v1/provenance/export",
+                "Events as NDJSON, one per line (after, limit ≤ 10000); the data.export policy decides",
+                Permission::ProvenanceRead,
+                (200, "application/x-ndjson"),
             ),
             op(
                 "get",
@@ -85,6 +96,26 @@ async fn events(
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Json<Vec<ProvenanceEvent>>, ApiError> {
     Ok(Json(core.events_after(q.after, q.limit).await?))
+}
+
+async fn export(
+    State(core): State<Arc<ProvenanceService>>,
+    caller: Caller,
+    QueryParams(q): QueryParams<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let events = core.export(&caller.principal, q.after, q.limit).await?;
+    let mut body = String::new();
+    for event in &events {
+        body.push_str(
+            &serde_json::to_string(event).map_err(|e| ApiError::internal(e.to_string()))?,
+        );
+        body.push('\n');
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response())
 }
 
 /// 200 with the report when intact; 409 with the same report when the chain is broken,

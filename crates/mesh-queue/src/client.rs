@@ -1,4 +1,4 @@
-use crate::core::{TaskListQuery, TaskQueue};
+use crate::core::{ApprovalBody, TaskListQuery, TaskQueue};
 use crate::leases::{AwaitBody, ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply};
 use mesh_service::client::{Method, query_string};
 use mesh_service::{ApiError, Caller, HttpClient};
@@ -75,6 +75,32 @@ impl TaskQueueClient {
                     &format!("/api/v1/queue/tasks/{id}/cancel"),
                     &caller.token,
                     None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Approves (queues) or rejects (cancels) a task a policy escalated.
+    pub async fn resolve_approval(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        approve: bool,
+        note: Option<String>,
+    ) -> Result<Task, ApiError> {
+        match self {
+            Self::InProcess(core) => {
+                core.resolve_approval(&caller.principal, id, approve, note)
+                    .await
+            }
+            Self::Http(http) => {
+                let verb = if approve { "approve" } else { "reject" };
+                http.send(
+                    Method::POST,
+                    &format!("/api/v1/queue/approvals/{id}/{verb}"),
+                    &caller.token,
+                    Some(&ApprovalBody { note }),
                 )
                 .await
             }

@@ -1,10 +1,13 @@
+use mesh_policy::{Actor, Enforcer, Point, Verdict, inputs};
 use mesh_registry::AgentRegistryClient;
 use mesh_service::{ApiError, ServiceContext};
 use mesh_types::queue::RetryPolicy;
 use mesh_types::task::{QueueStats, TaskFilter};
-use mesh_types::{EventDraft, NewTask, Page, PageRequest, Principal, Task, TaskStatus};
+use mesh_types::{
+    EventDraft, NewTask, Page, PageRequest, PolicyAction, Principal, Task, TaskStatus,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -14,6 +17,7 @@ pub struct TaskQueue {
     pub(crate) ctx: ServiceContext,
     pub(crate) config: QueueConfig,
     pub(crate) agents: AgentRegistryClient,
+    pub(crate) policy: Arc<Enforcer>,
 }
 
 /// How the queue leases and retries.
@@ -65,12 +69,40 @@ pub struct TaskListQuery {
     pub cursor: Option<String>,
 }
 
+/// A human's note on an approval or rejection; the body may be empty.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl ApprovalBody {
+    /// Parses an optional body: nothing at all means no note.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ApiError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        let body: Self = mesh_service::extract::parse_json(bytes)?;
+        if let Some(note) = &body.note {
+            mesh_types::validate::text("note", note, 2_000)?;
+        }
+        Ok(body)
+    }
+}
+
 impl TaskQueue {
-    pub fn new(ctx: ServiceContext, config: QueueConfig, agents: AgentRegistryClient) -> Arc<Self> {
+    pub fn new(
+        ctx: ServiceContext,
+        config: QueueConfig,
+        agents: AgentRegistryClient,
+        policy: Arc<Enforcer>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             ctx,
             config,
             agents,
+            policy,
         })
     }
 
@@ -80,6 +112,10 @@ impl TaskQueue {
 
     /// Creates a task and enqueues it, with `task_created`, `subtask_created` (on the
     /// parent's timeline) and `task_queued` events, all in one transaction.
+    ///
+    /// The `task.submit` policy point (`agent.spawn` for a subtask) decides first: a
+    /// deny writes nothing but the decision; an escalation parks the task in
+    /// `needs_approval` instead of queueing it; redactions change the stored input.
     pub async fn enqueue(&self, caller: &Principal, new: NewTask) -> Result<Task, ApiError> {
         new.validate()?;
         if let Some(parent) = new.parent_id {
@@ -94,12 +130,21 @@ impl TaskQueue {
             .get(&new.task_type)
             .copied()
             .unwrap_or(self.config.default_max_attempts);
-        let task = new.into_task(
+        let mut task = new.into_task(
             Uuid::now_v7(),
             &caller.tenant,
             max_attempts,
             mesh_types::time::now(),
         );
+        let verdict = self.submission_verdict(caller, &mut task);
+        let parked = match verdict.decision.action {
+            PolicyAction::Deny => return Err(self.policy.refuse(verdict).await),
+            PolicyAction::EscalateToHuman => true,
+            PolicyAction::Allow | PolicyAction::AllowWithRedactions => false,
+        };
+        if parked {
+            task.status = TaskStatus::NeedsApproval;
+        }
         let actor = caller.name.as_str();
         let mut events = vec![
             EventDraft::new("task_created", actor, "task", Some(task.id.to_string()))
@@ -125,13 +170,78 @@ impl TaskQueue {
                     .payload(json!({"subtaskId": task.id, "type": task.task_type})),
             );
         }
-        events.push(
+        let d = &verdict.decision;
+        events.push(if parked {
+            EventDraft::new(
+                "task_needs_approval",
+                actor,
+                "task",
+                Some(task.id.to_string()),
+            )
+            .task(task.id)
+            .payload(json!({
+                "reason": d.reason,
+                "escalationTarget": d.escalation_target,
+                "decisionId": d.decision_id,
+            }))
+        } else {
             EventDraft::new("task_queued", actor, "task", Some(task.id.to_string()))
                 .task(task.id)
-                .payload(json!({"priority": task.priority})),
-        );
+                .payload(json!({"priority": task.priority}))
+        });
+        events.push(verdict.audit);
         // With an idempotency key already used, this is the first task, unchanged.
         Ok(self.ctx.store.tasks.insert_task(&task, events).await?)
+    }
+
+    /// Asks the submission policy about `task`, applying any redactions to its input
+    /// and metadata.
+    fn submission_verdict(&self, caller: &Principal, task: &mut Task) -> Verdict {
+        let point = if task.parent_id.is_some() {
+            Point::AgentSpawn
+        } else {
+            Point::TaskSubmit
+        };
+        let ctx = inputs::context(
+            inputs::principal(caller),
+            inputs::task(task, true),
+            self.ctx.name.as_str(),
+        );
+        let actor = Actor {
+            name: caller.name.clone(),
+            agent: None,
+            task: Some(task.id),
+        };
+        let verdict = self.policy.enforce(point, ctx, &actor);
+        if verdict.decision.action == PolicyAction::AllowWithRedactions {
+            let attributes = &verdict.input["resource"]["attributes"];
+            task.input = attributes.get("input").cloned().unwrap_or(Value::Null);
+            task.metadata = attributes.get("metadata").cloned().unwrap_or(json!({}));
+        }
+        verdict
+    }
+
+    /// A human's answer to an escalated task: approve queues it, reject cancels it.
+    pub async fn resolve_approval(
+        &self,
+        caller: &Principal,
+        id: Uuid,
+        approve: bool,
+        note: Option<String>,
+    ) -> Result<Task, ApiError> {
+        self.get(caller, id).await?;
+        Ok(self
+            .ctx
+            .store
+            .queue
+            .resolve_approval(
+                id,
+                approve,
+                mesh_types::time::now(),
+                &caller.name,
+                note.as_deref(),
+            )
+            .await?)
     }
 
     /// A task the caller may see; another tenant's task reads as not found.

@@ -2,10 +2,12 @@
 //! that takes back expired leases and fails tasks that missed their deadline.
 
 use crate::core::TaskQueue;
+use mesh_policy::{Actor, Point};
 use mesh_service::{ApiError, Caller};
+use mesh_store::{ClaimGate, GateVerdict};
 use mesh_types::queue::{ClaimRequest, FailOutcome, Lease};
 use mesh_types::task::TaskFilter;
-use mesh_types::{AgentStatus, Page, PageRequest, Task, TaskStatus};
+use mesh_types::{Agent, AgentStatus, Page, PageRequest, Task, TaskStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -148,6 +150,7 @@ impl TaskQueue {
                 format!("waitMs: at most {MAX_CLAIM_WAIT_MS}"),
             ));
         }
+        let gate = self.assignment_gate(&agent);
         let mut request = ClaimRequest {
             agent_id: agent.id,
             agent_name: agent.name,
@@ -166,16 +169,54 @@ impl TaskQueue {
             tokio::pin!(woken);
             woken.as_mut().enable();
             request.now = mesh_types::time::now();
-            let leases = self.ctx.store.queue.claim(&request).await?;
+            let outcome = self
+                .ctx
+                .store
+                .queue
+                .claim_gated(&request, Some(&gate))
+                .await?;
+            if outcome.leases.is_empty() && !outcome.refused.is_empty() {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "policy_denied",
+                    format!("denied by policy: {}", outcome.refused.join("; ")),
+                ));
+            }
             let now = tokio::time::Instant::now();
-            if !leases.is_empty() || now >= deadline {
-                return Ok(leases);
+            if !outcome.leases.is_empty() || now >= deadline {
+                return Ok(outcome.leases);
             }
             tokio::select! {
                 _ = woken => {}
                 _ = tokio::time::sleep((deadline - now).min(WAIT_POLL)) => {}
             }
         }
+    }
+
+    /// The `task.assign` policy point, asked about each candidate inside the claim.
+    fn assignment_gate(&self, agent: &Agent) -> ClaimGate {
+        let policy = self.policy.clone();
+        let subject = mesh_policy::inputs::agent(agent);
+        let who = (agent.id, agent.name.clone());
+        let service = self.ctx.name.as_str();
+        Arc::new(move |task: &Task| {
+            let ctx = mesh_policy::inputs::context(
+                subject.clone(),
+                mesh_policy::inputs::task(task, false),
+                service,
+            );
+            let actor = Actor {
+                name: who.1.clone(),
+                agent: Some(who.clone()),
+                task: Some(task.id),
+            };
+            let verdict = policy.enforce(Point::TaskAssign, ctx, &actor);
+            GateVerdict {
+                allow: verdict.permits(),
+                reason: verdict.decision.reason,
+                audit: Some(verdict.audit),
+            }
+        })
     }
 
     pub async fn extend(&self, id: Uuid, body: ExtendBody) -> Result<Lease, ApiError> {

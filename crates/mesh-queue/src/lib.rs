@@ -11,7 +11,7 @@ mod leases;
 mod routes;
 
 pub use client::TaskQueueClient;
-pub use core::{QueueConfig, TaskListQuery, TaskQueue};
+pub use core::{ApprovalBody, QueueConfig, TaskListQuery, TaskQueue};
 pub use leases::{
     AwaitBody, ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply, MAX_CLAIM_BATCH,
     MAX_CLAIM_WAIT_MS, PageQuery, spawn_queue_sweeper,

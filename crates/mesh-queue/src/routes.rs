@@ -1,6 +1,6 @@
 //! HTTP mapping of the task queue's core.
 
-use crate::core::{TaskListQuery, TaskQueue};
+use crate::core::{ApprovalBody, TaskListQuery, TaskQueue};
 use crate::leases::{
     AwaitBody, ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply, PageQuery,
 };
@@ -63,6 +63,14 @@ pub fn router(core: Arc<TaskQueue>) -> Router {
             post(fail).route_layer(auth.require(Permission::TaskClaim)),
         )
         .route(
+            "/api/v1/queue/approvals/{id}/approve",
+            post(approve).route_layer(auth.require(Permission::ApprovalDecide)),
+        )
+        .route(
+            "/api/v1/queue/approvals/{id}/reject",
+            post(reject).route_layer(auth.require(Permission::ApprovalDecide)),
+        )
+        .route(
             "/api/v1/queue/dead-letters",
             get(dead_letters).route_layer(auth.require(Permission::TaskRead)),
         )
@@ -105,6 +113,32 @@ async fn cancel(
     IdPath(id): IdPath,
 ) -> Result<Json<Task>, ApiError> {
     Ok(Json(core.cancel(&caller.principal, id).await?))
+}
+
+async fn approve(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    body: axum::body::Bytes,
+) -> Result<Json<Task>, ApiError> {
+    let body = ApprovalBody::from_bytes(&body)?;
+    Ok(Json(
+        core.resolve_approval(&caller.principal, id, true, body.note)
+            .await?,
+    ))
+}
+
+async fn reject(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    body: axum::body::Bytes,
+) -> Result<Json<Task>, ApiError> {
+    let body = ApprovalBody::from_bytes(&body)?;
+    Ok(Json(
+        core.resolve_approval(&caller.principal, id, false, body.note)
+            .await?,
+    ))
 }
 
 async fn claim(
@@ -304,6 +338,22 @@ pub fn openapi() -> Value {
                 Permission::TaskRequeue,
                 None,
                 (200, "The re-queued task"),
+            ),
+            Op::guarded(
+                "post",
+                "/api/v1/queue/approvals/{id}/approve",
+                "Queue a task a policy escalated (body {note} optional)",
+                Permission::ApprovalDecide,
+                None,
+                (200, "The queued task"),
+            ),
+            Op::guarded(
+                "post",
+                "/api/v1/queue/approvals/{id}/reject",
+                "Cancel a task a policy escalated (body {note} optional)",
+                Permission::ApprovalDecide,
+                None,
+                (200, "The cancelled task"),
             ),
             Op {
                 method: "get",

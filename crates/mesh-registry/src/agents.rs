@@ -1,3 +1,4 @@
+use mesh_policy::{Enforcer, Point, Resource, inputs};
 use mesh_service::{ApiError, ServiceContext};
 use mesh_types::agent::{AgentFilter, AgentSummary};
 use mesh_types::{
@@ -12,6 +13,7 @@ use uuid::Uuid;
 /// The agent registry's core.
 pub struct AgentRegistry {
     ctx: ServiceContext,
+    policy: Arc<Enforcer>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -25,15 +27,30 @@ pub struct AgentListQuery {
 }
 
 impl AgentRegistry {
-    pub fn new(ctx: ServiceContext) -> Arc<Self> {
-        Arc::new(Self { ctx })
+    pub fn new(ctx: ServiceContext, policy: Arc<Enforcer>) -> Arc<Self> {
+        Arc::new(Self { ctx, policy })
     }
 
     pub fn context(&self) -> &ServiceContext {
         &self.ctx
     }
 
+    /// Registers an agent if the `agent.register` policy point admits it; the decision
+    /// is written with the registration.
     pub async fn register(&self, caller: &Principal, new: NewAgent) -> Result<Agent, ApiError> {
+        new.validate()?;
+        let resource = Resource {
+            kind: Some("agent".into()),
+            id: None,
+            classification: None,
+            attributes: serde_json::to_value(&new).unwrap_or_default(),
+        };
+        let ctx = inputs::context(inputs::principal(caller), resource, self.ctx.name.as_str());
+        let verdict = self
+            .policy
+            .admit(Point::AgentRegister, ctx, &inputs::principal_actor(caller))
+            .await?;
+        let new = verdict.redacted_attributes(new)?;
         new.validate()?;
         let agent = new.into_agent(Uuid::now_v7(), mesh_types::time::now());
         let event = EventDraft::new(
@@ -55,7 +72,7 @@ impl AgentRegistry {
         self.ctx
             .store
             .agents
-            .insert_agent(&agent, vec![event])
+            .insert_agent(&agent, vec![event, verdict.audit])
             .await?;
         Ok(agent)
     }

@@ -1,3 +1,4 @@
+use mesh_policy::{Enforcer, Point, Resource, inputs};
 use mesh_service::{ApiError, ServiceContext};
 use mesh_types::tool::ToolFilter;
 use mesh_types::{EventDraft, NewTool, Page, PageRequest, Principal, Tool, ToolStatus};
@@ -9,6 +10,7 @@ use uuid::Uuid;
 /// The tool registry's core.
 pub struct ToolRegistry {
     ctx: ServiceContext,
+    policy: Arc<Enforcer>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -21,8 +23,8 @@ pub struct ToolListQuery {
 }
 
 impl ToolRegistry {
-    pub fn new(ctx: ServiceContext) -> Arc<Self> {
-        Arc::new(Self { ctx })
+    pub fn new(ctx: ServiceContext, policy: Arc<Enforcer>) -> Arc<Self> {
+        Arc::new(Self { ctx, policy })
     }
 
     pub fn context(&self) -> &ServiceContext {
@@ -33,6 +35,19 @@ impl ToolRegistry {
         new.validate()?;
         check_schema("inputSchema", &new.input_schema)?;
         check_schema("outputSchema", &new.output_schema)?;
+        let resource = Resource {
+            kind: Some("tool".into()),
+            id: None,
+            classification: None,
+            attributes: serde_json::to_value(&new).unwrap_or_default(),
+        };
+        let ctx = inputs::context(inputs::principal(caller), resource, self.ctx.name.as_str());
+        let verdict = self
+            .policy
+            .admit(Point::ToolRegister, ctx, &inputs::principal_actor(caller))
+            .await?;
+        let new = verdict.redacted_attributes(new)?;
+        new.validate()?;
         let tool = new.into_tool(Uuid::now_v7(), mesh_types::time::now());
         let event = EventDraft::new(
             "tool_registered",
@@ -49,7 +64,11 @@ impl ToolRegistry {
             "costModel": tool.cost_model,
             "keyId": caller.key_id,
         }));
-        self.ctx.store.tools.insert_tool(&tool, vec![event]).await?;
+        self.ctx
+            .store
+            .tools
+            .insert_tool(&tool, vec![event, verdict.audit])
+            .await?;
         Ok(tool)
     }
 

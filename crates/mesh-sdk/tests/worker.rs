@@ -75,11 +75,16 @@ async fn an_in_process_worker_runs_tasks_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let store = mesh_store::open(None, dir.path()).await.unwrap();
     let ready = Readiness::default();
-    let agents = AgentRegistry::new(ServiceContext::new(
-        ServiceName::AgentRegistry,
+    let policy = mesh_policy::Enforcer::start(
+        mesh_policy::PolicyLocation::Embedded,
         store.clone(),
         ready.clone(),
-    ));
+    )
+    .unwrap();
+    let agents = AgentRegistry::new(
+        ServiceContext::new(ServiceName::AgentRegistry, store.clone(), ready.clone()),
+        policy.clone(),
+    );
     let config = QueueConfig {
         retry: RetryPolicy {
             base_ms: 10,
@@ -91,6 +96,7 @@ async fn an_in_process_worker_runs_tasks_end_to_end() {
         ServiceContext::new(ServiceName::TaskQueue, store.clone(), ready),
         config,
         AgentRegistryClient::InProcess(agents.clone()),
+        policy,
     );
     let mut ids = Vec::new();
     for (t, input) in [
@@ -231,11 +237,16 @@ async fn a_critical_task_preempts_running_work() {
     let dir = tempfile::tempdir().unwrap();
     let store = mesh_store::open(None, dir.path()).await.unwrap();
     let ready = Readiness::default();
-    let agents = AgentRegistry::new(ServiceContext::new(
-        ServiceName::AgentRegistry,
+    let policy = mesh_policy::Enforcer::start(
+        mesh_policy::PolicyLocation::Embedded,
         store.clone(),
         ready.clone(),
-    ));
+    )
+    .unwrap();
+    let agents = AgentRegistry::new(
+        ServiceContext::new(ServiceName::AgentRegistry, store.clone(), ready.clone()),
+        policy.clone(),
+    );
     let config = QueueConfig {
         critical_priority: 100,
         preempt_after_ms: 0,
@@ -245,6 +256,7 @@ async fn a_critical_task_preempts_running_work() {
         ServiceContext::new(ServiceName::TaskQueue, store.clone(), ready),
         config,
         AgentRegistryClient::InProcess(agents.clone()),
+        policy,
     );
     let submit = |priority: i32| {
         let queue = queue.clone();

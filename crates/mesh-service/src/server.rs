@@ -168,25 +168,32 @@ pub async fn serve(
         .await
 }
 
-/// Resolves on SIGTERM or Ctrl-C: what every mesh process drains on.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C: what every mesh process drains on. The handlers are
+/// installed when this is called, not when the future is first polled, so a signal
+/// that arrives right after start-up is not lost to the default action (exit).
+pub fn shutdown_signal() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => Box::pin(async move {
                 tokio::select! {
                     _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                 }
-            }
-            Err(_) => {
+            }),
+            _ => Box::pin(async {
                 let _ = tokio::signal::ctrl_c().await;
-            }
+            }),
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -20,7 +20,7 @@ mod url;
 
 pub use bus::{BusStore, GroupRead, Outgoing};
 pub use error::StoreError;
-pub use queue::QueueStore;
+pub use queue::{ClaimGate, ClaimOutcome, GateVerdict, QueueStore};
 pub use traits::*;
 pub use url::StoreUrl;
 

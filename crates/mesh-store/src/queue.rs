@@ -11,6 +11,28 @@ use mesh_types::{EventDraft, Task, TaskStatus};
 use serde_json::Value;
 use uuid::Uuid;
 
+/// Asked about each candidate task before it is leased (the `task.assign` policy
+/// point). Runs inside the claim's transaction, so it must be quick and must not block.
+pub type ClaimGate = std::sync::Arc<dyn Fn(&Task) -> GateVerdict + Send + Sync>;
+
+/// A gate's answer: whether the task may be leased, and the event recording the
+/// decision, appended in the claim's transaction either way.
+pub struct GateVerdict {
+    pub allow: bool,
+    pub reason: String,
+    pub audit: Option<EventDraft>,
+}
+
+/// What a gated claim leased, and why the candidates it skipped were refused.
+#[derive(Debug, Default)]
+pub struct ClaimOutcome {
+    pub leases: Vec<Lease>,
+    pub refused: Vec<String>,
+}
+
+/// Extra candidates read when a gate may refuse some.
+pub(crate) const GATE_SLACK: u32 = 16;
+
 #[async_trait]
 pub trait QueueStore: Send + Sync {
     /// Woken whenever claimable work may have appeared: in this process, and on
@@ -19,7 +41,16 @@ pub trait QueueStore: Send + Sync {
     fn work_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
     /// Leases up to `limit` claimable tasks of the requested types: highest priority
     /// first (aged by waiting time), tasks this agent last failed last.
-    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Lease>>;
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Lease>> {
+        Ok(self.claim_gated(req, None).await?.leases)
+    }
+    /// As [`QueueStore::claim`], asking `gate` about each candidate; refused tasks stay
+    /// queued, untouched, and the next candidates are tried.
+    async fn claim_gated(
+        &self,
+        req: &ClaimRequest,
+        gate: Option<&ClaimGate>,
+    ) -> Result<ClaimOutcome>;
     async fn extend_lease(
         &self,
         task_id: Uuid,
@@ -83,6 +114,15 @@ pub trait QueueStore: Send + Sync {
     ) -> Result<Task>;
     /// Puts a dead-lettered task back in the queue.
     async fn requeue_task(&self, task_id: Uuid, now: Timestamp, actor: &str) -> Result<Task>;
+    /// Approves (queues) or rejects (cancels) a task parked in `needs_approval`.
+    async fn resolve_approval(
+        &self,
+        task_id: Uuid,
+        approve: bool,
+        now: Timestamp,
+        actor: &str,
+        note: Option<&str>,
+    ) -> Result<Task>;
 }
 
 /// What to write back after one step.
@@ -274,6 +314,43 @@ pub(crate) fn deadline_step(mut task: Task, now: Timestamp) -> Step {
         events,
         outcome: Some(FailOutcome::DeadLettered),
     }
+}
+
+pub(crate) fn approval_step(
+    mut task: Task,
+    approve: bool,
+    now: Timestamp,
+    actor: &str,
+    note: Option<&str>,
+) -> Result<Step> {
+    if task.status != TaskStatus::NeedsApproval {
+        return Err(StoreError::Conflict(format!(
+            "task {} is {}; only tasks awaiting approval can be approved or rejected",
+            task.id, task.status
+        )));
+    }
+    if approve {
+        task.approve(now);
+    } else {
+        task.reject(
+            now,
+            format!("rejected by {actor}: {}", note.unwrap_or("no reason given")),
+        );
+    }
+    let mut events = vec![queue::approval_event(&task, approve, actor, note)];
+    if approve {
+        events.push(
+            EventDraft::new("task_queued", actor, "task", Some(task.id.to_string()))
+                .task(task.id)
+                .payload(serde_json::json!({"priority": task.priority, "after": "approval"})),
+        );
+    }
+    Ok(Step {
+        task,
+        token: None,
+        events,
+        outcome: None,
+    })
 }
 
 pub(crate) fn requeue_step(mut task: Task, now: Timestamp, actor: &str) -> Result<Step> {

@@ -146,6 +146,17 @@ pub fn yielded_event(task: &Task, agent: Option<Uuid>, actor: &str) -> EventDraf
         .payload(json!({"agentId": agent, "attemptRefunded": true}))
 }
 
+/// A human's answer to a task a policy escalated: `task_approved` (now queued) or
+/// `task_rejected` (now cancelled).
+pub fn approval_event(task: &Task, approved: bool, actor: &str, note: Option<&str>) -> EventDraft {
+    let action = if approved {
+        "task_approved"
+    } else {
+        "task_rejected"
+    };
+    task_event(action, actor, task).payload(json!({"decidedBy": actor, "note": note}))
+}
+
 pub fn requeued_event(task: &Task, actor: &str) -> EventDraft {
     task_event("task_requeued", actor, task).payload(json!({"from": "dead_letter"}))
 }
@@ -315,6 +326,21 @@ impl Task {
     }
 
     /// Puts a dead letter back in the queue with fresh attempts.
+    /// A human approved a task parked in `needs_approval`: it joins the queue now.
+    pub fn approve(&mut self, now: Timestamp) {
+        self.status = crate::enums::TaskStatus::Queued;
+        self.available_at = now;
+        self.updated_at = now;
+    }
+
+    /// A human rejected a parked task: it ends cancelled, with the reason kept.
+    pub fn reject(&mut self, now: Timestamp, reason: String) {
+        self.status = crate::enums::TaskStatus::Cancelled;
+        self.last_error = Some(reason);
+        self.completed_at = Some(now);
+        self.updated_at = now;
+    }
+
     pub fn requeue(&mut self, now: Timestamp) {
         self.status = crate::enums::TaskStatus::Queued;
         self.attempts = 0;

@@ -36,6 +36,10 @@ pub struct GlobalArgs {
     /// Events bus: memory:// or redis://HOST:PORT [default: embedded in the store]
     #[arg(long, global = true, value_name = "URL")]
     pub bus: Option<String>,
+    /// Rego policies: a directory of .rego files and data.json, or an OPA bundle
+    /// .tar.gz [default: the bundle embedded in the binary]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub policy_dir: Option<PathBuf>,
     /// Print JSON instead of tables
     #[arg(long, global = true)]
     pub json: bool,
@@ -64,9 +68,54 @@ pub enum Command {
     /// Read and verify the provenance log
     #[command(subcommand)]
     Provenance(ProvenanceCommand),
+    /// Test and evaluate Rego policies
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Tasks a policy escalated to a human: list, approve, reject
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// Measure the mesh on this machine
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Run the `test_*` rules of a policy directory or bundle, like `opa test`; exits 1
+    /// if any fails
+    Test {
+        /// Directory or .tar.gz bundle [default: --policy-dir, else the embedded bundle]
+        dir: Option<PathBuf>,
+    },
+    /// Evaluate one query, e.g. `data.mesh.decision`, and print the result
+    Eval {
+        /// JSON file holding the input document (- for stdin)
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// A `data.…` reference
+        query: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Tasks waiting for approval
+    List {
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Queue an escalated task
+    Approve {
+        id: Uuid,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Cancel an escalated task
+    Reject {
+        id: Uuid,
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +271,19 @@ pub enum BenchCommand {
         tasks: usize,
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+    },
+    /// Policy decisions: the default bundle in-process over distinct tool-call inputs,
+    /// then OPA's Data API over HTTP
+    Policy {
+        /// Distinct inputs to evaluate in-process
+        #[arg(long, default_value_t = 20_000)]
+        inputs: usize,
+        /// HTTP requests to POST /v1/data
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Target HTTP request rate (requests/second, spread evenly)
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
     },
     /// Enqueue → claim → complete through the task queue's core with no-op handlers
     Queue {

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use axum::Router;
 use mesh_bus::EventsBus;
 use mesh_orchestrator::Orchestrator;
+use mesh_policy::{DecisionLogger, Enforcer, PolicyService};
 use mesh_provenance::ProvenanceService;
 use mesh_queue::{TaskQueue, TaskQueueClient};
 use mesh_registry::{AgentRegistry, AgentRegistryClient, ToolRegistry};
@@ -16,10 +17,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// The service cores of one process; a core is absent when the service runs elsewhere.
 pub struct Cores {
+    /// The policy set every service of this process enforces.
+    pub policy: Arc<Enforcer>,
+    pub policy_service: Option<Arc<PolicyService>>,
+    /// Finishes once the decision log is flushed, after the policy service stops.
+    pub decision_log: Option<JoinHandle<()>>,
     pub orchestrator: Option<Arc<Orchestrator>>,
     pub queue: Option<Arc<TaskQueue>>,
     pub agents: Option<Arc<AgentRegistry>>,
@@ -40,8 +46,16 @@ impl Cores {
     ) -> Result<Self> {
         let here = |s: ServiceName| services.contains(&s);
         let ctx = |s: ServiceName| ServiceContext::new(s, store.clone(), readiness.clone());
+        let location = &config.policy.location;
+        let policy =
+            Enforcer::start(location.clone(), store.clone(), readiness.clone()).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot enforce the policies in the {} (--policy-dir, [policy] dir): {e}",
+                    location.describe()
+                )
+            })?;
         let agents = here(ServiceName::AgentRegistry)
-            .then(|| AgentRegistry::new(ctx(ServiceName::AgentRegistry)));
+            .then(|| AgentRegistry::new(ctx(ServiceName::AgentRegistry), policy.clone()));
         let agent_client = || -> Result<AgentRegistryClient> {
             Ok(match &agents {
                 Some(core) => AgentRegistryClient::InProcess(core.clone()),
@@ -50,14 +64,30 @@ impl Cores {
         };
         let queue = if here(ServiceName::TaskQueue) {
             let ctx = ctx(ServiceName::TaskQueue);
-            Some(TaskQueue::new(ctx, config.queue.clone(), agent_client()?))
+            Some(TaskQueue::new(
+                ctx,
+                config.queue.clone(),
+                agent_client()?,
+                policy.clone(),
+            ))
         } else {
             None
         };
         let tools = here(ServiceName::ToolRegistry)
-            .then(|| ToolRegistry::new(ctx(ServiceName::ToolRegistry)));
+            .then(|| ToolRegistry::new(ctx(ServiceName::ToolRegistry), policy.clone()));
         let provenance = here(ServiceName::Provenance)
-            .then(|| ProvenanceService::new(ctx(ServiceName::Provenance)));
+            .then(|| ProvenanceService::new(ctx(ServiceName::Provenance), policy.clone()));
+        let (policy_service, decision_log) = if here(ServiceName::PolicyEnforcer) {
+            let (logger, writer) = DecisionLogger::spawn(store.clone());
+            let service = Arc::new(PolicyService {
+                ctx: ctx(ServiceName::PolicyEnforcer),
+                enforcer: policy.clone(),
+                logger,
+            });
+            (Some(service), Some(writer))
+        } else {
+            (None, None)
+        };
         let orchestrator = if here(ServiceName::Orchestrator) {
             let queue_client = match &queue {
                 Some(core) => TaskQueueClient::InProcess(core.clone()),
@@ -81,12 +111,15 @@ impl Cores {
         } else {
             None
         };
-        let contexts = [ServiceName::RoutingGateway, ServiceName::PolicyEnforcer]
+        let contexts = [ServiceName::RoutingGateway]
             .into_iter()
             .filter(|s| here(*s))
             .map(ctx)
             .collect();
         Ok(Cores {
+            policy,
+            policy_service,
+            decision_log,
             orchestrator,
             queue,
             agents,
@@ -106,7 +139,7 @@ impl Cores {
             ServiceName::ToolRegistry => mesh_registry::tool_router(self.tools.clone()?),
             ServiceName::Provenance => mesh_provenance::router(self.provenance.clone()?),
             ServiceName::RoutingGateway => mesh_gateway::router(plain(service)?),
-            ServiceName::PolicyEnforcer => mesh_policy::router(plain(service)?),
+            ServiceName::PolicyEnforcer => mesh_policy::router(self.policy_service.clone()?),
             ServiceName::EventsBus => mesh_bus::router(self.bus.clone()?),
         })
     }
@@ -120,6 +153,7 @@ fn peer(config: &Config, service: ServiceName) -> Result<HttpClient> {
 /// A set of services serving on their listeners.
 pub struct Running {
     pub endpoints: Vec<(ServiceName, SocketAddr)>,
+    decision_log: Option<JoinHandle<()>>,
     servers: JoinSet<(ServiceName, std::io::Result<()>)>,
     shutdown: watch::Sender<bool>,
     readiness: Readiness,
@@ -137,7 +171,7 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
         listeners.push((*service, listener));
     }
     let readiness = Readiness::default();
-    let cores = Cores::build(store, services, config, &readiness).await?;
+    let mut cores = Cores::build(store, services, config, &readiness).await?;
     let (shutdown, watcher) = watch::channel(false);
     let mut servers = JoinSet::new();
     let mut endpoints = Vec::new();
@@ -172,9 +206,15 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
     if let Some(bus) = &cores.bus {
         mesh_bus::spawn_relay(bus.clone(), watcher.clone());
     }
+    mesh_policy::spawn_reloader(
+        cores.policy.clone(),
+        config.policy.reload_interval,
+        watcher.clone(),
+    );
     readiness.set_ready(true);
     Ok(Running {
         endpoints,
+        decision_log: cores.decision_log.take(),
         servers,
         shutdown,
         readiness,
@@ -182,10 +222,15 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
 }
 
 impl Running {
-    /// Serves until SIGTERM or Ctrl-C, or until a server fails; then drains.
-    pub async fn run_until_signal(mut self, grace: Duration) -> Result<()> {
+    /// Serves until `signal` (see `mesh_service::server::shutdown_signal`) resolves, or
+    /// until a server fails; then drains.
+    pub async fn run_until_signal(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<()> {
         let failure = tokio::select! {
-            _ = mesh_service::server::shutdown_signal() => None,
+            _ = signal => None,
             Some(done) = self.servers.join_next() => Some(done),
         };
         if let Some(done) = failure {
@@ -205,7 +250,15 @@ impl Running {
     pub async fn drain(&mut self, grace: Duration) {
         self.readiness.set_ready(false);
         let _ = self.shutdown.send(true);
-        let all_done = async { while self.servers.join_next().await.is_some() {} };
+        let decision_log = self.decision_log.take();
+        let all_done = async {
+            while self.servers.join_next().await.is_some() {}
+            // The servers (and the loggers they held) are gone: the decision log
+            // writes what is buffered and ends.
+            if let Some(writer) = decision_log {
+                let _ = writer.await;
+            }
+        };
         if tokio::time::timeout(grace, all_done).await.is_err() {
             tracing::warn!("grace period over; abandoning in-flight requests");
             self.servers.abort_all();

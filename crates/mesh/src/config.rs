@@ -4,6 +4,7 @@
 //! tests can resolve configurations from strings.
 
 use anyhow::{Context, Result, bail};
+use mesh_policy::PolicyLocation;
 use mesh_queue::QueueConfig;
 use mesh_service::ServiceName;
 use serde::Deserialize;
@@ -28,6 +29,25 @@ pub struct FileConfig {
     pub services: BTreeMap<String, ServiceConfig>,
     #[serde(default)]
     pub queue: QueueFileConfig,
+    #[serde(default)]
+    pub policy: PolicyFileConfig,
+}
+
+/// `[policy]`: where the Rego policies come from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFileConfig {
+    /// A directory of `.rego` files and `data.json`, or an OPA bundle `.tar.gz`.
+    pub dir: Option<PathBuf>,
+    /// How often the directory is checked for changes.
+    pub reload_ms: Option<u64>,
+}
+
+/// The policy set to enforce and how often to look for changes to it.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    pub location: PolicyLocation,
+    pub reload_interval: Duration,
 }
 
 /// `[queue]`: leases and retries.
@@ -111,6 +131,7 @@ pub struct Overrides {
     pub bind: Option<IpAddr>,
     pub listen: Vec<(ServiceName, SocketAddr)>,
     pub peers: Vec<(ServiceName, String)>,
+    pub policy_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +146,7 @@ pub struct Config {
     pub drain_grace: Duration,
     pub heartbeat_ttl: Duration,
     pub queue: QueueConfig,
+    pub policy: PolicySettings,
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".mesh";
@@ -185,8 +207,18 @@ impl Config {
             bail!("heartbeat_ttl_secs must be at least 1");
         }
         let queue = file.queue.resolve()?;
+        let policy = PolicySettings {
+            location: flags
+                .policy_dir
+                .clone()
+                .or(file.policy.dir)
+                .map(|p| PolicyLocation::from_path(&p))
+                .unwrap_or(PolicyLocation::Embedded),
+            reload_interval: Duration::from_millis(file.policy.reload_ms.unwrap_or(1000).max(50)),
+        };
         Ok(Config {
             queue,
+            policy,
             data_dir,
             store: flags.store.clone().or(file.store),
             bus: flags.bus.clone().or(file.bus),
@@ -264,6 +296,20 @@ mod tests {
         assert_eq!(c.queue.lease_ms, 5000);
         assert_eq!(c.queue.max_attempts_by_type["code_refactor"], 5);
         assert_eq!(c.queue.default_max_attempts, 3);
+        assert_eq!(defaults.policy.location, PolicyLocation::Embedded);
+        let c = Config::resolve(
+            Some((
+                "m.toml",
+                "[policy]\ndir = \"/etc/mesh/policy.tar.gz\"\nreload_ms = 200",
+            )),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.policy.location,
+            PolicyLocation::Bundle(PathBuf::from("/etc/mesh/policy.tar.gz"))
+        );
+        assert_eq!(c.policy.reload_interval, Duration::from_millis(200));
         let err = Config::resolve(
             Some(("m.toml", "[queue]\nmax_attempts = 0")),
             &Overrides::default(),

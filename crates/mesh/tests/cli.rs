@@ -175,7 +175,7 @@ async fn provenance_verify_names_the_first_tampered_event() {
         ]));
     }
     let ok = mesh(&["provenance", "verify", "--data-dir", data_s]);
-    assert!(stdout(&ok).contains("intact: 10 events"));
+    assert!(stdout(&ok).contains("intact: 15 events"), "{}", stdout(&ok));
     let db = rusqlite::Connection::open(data.join("mesh.db")).unwrap();
     let id_at = |seq: i64| -> String {
         db.query_row(

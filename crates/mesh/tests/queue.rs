@@ -270,6 +270,8 @@ async fn claim_complete_with_fenced_tokens() {
         [
             "task_created",
             "task_queued",
+            "policy_decision",
+            "policy_decision",
             "task_assigned",
             "task_completed"
         ]

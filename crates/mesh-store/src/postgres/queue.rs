@@ -2,6 +2,7 @@ use super::PgStore;
 use super::provenance::append_in_tx;
 use super::tasks::{TASK_COLUMNS, task_from_row};
 use crate::queue::{self as steps, Step};
+use crate::queue::{ClaimGate, ClaimOutcome};
 use crate::{QueueStore, Result, StoreError};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
@@ -113,10 +114,15 @@ impl QueueStore for PgStore {
         self.work.clone()
     }
 
-    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Lease>> {
+    async fn claim_gated(
+        &self,
+        req: &ClaimRequest,
+        gate: Option<&ClaimGate>,
+    ) -> Result<ClaimOutcome> {
         if req.task_types.is_empty() || req.limit == 0 {
-            return Ok(Vec::new());
+            return Ok(ClaimOutcome::default());
         }
+        let fetch = req.limit + if gate.is_some() { steps::GATE_SLACK } else { 0 };
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // SKIP LOCKED: concurrent claimers take different tasks instead of queueing on
@@ -144,19 +150,30 @@ impl QueueStore for PgStore {
                 &req.task_types,
                 &req.agent_id,
                 &(req.ageing_secs.max(1) as f64),
-                &i64::from(req.limit),
+                &i64::from(fetch),
             ],
         )
         .await?;
-        let mut leases = Vec::new();
+        let mut out = ClaimOutcome::default();
         for id in chosen {
+            if out.leases.len() as u32 >= req.limit {
+                break;
+            }
             let (task, _) = lock(&tx, id).await?;
+            if let Some(gate) = gate {
+                let verdict = gate(&task);
+                append_in_tx(&tx, verdict.audit.into_iter().collect()).await?;
+                if !verdict.allow {
+                    out.refused.push(verdict.reason);
+                    continue;
+                }
+            }
             let (step, lease) = steps::claim_step(task, req);
             save(&tx, step).await?;
-            leases.push(lease);
+            out.leases.push(lease);
         }
         tx.commit().await?;
-        Ok(leases)
+        Ok(out)
     }
 
     async fn extend_lease(
@@ -377,6 +394,22 @@ impl QueueStore for PgStore {
         let tx = client.transaction().await?;
         let (task, _) = lock(&tx, task_id).await?;
         let task = save(&tx, steps::requeue_step(task, now, actor)?).await?;
+        tx.commit().await?;
+        Ok(task)
+    }
+
+    async fn resolve_approval(
+        &self,
+        task_id: Uuid,
+        approve: bool,
+        now: Timestamp,
+        actor: &str,
+        note: Option<&str>,
+    ) -> Result<Task> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (task, _) = lock(&tx, task_id).await?;
+        let task = save(&tx, steps::approval_step(task, approve, now, actor, note)?).await?;
         tx.commit().await?;
         Ok(task)
     }

@@ -3,6 +3,7 @@ use super::provenance::append_in_tx;
 use super::rows::{fmt_ts, to_json};
 use super::tasks::{TASK_COLUMNS, task_from_row};
 use crate::queue::{self as steps, Step};
+use crate::queue::{ClaimGate, ClaimOutcome};
 use crate::{QueueStore, Result, StoreError};
 use async_trait::async_trait;
 use mesh_types::Task;
@@ -106,11 +107,17 @@ impl QueueStore for SqliteStore {
         self.work()
     }
 
-    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Lease>> {
+    async fn claim_gated(
+        &self,
+        req: &ClaimRequest,
+        gate: Option<&ClaimGate>,
+    ) -> Result<ClaimOutcome> {
         if req.task_types.is_empty() || req.limit == 0 {
-            return Ok(Vec::new());
+            return Ok(ClaimOutcome::default());
         }
         let req = req.clone();
+        let gate = gate.cloned();
+        let fetch = req.limit + if gate.is_some() { steps::GATE_SLACK } else { 0 };
         self.write(move |tx| {
             let now = fmt_ts(&req.now);
             let types = (0..req.task_types.len())
@@ -134,8 +141,7 @@ impl QueueStore for SqliteStore {
                  ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = ?2) ASC,
                           priority + (julianday(?1) - julianday(available_at)) * 86400.0 / ?3 DESC,
                           id ASC
-                 LIMIT {}",
-                req.limit
+                 LIMIT {fetch}"
             );
             let mut args = vec![
                 now,
@@ -143,14 +149,25 @@ impl QueueStore for SqliteStore {
                 req.ageing_secs.max(1).to_string(),
             ];
             args.extend(req.task_types.iter().cloned());
-            let mut leases = Vec::new();
+            let mut out = ClaimOutcome::default();
             for id in ids(tx, &sql, args)? {
+                if out.leases.len() as u32 >= req.limit {
+                    break;
+                }
                 let (task, _) = load(tx, id)?;
+                if let Some(gate) = &gate {
+                    let verdict = gate(&task);
+                    append_in_tx(tx, verdict.audit.into_iter().collect())?;
+                    if !verdict.allow {
+                        out.refused.push(verdict.reason);
+                        continue;
+                    }
+                }
                 let (step, lease) = steps::claim_step(task, &req);
                 save(tx, step)?;
-                leases.push(lease);
+                out.leases.push(lease);
             }
-            Ok(leases)
+            Ok(out)
         })
         .await
     }
@@ -355,6 +372,27 @@ impl QueueStore for SqliteStore {
         self.write(move |tx| {
             let (task, _) = load(tx, task_id)?;
             save(tx, steps::requeue_step(task, now, &actor)?)
+        })
+        .await
+        .inspect(|_| self.signal_work())
+    }
+
+    async fn resolve_approval(
+        &self,
+        task_id: Uuid,
+        approve: bool,
+        now: Timestamp,
+        actor: &str,
+        note: Option<&str>,
+    ) -> Result<Task> {
+        let actor = actor.to_string();
+        let note = note.map(str::to_string);
+        self.write(move |tx| {
+            let (task, _) = load(tx, task_id)?;
+            save(
+                tx,
+                steps::approval_step(task, approve, now, &actor, note.as_deref())?,
+            )
         })
         .await
         .inspect(|_| self.signal_work())

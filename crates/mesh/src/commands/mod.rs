@@ -2,6 +2,7 @@
 
 mod bench;
 mod keys;
+mod policy;
 mod provenance;
 mod registry;
 mod run;
@@ -31,6 +32,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agents(cmd) => registry::agents(g, cmd).await,
         Command::Tools(cmd) => registry::tools(g, cmd).await,
         Command::Provenance(cmd) => provenance::run(g, cmd).await,
+        Command::Policy(cmd) => policy::run(g, cmd),
+        Command::Approvals(cmd) => policy::approvals(g, cmd).await,
         Command::Bench(cmd) => bench::run(g, cmd).await,
     }
 }
@@ -40,6 +43,7 @@ pub fn load_config(g: &GlobalArgs, mut flags: Overrides) -> Result<Config> {
     flags.data_dir = g.data_dir.clone();
     flags.store = g.store.clone();
     flags.bus = g.bus.clone();
+    flags.policy_dir = g.policy_dir.clone();
     let text = match &g.config {
         Some(path) => Some(
             std::fs::read_to_string(path)

@@ -37,6 +37,8 @@ async fn start(
     config: &crate::config::Config,
 ) -> Result<ExitCode> {
     let running = compose::start(store, services, config).await?;
+    // Listen for SIGTERM before announcing readiness: a supervisor may signal at once.
+    let signal = mesh_service::server::shutdown_signal();
     println!("Agentic Mesh is up (store: {})", store.display_url);
     for (service, addr) in &running.endpoints {
         println!("  {:<20} http://{addr}", service.as_str());
@@ -47,7 +49,7 @@ async fn start(
     }
     println!("Press Ctrl-C or send SIGTERM to drain and stop.");
     tracing::info!("ready");
-    running.run_until_signal(config.drain_grace).await?;
+    running.run_until_signal(signal, config.drain_grace).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -100,7 +100,7 @@ fn json_arg(flag: &str, text: &str) -> Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{flag} is not valid JSON"))
 }
 
-fn print_tasks(tasks: &[Task]) {
+pub(crate) fn print_tasks(tasks: &[Task]) {
     let rows: Vec<Vec<String>> = tasks
         .iter()
         .map(|t| {

@@ -1,5 +1,6 @@
 //! `mesh bench …`: measurements on this machine, never assertions in tests.
 
+mod policy;
 mod queue;
 mod tasks;
 
@@ -11,6 +12,11 @@ use std::time::Duration;
 pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Tasks { tasks, concurrency } => tasks::run(g, tasks, concurrency).await,
+        BenchCommand::Policy {
+            inputs,
+            requests,
+            rate,
+        } => policy::run(g, inputs, requests, rate).await,
         BenchCommand::Queue {
             backend,
             tasks,
