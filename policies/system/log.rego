@@ -1,17 +1,12 @@
-# Decision logs never keep credentials: any field named like one, at any depth of
-# the logged input, is removed before the decision is written to provenance.
+# What decision logs leave out. Credential-named fields (password, token, apiKey, …)
+# are always removed by the mesh itself before a decision is logged; this rule adds
+# what is policy-specific, as OPA's `data.system.log.mask` does: bodies sent to other
+# hosts may carry personal data, so egress decisions are logged without them.
 package system.log
 
 import rego.v1
 
-secret_fields := {"password", "apikey", "api_key", "token", "secret", "authorization"}
-
-mask contains pointer if {
-	walk(input.input, [path, value])
-	count(path) > 0
-	key := path[count(path) - 1]
-	is_string(key)
-	value != null
-	lower(key) in secret_fields
-	pointer := concat("/", array.concat(["", "input"], [sprintf("%v", [p]) | some p in path]))
+mask contains "/input/resource/attributes/body" if {
+	input.input.action in {"egress", "tool.call", "model.call"}
+	input.input.resource.attributes.body
 }

@@ -2,9 +2,12 @@ package system.log
 
 import rego.v1
 
-test_credentials_are_masked_at_any_depth if {
-	m := mask with input as {"input": {"resource": {"attributes": {"name": "n", "input": {"Password": "p", "items": [{"token": "t"}]}}}}}
-	"/input/resource/attributes/input/Password" in m
-	"/input/resource/attributes/input/items/0/token" in m
-	count(m) == 2
+test_egress_bodies_are_not_logged if {
+	m := mask with input as {"input": {"action": "egress", "resource": {"attributes": {"host": "h", "body": "mail ann@example.com"}}}}
+	m == {"/input/resource/attributes/body"}
+}
+
+test_other_decisions_are_logged_whole if {
+	m := mask with input as {"input": {"action": "task.submit", "resource": {"attributes": {"body": "x"}}}}
+	count(m) == 0
 }

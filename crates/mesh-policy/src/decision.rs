@@ -121,7 +121,7 @@ impl Decision {
             .map_err(|e| format!("the decision is not {{action, reason, …}}: {e}"))?;
         for r in &v.redactions {
             if let Some(p) = &r.pattern {
-                regex::Regex::new(p).map_err(|e| format!("redaction pattern {p:?}: {e}"))?;
+                compiled_pattern(p).map_err(|e| format!("redaction pattern {p:?}: {e}"))?;
             }
         }
         let mut d = Self::new(
@@ -144,6 +144,27 @@ impl Decision {
 
 const MASK: &str = "****";
 
+/// Patterns seen most recently, compiled once: policies return the same few patterns
+/// for every decision, and compiling a regex costs far more than a decision.
+fn compiled_pattern(pattern: &str) -> Result<std::sync::Arc<regex::Regex>, regex::Error> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    const LIMIT: usize = 256;
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<regex::Regex>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(re) = cache.lock().ok().and_then(|c| c.get(pattern).cloned()) {
+        return Ok(re);
+    }
+    let re = Arc::new(regex::Regex::new(pattern)?);
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= LIMIT {
+            c.clear();
+        }
+        c.insert(pattern.to_string(), re.clone());
+    }
+    Ok(re)
+}
+
 /// Applies redactions to `doc` in order. A path that does not exist is skipped: the
 /// policy may name optional fields.
 pub fn redact(doc: &mut Value, redactions: &[Redaction]) -> Result<(), String> {
@@ -151,7 +172,7 @@ pub fn redact(doc: &mut Value, redactions: &[Redaction]) -> Result<(), String> {
         match &r.pattern {
             None => redact_value(doc, &r.path, r.strategy),
             Some(pattern) => {
-                let re = regex::Regex::new(pattern).map_err(|e| format!("{pattern:?}: {e}"))?;
+                let re = compiled_pattern(pattern).map_err(|e| format!("{pattern:?}: {e}"))?;
                 if let Some(target) = doc.pointer_mut(&r.path) {
                     redact_matches(target, &re, r.strategy);
                 }
@@ -217,6 +238,35 @@ pub fn remove_pointer(doc: &mut Value, path: &str) -> bool {
             _ => false,
         },
         _ => false,
+    }
+}
+
+/// Field names whose values decision logs never keep, compared case-insensitively.
+const CREDENTIAL_FIELDS: &[&str] = &[
+    "password",
+    "passwd",
+    "apikey",
+    "api_key",
+    "token",
+    "access_token",
+    "secret",
+    "client_secret",
+    "authorization",
+];
+
+/// Removes credential-named fields at any depth. Decision logs run this on every input
+/// before the policy's own mask, so a policy author cannot forget it.
+pub fn strip_credentials(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|k, _| {
+                let k = k.to_ascii_lowercase();
+                !CREDENTIAL_FIELDS.contains(&k.as_str())
+            });
+            map.values_mut().for_each(strip_credentials);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_credentials),
+        _ => {}
     }
 }
 
@@ -332,6 +382,13 @@ mod tests {
         assert_eq!(d.action, PolicyAction::EscalateToHuman);
         assert_eq!(d.escalation_target.as_deref(), Some("security"));
         assert!(!d.permits());
+    }
+
+    #[test]
+    fn credentials_are_stripped_at_any_depth() {
+        let mut v = json!({"user": "u", "Password": "p", "nested": [{"apiKey": "k", "keep": 1}]});
+        strip_credentials(&mut v);
+        assert_eq!(v, json!({"user": "u", "nested": [{"keep": 1}]}));
     }
 
     #[test]

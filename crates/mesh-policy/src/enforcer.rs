@@ -7,14 +7,14 @@
 //! point keeps working while port 5002 is busy. Every process loads the same bundle.
 
 use crate::bundle::PolicyLocation;
-use crate::decision::{Decision, PolicyContext, apply_mask, redact};
+use crate::decision::{Decision, PolicyContext, apply_mask, redact, strip_credentials};
 use crate::engine::CompiledPolicies;
 use crate::{Point, PolicyError};
 use mesh_service::{ApiError, Readiness};
 use mesh_store::Store;
 use mesh_types::time::Timestamp;
 use mesh_types::{EventDraft, PolicyAction};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 /// The rule every enforcement point evaluates.
 pub const DECISION_RULE: &str = "data.mesh.decision";
-const MASK_RULE: &str = "data.system.log.mask";
+pub const MASK_RULE: &str = "data.system.log.mask";
 
 /// The policy set in force and the last attempt to replace it, for `/readyz` and
 /// `GET /api/v1/policy/status`.
@@ -62,6 +62,17 @@ impl Actor {
             ..Actor::default()
         }
     }
+}
+
+/// A decision before it is logged; see [`Enforcer::judge`].
+pub struct Judgement {
+    pub point: Point,
+    pub decision: Decision,
+    /// The input after redaction, when the decision asked for any.
+    pub redacted: Option<Value>,
+    pub original: Value,
+    pub eval_ns: u64,
+    pub policies: Arc<CompiledPolicies>,
 }
 
 /// One decision as the decision log records it.
@@ -211,12 +222,19 @@ impl Enforcer {
     /// Evaluates the decision rule for `ctx`. Never fails: an evaluation error or a
     /// malformed decision is a deny with reason `policy_error` (fail closed).
     pub fn decide(&self, ctx: &PolicyContext) -> (Decision, u64, Arc<CompiledPolicies>) {
+        match serde_json::to_value(ctx) {
+            Ok(input) => self.decide_input(&input),
+            Err(e) => (Decision::policy_error(&e.to_string()), 0, self.current()),
+        }
+    }
+
+    fn decide_input(&self, input: &Value) -> (Decision, u64, Arc<CompiledPolicies>) {
         let policies = self.current();
-        let input = match serde_json::to_value(ctx) {
+        let value = match regorus::Value::deserialize(input) {
             Ok(v) => v,
             Err(e) => return (Decision::policy_error(&e.to_string()), 0, policies),
         };
-        match policies.eval_rule(DECISION_RULE, input.into()) {
+        match policies.eval_rule(DECISION_RULE, value) {
             Ok(eval) => match Decision::from_policy(eval.value) {
                 Ok(decision) => (decision, eval.eval_ns, policies),
                 Err(e) => (Decision::policy_error(&e), eval.eval_ns, policies),
@@ -225,32 +243,48 @@ impl Enforcer {
         }
     }
 
+    /// What a point acts on: the decision for `ctx` at `point` and the policy input
+    /// with the decision's redactions applied (the original input is returned too, for
+    /// the decision log).
+    pub fn judge(&self, point: Point, mut ctx: PolicyContext) -> Judgement {
+        ctx.action = point.as_str().to_string();
+        let original = serde_json::to_value(&ctx).unwrap_or(Value::Null);
+        let (mut decision, eval_ns, policies) = self.decide_input(&original);
+        let mut input = None;
+        if decision.action == PolicyAction::AllowWithRedactions {
+            let mut redacted = original.clone();
+            match redact(&mut redacted, &decision.redactions) {
+                Ok(()) => input = Some(redacted),
+                Err(e) => decision = Decision::policy_error(&e),
+            }
+        }
+        Judgement {
+            point,
+            decision,
+            redacted: input,
+            original,
+            eval_ns,
+            policies,
+        }
+    }
+
     /// Decides `ctx` at `point`, applies any redactions to the input, and drafts the
     /// `policy_decision` event. The caller appends the event: with its own write when
     /// the point permits, alone when it refuses.
-    pub fn enforce(&self, point: Point, mut ctx: PolicyContext, actor: &Actor) -> Verdict {
-        ctx.action = point.as_str().to_string();
-        let (mut decision, eval_ns, policies) = self.decide(&ctx);
-        let mut input = serde_json::to_value(&ctx).unwrap_or(Value::Null);
-        let original = input.clone();
-        if decision.action == PolicyAction::AllowWithRedactions
-            && let Err(e) = redact(&mut input, &decision.redactions)
-        {
-            decision = Decision::policy_error(&e);
-            input = original.clone();
-        }
+    pub fn enforce(&self, point: Point, ctx: PolicyContext, actor: &Actor) -> Verdict {
+        let j = self.judge(point, ctx);
         let record = DecisionRecord {
-            point: point.as_str().to_string(),
+            point: j.point.as_str().to_string(),
             path: opa_path(DECISION_RULE),
-            decision_id: decision.decision_id,
-            result: json!(decision),
-            input: original,
-            eval_ns,
+            decision_id: j.decision.decision_id,
+            result: json!(j.decision),
+            input: j.original.clone(),
+            eval_ns: j.eval_ns,
         };
-        let audit = self.audit_event(record, &policies, actor);
+        let audit = self.audit_event(record, &j.policies, actor);
         Verdict {
-            decision,
-            input,
+            decision: j.decision,
+            input: j.redacted.unwrap_or(j.original),
             audit,
         }
     }
@@ -298,9 +332,12 @@ impl Enforcer {
             input,
             eval_ns,
         } = record;
+        let mut input = input;
+        strip_credentials(&mut input);
         let mut logged = json!({"input": input, "result": result});
         if policies.has_mask
-            && let Ok(mask) = policies.eval_rule(MASK_RULE, logged.clone().into())
+            && let Ok(masking_input) = regorus::Value::deserialize(&logged)
+            && let Ok(mask) = policies.eval_rule(MASK_RULE, masking_input)
             && let Some(mask) = mask.value
         {
             apply_mask(&mut logged, &mask);
