@@ -14,6 +14,8 @@ use uuid::Uuid;
 pub struct AgentRegistry {
     ctx: ServiceContext,
     policy: Arc<Enforcer>,
+    /// Mounted-secrets directory agents read from, if configured.
+    secrets_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -28,7 +30,27 @@ pub struct AgentListQuery {
 
 impl AgentRegistry {
     pub fn new(ctx: ServiceContext, policy: Arc<Enforcer>) -> Arc<Self> {
-        Arc::new(Self { ctx, policy })
+        Self::with_secrets(ctx, policy, None)
+    }
+
+    pub fn with_secrets(
+        ctx: ServiceContext,
+        policy: Arc<Enforcer>,
+        secrets_dir: Option<std::path::PathBuf>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            ctx,
+            policy,
+            secrets_dir,
+        })
+    }
+
+    pub(crate) fn policy(&self) -> &Enforcer {
+        &self.policy
+    }
+
+    pub(crate) fn secrets_dir(&self) -> Option<&std::path::Path> {
+        self.secrets_dir.as_deref()
     }
 
     pub fn context(&self) -> &ServiceContext {

@@ -32,11 +32,26 @@ pub fn router(core: Arc<AgentRegistry>) -> Router {
             post(heartbeat).route_layer(auth.require(Permission::AgentHeartbeat)),
         )
         .route(
+            "/api/v1/agents/{id}/secrets/{name}",
+            get(read_secret).route_layer(auth.require(Permission::SecretRead)),
+        )
+        .route(
             "/api/v1/agents/{id}/retire",
             post(retire).route_layer(auth.require(Permission::AgentRetire)),
         )
         .with_state(core.clone());
     mesh_service::server::finish_router(core.context(), api, openapi())
+}
+
+async fn read_secret(
+    State(core): State<Arc<AgentRegistry>>,
+    _caller: Caller,
+    axum::extract::Path((id, name)): axum::extract::Path<(String, String)>,
+) -> Result<Json<crate::secrets::SecretValue>, ApiError> {
+    let id: uuid::Uuid = id
+        .parse()
+        .map_err(|_| ApiError::invalid("id", format!("id: `{id}` is not a UUID")))?;
+    Ok(Json(core.read_secret(id, &name).await?))
 }
 
 async fn register(
@@ -173,6 +188,14 @@ fn openapi() -> Value {
                 Permission::AgentRetire,
                 None,
                 (200, "The retired agent"),
+            ),
+            op(
+                "get",
+                "/api/v1/agents/{id}/secrets/{name}",
+                "Read a secret for the agent, if the secret.read policy puts it in the agent's scope",
+                Permission::SecretRead,
+                None,
+                (200, "{name, value}"),
             ),
         ],
     )

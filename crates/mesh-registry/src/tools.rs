@@ -11,6 +11,8 @@ use uuid::Uuid;
 pub struct ToolRegistry {
     ctx: ServiceContext,
     policy: Arc<Enforcer>,
+    /// Calls tools' endpoints (invocation proxying).
+    http: reqwest::Client,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -24,7 +26,19 @@ pub struct ToolListQuery {
 
 impl ToolRegistry {
     pub fn new(ctx: ServiceContext, policy: Arc<Enforcer>) -> Arc<Self> {
-        Arc::new(Self { ctx, policy })
+        Arc::new(Self {
+            ctx,
+            policy,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    pub(crate) fn policy(&self) -> &Enforcer {
+        &self.policy
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub fn context(&self) -> &ServiceContext {

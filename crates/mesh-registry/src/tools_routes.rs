@@ -1,3 +1,4 @@
+use crate::invoke::{InvokeBody, InvokeReply};
 use crate::tools::{ToolListQuery, ToolRegistry};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,6 +22,10 @@ pub fn router(core: Arc<ToolRegistry>) -> Router {
         .route(
             "/api/v1/tools/{id}",
             get(get_tool).route_layer(auth.require(Permission::ToolRead)),
+        )
+        .route(
+            "/api/v1/tools/{id}/invoke",
+            post(invoke).route_layer(auth.require(Permission::ToolInvoke)),
         )
         .route(
             "/api/v1/tools/{id}/retire",
@@ -55,6 +60,15 @@ async fn get_tool(
     IdPath(id): IdPath,
 ) -> Result<Json<Tool>, ApiError> {
     Ok(Json(core.get(id).await?))
+}
+
+async fn invoke(
+    State(core): State<Arc<ToolRegistry>>,
+    _caller: Caller,
+    IdPath(id): IdPath,
+    JsonBody(body): JsonBody<InvokeBody>,
+) -> Result<Json<InvokeReply>, ApiError> {
+    Ok(Json(core.invoke(id, body).await?))
 }
 
 async fn retire(
@@ -125,6 +139,18 @@ fn openapi() -> Value {
                 Permission::ToolRetire,
                 None,
                 (200, "The retired tool"),
+            ),
+            op(
+                "post",
+                "/api/v1/tools/{id}/invoke",
+                "Call the tool's endpoint for agent `agentId` (policy points tool.call and egress; 502 if the tool fails)",
+                Permission::ToolInvoke,
+                Some(
+                    json!({"type": "object", "required": ["agentId", "arguments"], "additionalProperties": false,
+                    "properties": {"agentId": {"type": "string", "format": "uuid"}, "arguments": {},
+                                   "taskId": {"type": "string", "format": "uuid"}}}),
+                ),
+                (200, "{toolCallId, output, latencyMs, redacted}"),
             ),
         ],
     )

@@ -73,6 +73,8 @@ impl Role {
                     | AgentRetire
                     | AgentRead
                     | ToolRead
+                    | ToolInvoke
+                    | SecretRead
                     | EventsPublish
                     | EventsRead
                     | PolicyEvaluate
@@ -129,6 +131,10 @@ pub enum Permission {
     ToolRegister,
     ToolRetire,
     ToolRead,
+    /// Have the tool registry call a tool on an agent's behalf.
+    ToolInvoke,
+    /// Read a secret for an agent (the `secret.read` policy decides which).
+    SecretRead,
     ProvenanceRead,
     ProvenanceVerify,
     /// Publish to a topic of the events bus.
@@ -158,6 +164,8 @@ impl Permission {
         Permission::ToolRegister,
         Permission::ToolRetire,
         Permission::ToolRead,
+        Permission::ToolInvoke,
+        Permission::SecretRead,
         Permission::ProvenanceRead,
         Permission::ProvenanceVerify,
         Permission::EventsPublish,
@@ -182,6 +190,8 @@ impl Permission {
             Permission::ToolRegister => "tool.register",
             Permission::ToolRetire => "tool.retire",
             Permission::ToolRead => "tool.read",
+            Permission::ToolInvoke => "tool.invoke",
+            Permission::SecretRead => "secret.read",
             Permission::ProvenanceRead => "provenance.read",
             Permission::ProvenanceVerify => "provenance.verify",
             Permission::EventsPublish => "events.publish",

@@ -57,6 +57,10 @@ pub struct NewTool {
     pub rate_limit: Option<i32>,
     #[serde(default)]
     pub cost_model: Option<ToolCostModel>,
+    /// Where `POST /api/v1/tools/{id}/invoke` sends the arguments (http or https);
+    /// absent for tools agents call themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 impl NewTool {
@@ -84,6 +88,15 @@ impl NewTool {
         if let Some(cost) = &self.cost_model {
             cost.validate()?;
         }
+        if let Some(endpoint) = &self.endpoint {
+            text("endpoint", endpoint, 2048)?;
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(FieldError::new(
+                    "endpoint",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -98,6 +111,7 @@ impl NewTool {
             risk_tier: self.risk_tier,
             rate_limit: self.rate_limit,
             cost_model: self.cost_model,
+            endpoint: self.endpoint,
             status: ToolStatus::Active,
             registered_at: now,
         }
@@ -117,6 +131,8 @@ pub struct Tool {
     pub risk_tier: RiskTier,
     pub rate_limit: Option<i32>,
     pub cost_model: Option<ToolCostModel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     pub status: ToolStatus,
     #[serde(with = "rfc3339_micros")]
     pub registered_at: Timestamp,

@@ -54,8 +54,13 @@ impl Cores {
                     location.describe()
                 )
             })?;
-        let agents = here(ServiceName::AgentRegistry)
-            .then(|| AgentRegistry::new(ctx(ServiceName::AgentRegistry), policy.clone()));
+        let agents = here(ServiceName::AgentRegistry).then(|| {
+            AgentRegistry::with_secrets(
+                ctx(ServiceName::AgentRegistry),
+                policy.clone(),
+                config.secrets_dir.clone(),
+            )
+        });
         let agent_client = || -> Result<AgentRegistryClient> {
             Ok(match &agents {
                 Some(core) => AgentRegistryClient::InProcess(core.clone()),

@@ -31,6 +31,15 @@ pub struct FileConfig {
     pub queue: QueueFileConfig,
     #[serde(default)]
     pub policy: PolicyFileConfig,
+    #[serde(default)]
+    pub secrets: SecretsFileConfig,
+}
+
+/// `[secrets]`: the mounted-secrets directory agents read from (one file per secret).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsFileConfig {
+    pub dir: Option<PathBuf>,
 }
 
 /// `[policy]`: where the Rego policies come from.
@@ -147,6 +156,8 @@ pub struct Config {
     pub heartbeat_ttl: Duration,
     pub queue: QueueConfig,
     pub policy: PolicySettings,
+    /// `None`: no secret store; secret reads answer 404.
+    pub secrets_dir: Option<PathBuf>,
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".mesh";
@@ -219,6 +230,7 @@ impl Config {
         Ok(Config {
             queue,
             policy,
+            secrets_dir: file.secrets.dir,
             data_dir,
             store: flags.store.clone().or(file.store),
             bus: flags.bus.clone().or(file.bus),

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const CONFIG: &str = "[policy]\ndir = \"policies\"\nreload_ms = 50\n";
+const CONFIG: &str = "[policy]\ndir = \"policies\"\nreload_ms = 50\n[secrets]\ndir = \"secrets\"\n";
 
 /// A policy allowing everything except the one point named.
 fn deny_only(point: &str) -> String {
@@ -39,6 +39,8 @@ impl Mesh {
         std::fs::create_dir_all(&policies).unwrap();
         std::fs::write(policies.join("mesh.rego"), rego).unwrap();
         std::fs::write(dir.path().join("mesh.toml"), CONFIG).unwrap();
+        std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/github_token"), "ghs_example\n").unwrap();
         let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
         let admin = process.admin_key.clone().unwrap();
         Mesh {
@@ -133,6 +135,34 @@ impl Mesh {
     }
 }
 
+/// A tool endpoint that answers `{"echo": <body>}` and remembers what it received.
+async fn echo_tool() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(body.clone());
+                axum::Json(json!({"echo": body}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/"), seen)
+}
+
+fn tool_with_endpoint(name: &str, tier: &str, endpoint: &str) -> String {
+    let mut tool: Value = serde_json::from_str(SEED_TOOL).unwrap();
+    tool["name"] = json!(name);
+    tool["riskTier"] = json!(tier);
+    tool["endpoint"] = json!(endpoint);
+    tool.to_string()
+}
+
 fn agent_with(name: &str, tier: &str, capabilities: &str) -> String {
     SEED_AGENT
         .replace("coder-agent-v1", name)
@@ -212,8 +242,50 @@ async fn every_enforcement_point_refuses_what_its_policy_denies() {
         .await;
     m.assert_refused(r, "data.export").await;
 
+    // tool.call and egress: refused before anything leaves for the tool.
+    let (endpoint, received) = echo_tool().await;
+    m.swap_policy(&deny_only("tool.call")).await;
+    let tool = m
+        .post(
+            "tool-registry",
+            "/api/v1/tools",
+            &tool_with_endpoint("echo", "low", &endpoint),
+        )
+        .await;
+    assert_eq!(tool.status, 201, "{}", tool.body);
+    let invoke = format!("/api/v1/tools/{}/invoke", tool.body["id"].as_str().unwrap());
+    let call = json!({"agentId": agent.body["id"], "arguments": {"query": "rust"}}).to_string();
+    let r = m.post("tool-registry", &invoke, &call).await;
+    m.assert_refused(r, "tool.call").await;
+    m.swap_policy(&deny_only("egress")).await;
+    let r = m.post("tool-registry", &invoke, &call).await;
+    m.assert_refused(r, "egress").await;
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "nothing reached the tool"
+    );
+
+    // secret.read: refused, nothing read.
+    m.swap_policy(&deny_only("secret.read")).await;
+    let secret = format!(
+        "/api/v1/agents/{}/secrets/github_token",
+        agent.body["id"].as_str().unwrap()
+    );
+    let r = m.get("agent-registry", &secret).await;
+    m.assert_refused(r, "secret.read").await;
+
     // Under the last policy the earlier points are allowed again, and the allowed
     // decisions went into the log with the writes they allowed.
+    let r = m.get("agent-registry", &secret).await;
+    assert_eq!(r.status, 403);
+    let r = m.post("tool-registry", &invoke, &call).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["output"]["echo"]["query"], "rust");
+    assert_eq!(received.lock().unwrap().len(), 1);
+    m.swap_policy(&deny_only("nothing")).await;
+    let r = m.get("agent-registry", &secret).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["value"], "ghs_example");
     let r = m.post("tool-registry", "/api/v1/tools", SEED_TOOL).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let allowed = m.decisions("tool.register").await;
@@ -724,4 +796,144 @@ fn approvals_from_the_command_line() {
     let twice = mesh(&["approvals", "reject", id, "--data-dir", data]);
     assert!(!twice.status.success());
     assert!(String::from_utf8_lossy(&twice.stderr).contains("awaiting approval"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_bundle_guards_tool_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = MeshProcess::up(dir.path(), &[]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let tools = format!("{}/api/v1/tools", process.url("tool-registry"));
+    let (endpoint, received) = echo_tool().await;
+    let agent = api
+        .post(
+            &format!("{}/api/v1/agents", process.url("agent-registry")),
+            &admin,
+            &agent_with("searcher", "low", r#"["search"]"#),
+        )
+        .await;
+    let agent_id = agent.body["id"].as_str().unwrap().to_string();
+    let register = |name: &'static str, tier: &'static str, url: String| {
+        let (api, tools, admin) = (api.clone(), tools.clone(), admin.clone());
+        async move {
+            let r = api
+                .post(&tools, &admin, &tool_with_endpoint(name, tier, &url))
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            format!("{tools}/{}/invoke", r.body["id"].as_str().unwrap())
+        }
+    };
+    let echo = register("echo", "low", endpoint.clone()).await;
+    let deploy = register("deploy", "high", endpoint.clone()).await;
+    let outside = register("outside", "low", "http://example.com:9/".into()).await;
+    let wire = register("wire_money", "critical", endpoint.clone()).await;
+    let call =
+        |query: &str| json!({"agentId": agent_id, "arguments": {"query": query}}).to_string();
+
+    // Personal data is masked before it leaves, and the reply says so.
+    let r = api
+        .post(&echo, &admin, &call("mail ann@example.com today"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["redacted"], true);
+    assert_eq!(received.lock().unwrap()[0]["query"], "mail **** today");
+
+    let r = api.post(&deploy, &admin, &call("x")).await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not cover"),
+        "{}",
+        r.body
+    );
+    let r = api.post(&outside, &admin, &call("x")).await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not on the egress allowlist"),
+        "{}",
+        r.body
+    );
+    // A critical-tier tool: a low-tier agent is refused outright; even a critical-tier
+    // agent needs a human.
+    let r = api.post(&wire, &admin, &call("x")).await;
+    assert_eq!(r.body["error"]["code"], "policy_denied", "{}", r.body);
+    let trusted = api
+        .post(
+            &format!("{}/api/v1/agents", process.url("agent-registry")),
+            &admin,
+            &agent_with("treasurer", "critical", r#"["pay"]"#),
+        )
+        .await;
+    let critical_call =
+        json!({"agentId": trusted.body["id"], "arguments": {"query": "x"}}).to_string();
+    let r = api.post(&wire, &admin, &critical_call).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body["error"]["code"], "approval_required", "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("security-oncall")
+    );
+    assert_eq!(
+        received.lock().unwrap().len(),
+        1,
+        "only the allowed call went out"
+    );
+
+    // Arguments that break the tool's input schema are a 400, decided before policy.
+    let bad = json!({"agentId": agent_id, "arguments": {"query": 7}}).to_string();
+    let r = api.post(&echo, &admin, &bad).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"]["field"], "arguments");
+
+    // The call is in provenance, and the egress decision was logged without the body.
+    let events = api
+        .get(
+            &format!(
+                "{}/api/v1/provenance/events?limit=1000",
+                process.url("provenance-service")
+            ),
+            &admin,
+        )
+        .await;
+    let calls: Vec<&Value> = events
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "tool_call")
+        .collect();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["payload"]["success"], true);
+    assert_eq!(calls[0]["payload"]["agentId"], agent_id.as_str());
+    let log = api
+        .get(
+            &format!(
+                "{}/api/v1/policy/decisions?limit=1000",
+                process.url("policy-enforcer")
+            ),
+            &admin,
+        )
+        .await;
+    let egress: Vec<&Value> = log.body["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["labels"]["point"] == "egress")
+        .collect();
+    assert!(!egress.is_empty());
+    for d in egress {
+        assert!(
+            d["input"]["resource"]["attributes"].get("body").is_none(),
+            "{d}"
+        );
+        assert!(d["input"]["resource"]["attributes"]["host"].is_string());
+    }
 }

@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 const TOOL_COLUMNS: &str = "id, name, version, description, input_schema, output_schema, risk_tier, \
-     rate_limit, cost_model, status, registered_at";
+     rate_limit, cost_model, status, registered_at, endpoint";
 
 fn tool_from_row(row: &Row) -> Result<Tool> {
     Ok(Tool {
@@ -24,6 +24,7 @@ fn tool_from_row(row: &Row) -> Result<Tool> {
         cost_model: opt_json(row, 8)?,
         status: parsed(row, 9)?,
         registered_at: get(row, 10)?,
+        endpoint: get(row, 11)?,
     })
 }
 
@@ -33,7 +34,7 @@ impl ToolStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
-            &format!("INSERT INTO tools ({TOOL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+            &format!("INSERT INTO tools ({TOOL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
             &[
                 &tool.id,
                 &tool.name,
@@ -46,6 +47,7 @@ impl ToolStore for PgStore {
                 &tool.cost_model.as_ref().map(to_json),
                 &tool.status.as_str(),
                 &tool.registered_at,
+                &tool.endpoint,
             ],
         )
         .await

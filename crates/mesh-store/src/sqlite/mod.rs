@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "preemption", include_str!("migrate_4.sql")),
     (5, "claim index", include_str!("migrate_5.sql")),
     (6, "provenance by action", include_str!("migrate_6.sql")),
+    (7, "tool endpoints", include_str!("migrate_7.sql")),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.

@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 use uuid::Uuid;
 
 const TOOL_COLUMNS: &str = "id, name, version, description, input_schema, output_schema, risk_tier, \
-     rate_limit, cost_model, status, registered_at";
+     rate_limit, cost_model, status, registered_at, endpoint";
 
 fn tool_from_row(row: &Row<'_>) -> rusqlite::Result<Tool> {
     Ok(Tool {
@@ -24,6 +24,7 @@ fn tool_from_row(row: &Row<'_>) -> rusqlite::Result<Tool> {
         cost_model: opt_json(row, 8)?,
         status: parsed(row, 9)?,
         registered_at: ts(row, 10)?,
+        endpoint: row.get(11)?,
     })
 }
 
@@ -47,7 +48,7 @@ impl ToolStore for SqliteStore {
                     tool.name
                 )));
             }
-            tx.prepare_cached(&format!("INSERT INTO tools ({TOOL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))?.execute(params![
+            tx.prepare_cached(&format!("INSERT INTO tools ({TOOL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"))?.execute(params![
                     tool.id.to_string(),
                     tool.name,
                     tool.version,
@@ -59,6 +60,7 @@ impl ToolStore for SqliteStore {
                     tool.cost_model.as_ref().map(to_json),
                     tool.status.as_str(),
                     fmt_ts(&tool.registered_at),
+                    tool.endpoint,
                 ],)?;
             append_in_tx(tx, audit)?;
             Ok(())
