@@ -75,6 +75,7 @@ impl Role {
                     | ToolRead
                     | ToolInvoke
                     | SecretRead
+                    | ModelCall
                     | EventsPublish
                     | EventsRead
                     | PolicyEvaluate
@@ -135,6 +136,8 @@ pub enum Permission {
     ToolInvoke,
     /// Read a secret for an agent (the `secret.read` policy decides which).
     SecretRead,
+    /// Call a model through the routing gateway.
+    ModelCall,
     ProvenanceRead,
     ProvenanceVerify,
     /// Publish to a topic of the events bus.
@@ -166,6 +169,7 @@ impl Permission {
         Permission::ToolRead,
         Permission::ToolInvoke,
         Permission::SecretRead,
+        Permission::ModelCall,
         Permission::ProvenanceRead,
         Permission::ProvenanceVerify,
         Permission::EventsPublish,
@@ -192,6 +196,7 @@ impl Permission {
             Permission::ToolRead => "tool.read",
             Permission::ToolInvoke => "tool.invoke",
             Permission::SecretRead => "secret.read",
+            Permission::ModelCall => "model.call",
             Permission::ProvenanceRead => "provenance.read",
             Permission::ProvenanceVerify => "provenance.verify",
             Permission::EventsPublish => "events.publish",

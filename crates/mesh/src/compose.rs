@@ -5,6 +5,7 @@ use crate::config::Config;
 use anyhow::{Context, Result};
 use axum::Router;
 use mesh_bus::EventsBus;
+use mesh_gateway::Gateway;
 use mesh_orchestrator::Orchestrator;
 use mesh_policy::{DecisionLogger, Enforcer, PolicyService};
 use mesh_provenance::ProvenanceService;
@@ -27,12 +28,12 @@ pub struct Cores {
     /// Finishes once the decision log is flushed, after the policy service stops.
     pub decision_log: Option<JoinHandle<()>>,
     pub orchestrator: Option<Arc<Orchestrator>>,
+    pub gateway: Option<Arc<Gateway>>,
     pub queue: Option<Arc<TaskQueue>>,
     pub agents: Option<Arc<AgentRegistry>>,
     pub tools: Option<Arc<ToolRegistry>>,
     pub provenance: Option<Arc<ProvenanceService>>,
     pub bus: Option<Arc<EventsBus>>,
-    contexts: Vec<ServiceContext>,
 }
 
 impl Cores {
@@ -116,34 +117,30 @@ impl Cores {
         } else {
             None
         };
-        let contexts = [ServiceName::RoutingGateway]
-            .into_iter()
-            .filter(|s| here(*s))
-            .map(ctx)
-            .collect();
+        let gateway = here(ServiceName::RoutingGateway)
+            .then(|| Gateway::new(ctx(ServiceName::RoutingGateway), policy.clone()));
         Ok(Cores {
             policy,
             policy_service,
             decision_log,
             orchestrator,
+            gateway,
             queue,
             agents,
             tools,
             provenance,
             bus,
-            contexts,
         })
     }
 
     fn router(&self, service: ServiceName) -> Option<Router> {
-        let plain = |s| self.contexts.iter().find(|c| c.name == s);
         Some(match service {
             ServiceName::Orchestrator => mesh_orchestrator::router(self.orchestrator.clone()?),
             ServiceName::TaskQueue => mesh_queue::router(self.queue.clone()?),
             ServiceName::AgentRegistry => mesh_registry::agent_router(self.agents.clone()?),
             ServiceName::ToolRegistry => mesh_registry::tool_router(self.tools.clone()?),
             ServiceName::Provenance => mesh_provenance::router(self.provenance.clone()?),
-            ServiceName::RoutingGateway => mesh_gateway::router(plain(service)?),
+            ServiceName::RoutingGateway => mesh_gateway::router(self.gateway.clone()?),
             ServiceName::PolicyEnforcer => mesh_policy::router(self.policy_service.clone()?),
             ServiceName::EventsBus => mesh_bus::router(self.bus.clone()?),
         })

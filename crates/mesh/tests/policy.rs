@@ -265,6 +265,15 @@ async fn every_enforcement_point_refuses_what_its_policy_denies() {
         "nothing reached the tool"
     );
 
+    // model.call: refused, no model called.
+    m.swap_policy(&deny_only("model.call")).await;
+    let chat =
+        json!({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let r = m
+        .post("routing-gateway", "/v1/chat/completions", &chat)
+        .await;
+    m.assert_refused(r, "model.call").await;
+
     // secret.read: refused, nothing read.
     m.swap_policy(&deny_only("secret.read")).await;
     let secret = format!(
@@ -281,6 +290,29 @@ async fn every_enforcement_point_refuses_what_its_policy_denies() {
     let r = m.post("tool-registry", &invoke, &call).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["output"]["echo"]["query"], "rust");
+    let r = m
+        .post("routing-gateway", "/v1/chat/completions", &chat)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let events = m
+        .get("provenance-service", "/api/v1/provenance/events?limit=1000")
+        .await;
+    let count = |action: &str| {
+        events
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action)
+            .count()
+    };
+    assert_eq!(
+        count("model_call"),
+        1,
+        "only the allowed model call was made"
+    );
+    assert_eq!(count("tool_call"), 1, "only the allowed tool call was made");
+    assert_eq!(count("secret_read"), 0);
     assert_eq!(received.lock().unwrap().len(), 1);
     m.swap_policy(&deny_only("nothing")).await;
     let r = m.get("agent-registry", &secret).await;
@@ -936,4 +968,131 @@ async fn the_default_bundle_guards_tool_calls() {
         );
         assert!(d["input"]["resource"]["attributes"]["host"].is_string());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_calls_through_the_gateway_are_judged_and_traced() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = MeshProcess::up(dir.path(), &[]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let gw = process.url("routing-gateway");
+    let models = api.get(&format!("{gw}/v1/models"), &admin).await;
+    assert_eq!(models.body["object"], "list");
+    assert_eq!(models.body["data"][0]["id"], "sim-small");
+
+    let agent = api
+        .post(
+            &format!("{}/api/v1/agents", process.url("agent-registry")),
+            &admin,
+            &agent_with("writer", "low", r#"["write"]"#),
+        )
+        .await;
+    let task = api
+        .post(
+            &format!("{}/api/v1/tasks", process.url("mesh-orchestrator")),
+            &admin,
+            SEED_TASK,
+        )
+        .await;
+    let task_id = task.body["taskId"].as_str().unwrap().to_string();
+    let body = json!({"model": "sim-small", "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "summarise the mail from ann@example.com"}
+    ]})
+    .to_string();
+    let send = |body: String, headers: Vec<(&'static str, String)>| {
+        let mut req = api
+            .http
+            .post(format!("{gw}/v1/chat/completions"))
+            .bearer_auth(&admin)
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    let resp = send(
+        body.clone(),
+        vec![
+            (
+                "x-mesh-agent-id",
+                agent.body["id"].as_str().unwrap().to_string(),
+            ),
+            ("x-mesh-task-id", task_id.clone()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let reply: Value = resp.json().await.unwrap();
+    assert_eq!(reply["object"], "chat.completion");
+    assert!(
+        reply["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("[sim]")
+    );
+    assert!(reply["usage"]["total_tokens"].as_u64().unwrap() > 0);
+
+    // The call is a ModelCall node the agent INVOKED, on the task's graph; the email
+    // was masked before the provider saw it.
+    let p = api
+        .get(
+            &format!(
+                "{}/api/v1/provenance/task/{task_id}",
+                process.url("provenance-service")
+            ),
+            &admin,
+        )
+        .await;
+    let call = p.body["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "model_call")
+        .cloned()
+        .expect("model_call on the task's timeline");
+    assert_eq!(call["provider"], "sim");
+    assert_eq!(call["redacted"], true);
+    assert!(
+        p.body["graph"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "INVOKED" && e["from"] == agent.body["id"]),
+        "{}",
+        p.body["graph"]
+    );
+
+    // Bad input.
+    let unknown = api
+        .post(
+            &format!("{gw}/v1/chat/completions"),
+            &admin,
+            &body.replace("sim-small", "gpt-9"),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert!(
+        unknown.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sim-small")
+    );
+    let malformed = api
+        .post(
+            &format!("{gw}/v1/chat/completions"),
+            &admin,
+            r#"{"model": "sim-small"}"#,
+        )
+        .await;
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    let bad_class = send(
+        body,
+        vec![("x-mesh-data-classification", "secretish".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad_class.status(), 400);
 }

@@ -1,0 +1,98 @@
+//! HTTP on port 5001: OpenAI's `GET /v1/models` and `POST /v1/chat/completions`.
+
+use crate::{CallContext, ChatRequest, Gateway};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mesh_service::openapi::{Op, document};
+use mesh_service::{ApiError, Caller, JsonBody, ServiceName};
+use mesh_types::Permission;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub fn router(core: Arc<Gateway>) -> Router {
+    let auth = core.context().auth.clone();
+    let api = Router::new()
+        .route(
+            "/v1/models",
+            get(models).route_layer(auth.require(Permission::ModelCall)),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(chat).route_layer(auth.require(Permission::ModelCall)),
+        )
+        .with_state(core.clone());
+    let doc = document(
+        ServiceName::RoutingGateway,
+        &[
+            Op::guarded(
+                "get",
+                "/v1/models",
+                "Models served (OpenAI list shape)",
+                Permission::ModelCall,
+                None,
+                (200, "{object: list, data}"),
+            ),
+            Op::guarded(
+                "post",
+                "/v1/chat/completions",
+                "OpenAI Chat Completions (non-streaming); x-mesh-agent-id, x-mesh-task-id, x-mesh-data-classification headers carry mesh context",
+                Permission::ModelCall,
+                Some(json!({"type": "object", "required": ["model", "messages"]})),
+                (200, "chat.completion"),
+            ),
+        ],
+    );
+    mesh_service::server::finish_router(core.context(), api, doc)
+}
+
+async fn models(State(core): State<Arc<Gateway>>, _caller: Caller) -> Json<Value> {
+    let data: Vec<Value> = core
+        .models()
+        .into_iter()
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn chat(
+    State(core): State<Arc<Gateway>>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<ChatRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let call = call_context(&headers)?;
+    Ok(Json(core.chat(&caller.principal, call, request).await?))
+}
+
+fn call_context(headers: &HeaderMap) -> Result<CallContext, ApiError> {
+    let text = |name: &str| -> Result<Option<String>, ApiError> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_string)
+                    .map_err(|_| ApiError::invalid(name, format!("{name}: not text")))
+            })
+            .transpose()
+    };
+    let uuid = |name: &str| -> Result<Option<uuid::Uuid>, ApiError> {
+        text(name)?
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| ApiError::invalid(name, format!("{name}: `{v}` is not a UUID")))
+            })
+            .transpose()
+    };
+    let classification = text("x-mesh-data-classification")?;
+    if let Some(c) = &classification {
+        c.parse::<mesh_types::DataClassification>()
+            .map_err(|e| ApiError::invalid("x-mesh-data-classification", e.to_string()))?;
+    }
+    Ok(CallContext {
+        agent_id: uuid("x-mesh-agent-id")?,
+        task_id: uuid("x-mesh-task-id")?,
+        data_classification: classification,
+    })
+}
