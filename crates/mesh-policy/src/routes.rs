@@ -44,6 +44,8 @@ pub fn router(service: Arc<PolicyService>) -> Router {
             "/api/v1/evaluate",
             post(evaluate_context).route_layer(evaluate()),
         )
+        // OPA's health check, for OPA clients and probes that expect it.
+        .route("/health", get(|| async { Json(json!({})) }))
         .route(
             "/api/v1/policy/status",
             get(status).route_layer(auth.require(Permission::PolicyRead)),

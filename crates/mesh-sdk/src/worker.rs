@@ -11,6 +11,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+/// Longest pause between claims that keep failing (refused by policy, mesh down).
+const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// Task types to claim; `None` means the agent's capabilities.
@@ -102,6 +105,7 @@ impl<A: BaseAgent> Worker<A> {
         let counters = Arc::new(Counters::default());
         let mut running = JoinSet::new();
         tokio::pin!(shutdown);
+        let mut failed_claims = 0u32;
         loop {
             // Wait for a free slot, unless told to stop.
             let permit = tokio::select! {
@@ -117,11 +121,21 @@ impl<A: BaseAgent> Worker<A> {
                 wait_ms: Some(self.options.claim_wait.as_millis() as u64),
             };
             let leases = match self.client.queue.claim(&self.client.caller, body).await {
-                Ok(leases) => leases,
+                Ok(leases) => {
+                    failed_claims = 0;
+                    leases
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "claim failed; retrying");
+                    // Back off exponentially: a queue whose waiting work the policy
+                    // will not assign to this agent must not be asked (and the refusal
+                    // logged) several times a second.
+                    failed_claims = failed_claims.saturating_add(1);
+                    let wait = (self.options.poll_interval * 4)
+                        .saturating_mul(1 << failed_claims.min(7))
+                        .min(MAX_CLAIM_BACKOFF);
+                    tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "claim failed");
                     drop(permit);
-                    if pause(&mut shutdown, self.options.poll_interval * 4).await {
+                    if pause(&mut shutdown, wait).await {
                         break;
                     }
                     continue;

@@ -591,6 +591,8 @@ async fn the_opa_data_api_answers_as_opa_does() {
         .await;
     assert_eq!(unauthenticated.status, 401);
 
+    let health = api.call("GET", &format!("{base}/health"), None, None).await;
+    assert_eq!((health.status, health.body.clone()), (200, json!({})));
     let policies = api.get(&format!("{base}/v1/policies"), &admin).await;
     let ids: Vec<&str> = policies.body["result"]
         .as_array()
