@@ -184,6 +184,7 @@ fn assemble(files: Vec<(String, Vec<u8>)>, origin: String) -> Result<PolicySourc
     let mut modules = Vec::new();
     let mut data = Value::Object(Map::new());
     let mut revision = None;
+    let mut roots: Option<Vec<String>> = None;
     let mut hasher = Sha256::new();
     for (path, bytes) in files {
         hasher.update(path.as_bytes());
@@ -199,6 +200,12 @@ fn assemble(files: Vec<(String, Vec<u8>)>, origin: String) -> Result<PolicySourc
                 .get("revision")
                 .and_then(Value::as_str)
                 .map(str::to_string);
+            roots = manifest.get("roots").and_then(Value::as_array).map(|r| {
+                r.iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| s.trim_matches('/').to_string())
+                    .collect()
+            });
         } else {
             let doc: Value = serde_json::from_str(&text)
                 .map_err(|e| PolicyError::Load(format!("{path}: {e}")))?;
@@ -214,6 +221,9 @@ fn assemble(files: Vec<(String, Vec<u8>)>, origin: String) -> Result<PolicySourc
     if modules.is_empty() {
         return Err(PolicyError::Load(format!("{origin}: no .rego files")));
     }
+    if let Some(roots) = &roots {
+        check_roots(roots, &modules, &data)?;
+    }
     let revision = revision.unwrap_or_else(|| {
         let digest = hex::encode(hasher.finalize());
         format!("sha256:{}", &digest[..16])
@@ -224,6 +234,40 @@ fn assemble(files: Vec<(String, Vec<u8>)>, origin: String) -> Result<PolicySourc
         revision,
         origin,
     })
+}
+
+/// As OPA does: a bundle whose manifest lists roots may only define packages and data
+/// under them (`""` claims everything).
+fn check_roots(roots: &[String], modules: &[Module], data: &Value) -> Result<(), PolicyError> {
+    if roots.iter().any(String::is_empty) {
+        return Ok(());
+    }
+    let covered = |path: &str| {
+        roots.iter().any(|r| {
+            path == r || path.starts_with(&format!("{r}/")) || r.starts_with(&format!("{path}/"))
+        })
+    };
+    for module in modules {
+        if let Some(package) = crate::engine::package_of(&module.source) {
+            let path = package.replace('.', "/");
+            if !covered(&path) {
+                return Err(PolicyError::Load(format!(
+                    "{}: package {package} is outside the bundle's roots {roots:?}",
+                    module.path
+                )));
+            }
+        }
+    }
+    if let Value::Object(map) = data {
+        for key in map.keys() {
+            if !covered(key) {
+                return Err(PolicyError::Load(format!(
+                    "data.json: data.{key} is outside the bundle's roots {roots:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn merge_at(root: &mut Value, path: &[&str], doc: Value) -> Result<(), String> {
@@ -290,6 +334,29 @@ mod tests {
         ];
         let err = assemble(clash, "t".into()).unwrap_err().to_string();
         assert!(err.contains("x/data.json"), "{err}");
+    }
+
+    #[test]
+    fn manifest_roots_bound_packages_and_data() {
+        let bundle = |package: &str, data: &str| {
+            vec![
+                (
+                    ".manifest".into(),
+                    br#"{"revision": "r", "roots": ["mesh", "mesh_config"]}"#.to_vec(),
+                ),
+                ("a.rego".into(), format!("package {package}").into_bytes()),
+                ("data.json".into(), data.as_bytes().to_vec()),
+            ]
+        };
+        assert!(assemble(bundle("mesh.tools", r#"{"mesh_config": {}}"#), "t".into()).is_ok());
+        let err = assemble(bundle("other", "{}"), "t".into())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("package other is outside"), "{err}");
+        let err = assemble(bundle("mesh", r#"{"stray": 1}"#), "t".into())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("data.stray"), "{err}");
     }
 
     #[test]
