@@ -52,6 +52,35 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// Reads a provider's `chat.completion` reply.
+    pub fn from_openai(reply: &Value) -> Option<Self> {
+        let choice = reply.get("choices")?.get(0)?;
+        let content = match choice.get("message")?.get("content")? {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            _ => return None,
+        };
+        let usage = reply.get("usage");
+        let count = |k: &str| {
+            usage
+                .and_then(|u| u.get(k))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        let finish_reason = match choice.get("finish_reason").and_then(Value::as_str) {
+            Some("length") => "length",
+            Some("tool_calls") => "tool_calls",
+            Some("content_filter") => "content_filter",
+            _ => "stop",
+        };
+        Some(Completion {
+            content,
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: count("completion_tokens"),
+            finish_reason,
+        })
+    }
+
     /// The `chat.completion` object OpenAI clients expect.
     pub fn to_openai(&self, id: &str, model: &str, created: i64) -> Value {
         json!({

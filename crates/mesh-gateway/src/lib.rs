@@ -3,15 +3,18 @@
 //! before it reaches the provider) and leaves a `ModelCall` in provenance, linked from
 //! the calling agent.
 //!
-//! This is the gateway's first slice: the built-in `sim` provider, non-streaming calls.
-//! Upstream providers, routing strategies, failover, rate limits and budgets are the
-//! routing-gateway issue's.
+//! This is the gateway's first slice: the built-in `sim` provider and OpenAI-compatible
+//! upstreams, non-streaming text completions, one provider per model. Streaming, tool
+//! calls, the Anthropic API, routing strategies, failover, rate limits and budgets are
+//! the routing-gateway issue's remaining work.
 
 mod chat;
+mod providers;
 mod routes;
 mod sim;
 
 pub use chat::{ChatRequest, Completion, Message};
+pub use providers::{Provider, ProviderConfig, resolve_secret};
 pub use routes::router;
 
 use mesh_policy::{Actor, Enforcer, Point, Resource, inputs};
@@ -25,6 +28,8 @@ use uuid::Uuid;
 pub struct Gateway {
     ctx: ServiceContext,
     policy: Arc<Enforcer>,
+    providers: Vec<Provider>,
+    http: reqwest::Client,
 }
 
 /// Mesh context a caller may attach to a model call (as `x-mesh-*` headers).
@@ -36,8 +41,42 @@ pub struct CallContext {
 }
 
 impl Gateway {
-    pub fn new(ctx: ServiceContext, policy: Arc<Enforcer>) -> Arc<Self> {
-        Arc::new(Self { ctx, policy })
+    /// A gateway serving `sim` and the configured providers; a model served by two
+    /// providers is refused (routing between them is not built yet).
+    pub fn new(
+        ctx: ServiceContext,
+        policy: Arc<Enforcer>,
+        configured: Vec<Provider>,
+    ) -> Result<Arc<Self>, String> {
+        let mut providers = vec![Provider::sim()];
+        for p in configured {
+            if providers.iter().any(|q| q.name == p.name) {
+                return Err(format!(
+                    "[[gateway.providers]]: two providers are named {}",
+                    p.name
+                ));
+            }
+            if let Some(model) = p
+                .models
+                .iter()
+                .find(|m| providers.iter().any(|q| q.models.contains(m)))
+            {
+                return Err(format!(
+                    "[[gateway.providers]] {}: model {model} is already served",
+                    p.name
+                ));
+            }
+            providers.push(p);
+        }
+        Ok(Arc::new(Self {
+            ctx,
+            policy,
+            providers,
+            http: reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|e| e.to_string())?,
+        }))
     }
 
     pub fn context(&self) -> &ServiceContext {
@@ -45,8 +84,11 @@ impl Gateway {
     }
 
     /// The models this gateway serves, as `(id, provider)`.
-    pub fn models(&self) -> Vec<(&'static str, &'static str)> {
-        sim::MODELS.iter().map(|m| (*m, sim::PROVIDER)).collect()
+    pub fn models(&self) -> Vec<(&str, &str)> {
+        self.providers
+            .iter()
+            .flat_map(|p| p.models.iter().map(move |m| (m.as_str(), p.name.as_str())))
+            .collect()
     }
 
     pub async fn chat(
@@ -55,14 +97,19 @@ impl Gateway {
         call: CallContext,
         mut request: ChatRequest,
     ) -> Result<Value, ApiError> {
-        if !sim::MODELS.contains(&request.model.as_str()) {
+        let Some(provider) = self
+            .providers
+            .iter()
+            .find(|p| p.models.contains(&request.model))
+        else {
+            let known: Vec<&str> = self.models().into_iter().map(|(m, _)| m).collect();
             return Err(ApiError::not_found(format!(
                 "model `{}` does not exist; known models: {}",
                 request.model,
-                sim::MODELS.join(", ")
+                known.join(", ")
             ))
             .with_field("model"));
-        }
+        };
         if request.messages.is_empty() {
             return Err(ApiError::invalid(
                 "messages",
@@ -81,15 +128,31 @@ impl Gateway {
             })?),
             None => None,
         };
-        let verdict = self.decide(caller, &call, agent.as_ref(), &request).await?;
+        let verdict = self
+            .decide(caller, &call, agent.as_ref(), &provider.name, &request)
+            .await?;
         if let Some(messages) = verdict.input["resource"]["attributes"].get("body")
             && let Ok(messages) = serde_json::from_value(messages.clone())
         {
             request.messages = messages;
         }
         let started = Instant::now();
-        let completion = sim::complete(&request);
+        let outcome = provider.complete(&self.http, &request).await;
         let latency_ms = started.elapsed().as_millis() as u64;
+        let completion = match outcome {
+            Ok(c) => c,
+            Err(err) => {
+                // The decision stands in the log even when the provider failed.
+                let failed = EventDraft::new("model_call_failed", &caller.name, "model", Some(request.model.clone()))
+                    .payload(json!({"provider": provider.name, "model": request.model, "error": err.message, "latencyMs": latency_ms}));
+                self.ctx
+                    .store
+                    .provenance
+                    .append(vec![verdict.audit, failed])
+                    .await?;
+                return Err(err);
+            }
+        };
         let call_id = Uuid::now_v7();
         let created = mesh_types::time::now().timestamp();
         let reply = completion.to_openai(
@@ -109,7 +172,7 @@ impl Gateway {
         )
         .payload(json!({
             "modelCallId": call_id,
-            "provider": sim::PROVIDER,
+            "provider": provider.name,
             "model": request.model,
             "tokensIn": completion.prompt_tokens,
             "tokensOut": completion.completion_tokens,
@@ -135,6 +198,7 @@ impl Gateway {
         caller: &Principal,
         call: &CallContext,
         agent: Option<&Agent>,
+        provider: &str,
         request: &ChatRequest,
     ) -> Result<mesh_policy::Verdict, ApiError> {
         let subject = match agent {
@@ -150,7 +214,7 @@ impl Gateway {
                     .unwrap_or_else(|| "internal".into()),
             ),
             attributes: json!({
-                "provider": sim::PROVIDER,
+                "provider": provider,
                 "model": request.model,
                 "body": request.messages,
             }),

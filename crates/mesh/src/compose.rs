@@ -5,7 +5,7 @@ use crate::config::Config;
 use anyhow::{Context, Result};
 use axum::Router;
 use mesh_bus::EventsBus;
-use mesh_gateway::Gateway;
+use mesh_gateway::{Gateway, Provider};
 use mesh_orchestrator::Orchestrator;
 use mesh_policy::{DecisionLogger, Enforcer, PolicyService};
 use mesh_provenance::ProvenanceService;
@@ -117,8 +117,20 @@ impl Cores {
         } else {
             None
         };
-        let gateway = here(ServiceName::RoutingGateway)
-            .then(|| Gateway::new(ctx(ServiceName::RoutingGateway), policy.clone()));
+        let gateway = if here(ServiceName::RoutingGateway) {
+            let providers = config
+                .providers
+                .iter()
+                .map(|p| Provider::from_config(p, config.secrets_dir.as_deref()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(
+                Gateway::new(ctx(ServiceName::RoutingGateway), policy.clone(), providers)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            )
+        } else {
+            None
+        };
         Ok(Cores {
             policy,
             policy_service,

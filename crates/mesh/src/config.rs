@@ -4,6 +4,7 @@
 //! tests can resolve configurations from strings.
 
 use anyhow::{Context, Result, bail};
+use mesh_gateway::ProviderConfig;
 use mesh_policy::PolicyLocation;
 use mesh_queue::QueueConfig;
 use mesh_service::ServiceName;
@@ -33,6 +34,16 @@ pub struct FileConfig {
     pub policy: PolicyFileConfig,
     #[serde(default)]
     pub secrets: SecretsFileConfig,
+    #[serde(default)]
+    pub gateway: GatewayFileConfig,
+}
+
+/// `[gateway]`: model providers besides the built-in `sim`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFileConfig {
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
 }
 
 /// `[secrets]`: the mounted-secrets directory agents read from (one file per secret).
@@ -158,6 +169,8 @@ pub struct Config {
     pub policy: PolicySettings,
     /// `None`: no secret store; secret reads answer 404.
     pub secrets_dir: Option<PathBuf>,
+    /// `[[gateway.providers]]`, checked at start-up (credentials resolved then).
+    pub providers: Vec<ProviderConfig>,
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".mesh";
@@ -231,6 +244,7 @@ impl Config {
             queue,
             policy,
             secrets_dir: file.secrets.dir,
+            providers: file.gateway.providers,
             data_dir,
             store: flags.store.clone().or(file.store),
             bus: flags.bus.clone().or(file.bus),

@@ -1,0 +1,196 @@
+//! The routing gateway's OpenAI-compatible ingress against a protocol-faithful upstream:
+//! configured providers, credentials from the secret store, provider failures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Api, MeshProcess, mesh};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+/// What the fake upstream saw: the Authorization header and the body of each request.
+type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
+/// An OpenAI-compatible upstream: `/good/chat/completions` answers like OpenAI does,
+/// `/garbage/chat/completions` answers HTML, `/down/…` a 503.
+async fn upstream() -> (String, Seen) {
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let good = move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+        let log = log.clone();
+        async move {
+            let auth = headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string());
+            log.lock().unwrap().push((auth, body.clone()));
+            axum::Json(json!({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello from upstream"},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+            }))
+        }
+    };
+    let app = axum::Router::new()
+        .route("/good/chat/completions", axum::routing::post(good))
+        .route(
+            "/garbage/chat/completions",
+            axum::routing::post(|| async { "<html>oops</html>" }),
+        )
+        .route(
+            "/down/chat/completions",
+            axum::routing::post(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+fn config(base: &str) -> String {
+    format!(
+        r#"
+[secrets]
+dir = "secrets"
+
+[[gateway.providers]]
+name = "upstream"
+kind = "openai"
+base_url = "{base}/good"
+api_key = "secret://upstream_key"
+models = ["up-model"]
+
+[[gateway.providers]]
+name = "flaky"
+kind = "openai"
+base_url = "{base}/garbage"
+models = ["garbage-model"]
+
+[[gateway.providers]]
+name = "dead"
+kind = "openai"
+base_url = "{base}/down"
+models = ["down-model"]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_providers_are_called_with_their_secret() {
+    let (base, seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/upstream_key"), "sk-upstream-123\n").unwrap();
+    std::fs::write(dir.path().join("mesh.toml"), config(&base)).unwrap();
+    let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let gw = process.url("routing-gateway");
+
+    let models = api.get(&format!("{gw}/v1/models"), &admin).await;
+    let ids: Vec<(&str, &str)> = models.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].as_str().unwrap(), m["owned_by"].as_str().unwrap()))
+        .collect();
+    assert!(
+        ids.contains(&("up-model", "upstream")) && ids.contains(&("sim-small", "sim")),
+        "{ids:?}"
+    );
+
+    let chat = |model: &str| {
+        json!({"model": model, "temperature": 0.2,
+               "messages": [{"role": "user", "content": [{"type": "text", "text": "hi there"}]}]})
+        .to_string()
+    };
+    let r = api
+        .post(
+            &format!("{gw}/v1/chat/completions"),
+            &admin,
+            &chat("up-model"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["choices"][0]["message"]["content"],
+        "hello from upstream"
+    );
+    assert_eq!(r.body["usage"]["total_tokens"], 15);
+    let (auth, body) = seen.lock().unwrap()[0].clone();
+    assert_eq!(auth.as_deref(), Some("Bearer sk-upstream-123"));
+    assert_eq!(body["model"], "up-model");
+    assert_eq!(body["temperature"], 0.2, "unknown fields pass through");
+    assert_eq!(body["stream"], false);
+
+    // A provider answering garbage or 503 is a 502 naming the provider.
+    for model in ["garbage-model", "down-model"] {
+        let r = api
+            .post(&format!("{gw}/v1/chat/completions"), &admin, &chat(model))
+            .await;
+        assert_eq!(r.status, 502, "{}", r.body);
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("flaky") || message.contains("dead"),
+            "{message}"
+        );
+    }
+
+    // Calls and failures are in provenance with provider and token counts.
+    let events = api
+        .get(
+            &format!(
+                "{}/api/v1/provenance/events?limit=1000",
+                process.url("provenance-service")
+            ),
+            &admin,
+        )
+        .await;
+    let events = events.body.as_array().unwrap();
+    let call = events.iter().find(|e| e["action"] == "model_call").unwrap();
+    assert_eq!(call["payload"]["provider"], "upstream");
+    assert_eq!(call["payload"]["tokensIn"], 11);
+    assert_eq!(call["payload"]["tokensOut"], 4);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["action"] == "model_call_failed")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn credentials_must_come_from_the_secret_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let start = |toml: &str| {
+        let file = dir.path().join("m.toml");
+        std::fs::write(&file, toml).unwrap();
+        let mut args = vec![
+            "up".to_string(),
+            "--config".into(),
+            file.to_str().unwrap().into(),
+            "--data-dir".into(),
+            data.to_str().unwrap().into(),
+        ];
+        args.extend(common::ephemeral_listen_args());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = mesh(&refs);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let literal = start(
+        "[[gateway.providers]]\nname = \"x\"\nkind = \"openai\"\nbase_url = \"http://h/v1\"\napi_key = \"sk-live\"\nmodels = [\"m\"]\n",
+    );
+    assert!(literal.contains("secret://NAME"), "{literal}");
+    let missing = start(&format!(
+        "[secrets]\ndir = \"{}\"\n[[gateway.providers]]\nname = \"x\"\nkind = \"openai\"\nbase_url = \"http://h/v1\"\napi_key = \"secret://nope\"\nmodels = [\"m\"]\n",
+        dir.path().display()
+    ));
+    assert!(missing.contains("secret nope"), "{missing}");
+    let clash =
+        start("[[gateway.providers]]\nname = \"x\"\nkind = \"sim\"\nmodels = [\"sim-small\"]\n");
+    assert!(clash.contains("already served"), "{clash}");
+}
