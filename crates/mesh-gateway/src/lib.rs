@@ -12,9 +12,10 @@ mod chat;
 mod providers;
 mod routes;
 mod sim;
+mod stream;
 
 pub use chat::{ChatRequest, Completion, Message};
-pub use providers::{Provider, ProviderConfig, resolve_secret};
+pub use providers::{Provider, ProviderConfig, Upstream, resolve_secret};
 pub use routes::router;
 
 use mesh_policy::{Actor, Enforcer, Point, Resource, inputs};
@@ -30,6 +31,44 @@ pub struct Gateway {
     policy: Arc<Enforcer>,
     providers: Vec<Provider>,
     http: reqwest::Client,
+}
+
+/// A call that passed its policy point, about to be sent.
+struct Prepared {
+    provider: Provider,
+    request: ChatRequest,
+    actor: String,
+    agent: Option<(Uuid, String)>,
+    task: Option<Uuid>,
+    verdict: mesh_policy::Verdict,
+    call_id: Uuid,
+}
+
+impl Prepared {
+    fn reply_id(&self) -> String {
+        format!("chatcmpl-{}", self.call_id.simple())
+    }
+}
+
+/// What a call used, for its `ModelCall` record.
+struct Usage {
+    tokens_in: u64,
+    tokens_out: u64,
+    text: String,
+}
+
+impl From<&Completion> for Usage {
+    fn from(c: &Completion) -> Self {
+        Usage {
+            tokens_in: c.prompt_tokens,
+            tokens_out: c.completion_tokens,
+            text: c.content.clone(),
+        }
+    }
+}
+
+fn now_secs() -> i64 {
+    mesh_types::time::now().timestamp()
 }
 
 /// Mesh context a caller may attach to a model call (as `x-mesh-*` headers).
@@ -91,12 +130,136 @@ impl Gateway {
             .collect()
     }
 
+    /// A non-streaming call: the `chat.completion` object.
     pub async fn chat(
         &self,
         caller: &Principal,
         call: CallContext,
-        mut request: ChatRequest,
+        request: ChatRequest,
     ) -> Result<Value, ApiError> {
+        let prepared = self.prepare(caller, call, request).await?;
+        let started = Instant::now();
+        let outcome = prepared
+            .provider
+            .complete(&self.http, &prepared.request)
+            .await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        match outcome {
+            Ok(completion) => {
+                let reply =
+                    completion.to_openai(&prepared.reply_id(), &prepared.request.model, now_secs());
+                let usage = Usage::from(&completion);
+                self.record(prepared, Ok(usage), latency_ms).await?;
+                Ok(reply)
+            }
+            Err(err) => {
+                self.record(prepared, Err(err.message.clone()), latency_ms)
+                    .await?;
+                Err(err)
+            }
+        }
+    }
+
+    /// A streaming call: SSE frames for the client. The `ModelCall` is recorded when the
+    /// stream ends, with what passed through it.
+    pub async fn chat_stream(
+        self: &Arc<Self>,
+        caller: &Principal,
+        call: CallContext,
+        request: ChatRequest,
+    ) -> Result<axum::body::Body, ApiError> {
+        let prepared = self.prepare(caller, call, request).await?;
+        let started = Instant::now();
+        let upstream = match prepared
+            .provider
+            .open_stream(&self.http, &prepared.request)
+            .await
+        {
+            Ok(upstream) => upstream,
+            Err(err) => {
+                let latency_ms = started.elapsed().as_millis() as u64;
+                self.record(prepared, Err(err.message.clone()), latency_ms)
+                    .await?;
+                return Err(err);
+            }
+        };
+        match upstream {
+            Upstream::Whole(completion) => {
+                let frames = stream::chunks(
+                    &completion,
+                    &prepared.reply_id(),
+                    &prepared.request.model,
+                    now_secs(),
+                );
+                let latency_ms = started.elapsed().as_millis() as u64;
+                self.record(prepared, Ok(Usage::from(&completion)), latency_ms)
+                    .await?;
+                Ok(axum::body::Body::from_stream(futures_util::stream::iter(
+                    frames.into_iter().map(Ok::<_, std::convert::Infallible>),
+                )))
+            }
+            Upstream::Relay(response) => Ok(self.relay(prepared, response, started)),
+        }
+    }
+
+    /// Passes an upstream stream through chunk by chunk, tallying it for provenance.
+    fn relay(
+        self: &Arc<Self>,
+        prepared: Prepared,
+        response: reqwest::Response,
+        started: Instant,
+    ) -> axum::body::Body {
+        use futures_util::StreamExt;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(64);
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            let mut tally = stream::StreamTally::default();
+            let mut bytes = response.bytes_stream();
+            let mut error = None;
+            while let Some(chunk) = bytes.next().await {
+                match chunk {
+                    Ok(chunk) => {
+                        tally.feed(&chunk);
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            error = Some("the client disconnected mid-stream".to_string());
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        error = Some(format!(
+                            "provider {}: stream broke: {e}",
+                            prepared.provider.name
+                        ));
+                        let _ = tx.send(Err(std::io::Error::other(e))).await;
+                        break;
+                    }
+                }
+            }
+            let usage = Usage {
+                tokens_in: tally.prompt_tokens.unwrap_or(0),
+                // Without a usage frame, count content chunks (about a token each).
+                tokens_out: tally.completion_tokens.unwrap_or(tally.chunks),
+                text: tally.content,
+            };
+            let outcome = error.map_or(Ok(usage), Err);
+            let latency_ms = started.elapsed().as_millis() as u64;
+            if let Err(e) = gateway.record(prepared, outcome, latency_ms).await {
+                tracing::error!(error = %e.message, "could not record a streamed model call");
+            }
+        });
+        axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+
+    /// Checks the request, finds the provider, and asks `model.call` (whose
+    /// redactions replace the messages before they leave).
+    async fn prepare(
+        &self,
+        caller: &Principal,
+        call: CallContext,
+        mut request: ChatRequest,
+    ) -> Result<Prepared, ApiError> {
         let Some(provider) = self
             .providers
             .iter()
@@ -116,12 +279,6 @@ impl Gateway {
                 "messages: at least one message is required",
             ));
         }
-        if request.stream == Some(true) {
-            return Err(ApiError::invalid(
-                "stream",
-                "stream: streaming is not served by this gateway yet; send stream=false",
-            ));
-        }
         let agent = match call.agent_id {
             Some(id) => Some(self.ctx.store.agents.get_agent(id).await?.ok_or_else(|| {
                 ApiError::invalid("x-mesh-agent-id", format!("x-mesh-agent-id: no agent {id}"))
@@ -136,61 +293,64 @@ impl Gateway {
         {
             request.messages = messages;
         }
-        let started = Instant::now();
-        let outcome = provider.complete(&self.http, &request).await;
-        let latency_ms = started.elapsed().as_millis() as u64;
-        let completion = match outcome {
-            Ok(c) => c,
-            Err(err) => {
-                // The decision stands in the log even when the provider failed.
-                let failed = EventDraft::new("model_call_failed", &caller.name, "model", Some(request.model.clone()))
-                    .payload(json!({"provider": provider.name, "model": request.model, "error": err.message, "latencyMs": latency_ms}));
-                self.ctx
-                    .store
-                    .provenance
-                    .append(vec![verdict.audit, failed])
-                    .await?;
-                return Err(err);
+        Ok(Prepared {
+            provider: provider.clone(),
+            request,
+            actor: agent
+                .as_ref()
+                .map(|a| a.name.clone())
+                .unwrap_or_else(|| caller.name.clone()),
+            agent: agent.map(|a| (a.id, a.name)),
+            task: call.task_id,
+            verdict,
+            call_id: Uuid::now_v7(),
+        })
+    }
+
+    /// Appends the decision and the call (`model_call`, or `model_call_failed` with the
+    /// error) in one write.
+    async fn record(
+        &self,
+        prepared: Prepared,
+        outcome: Result<Usage, String>,
+        latency_ms: u64,
+    ) -> Result<(), ApiError> {
+        let p = prepared;
+        let redacted = p.verdict.decision.action == mesh_types::PolicyAction::AllowWithRedactions;
+        let mut payload = json!({
+            "modelCallId": p.call_id,
+            "provider": p.provider.name,
+            "model": p.request.model,
+            "latencyMs": latency_ms,
+            "agentId": p.agent.as_ref().map(|a| a.0),
+            "agentName": p.agent.as_ref().map(|a| a.1.clone()),
+            "redacted": redacted,
+            "stream": p.request.stream == Some(true),
+        });
+        let action = match outcome {
+            Ok(usage) => {
+                payload["tokensIn"] = json!(usage.tokens_in);
+                payload["tokensOut"] = json!(usage.tokens_out);
+                payload["outputSha256"] =
+                    json!(mesh_types::canonical::sha256_hex(&json!(usage.text)));
+                "model_call"
+            }
+            Err(error) => {
+                payload["error"] = json!(error);
+                "model_call_failed"
             }
         };
-        let call_id = Uuid::now_v7();
-        let created = mesh_types::time::now().timestamp();
-        let reply = completion.to_openai(
-            &format!("chatcmpl-{}", call_id.simple()),
-            &request.model,
-            created,
-        );
-        let actor_name = agent
-            .as_ref()
-            .map(|a| a.name.clone())
-            .unwrap_or_else(|| caller.name.clone());
-        let mut event = EventDraft::new(
-            "model_call",
-            &actor_name,
-            "model",
-            Some(request.model.clone()),
-        )
-        .payload(json!({
-            "modelCallId": call_id,
-            "provider": provider.name,
-            "model": request.model,
-            "tokensIn": completion.prompt_tokens,
-            "tokensOut": completion.completion_tokens,
-            "latencyMs": latency_ms,
-            "agentId": agent.as_ref().map(|a| a.id),
-            "agentName": agent.as_ref().map(|a| a.name.clone()),
-            "outputSha256": mesh_types::canonical::sha256_hex(&json!(completion.content)),
-            "redacted": verdict.decision.action == mesh_types::PolicyAction::AllowWithRedactions,
-        }));
-        if let Some(task) = call.task_id {
+        let mut event = EventDraft::new(action, &p.actor, "model", Some(p.request.model.clone()))
+            .payload(payload);
+        if let Some(task) = p.task {
             event = event.task(task);
         }
         self.ctx
             .store
             .provenance
-            .append(vec![verdict.audit, event])
+            .append(vec![p.verdict.audit, event])
             .await?;
-        Ok(reply)
+        Ok(())
     }
 
     async fn decide(

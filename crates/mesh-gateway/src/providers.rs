@@ -131,13 +131,7 @@ impl Provider {
                 if let Some(key) = api_key {
                     call = call.bearer_auth(key);
                 }
-                let failed = |detail: String| {
-                    ApiError::new(
-                        axum::http::StatusCode::BAD_GATEWAY,
-                        "provider_failed",
-                        format!("provider {}: {detail}", self.name),
-                    )
-                };
+                let failed = |detail: String| self.failed(detail);
                 let resp = call.send().await.map_err(|e| failed(e.to_string()))?;
                 let status = resp.status();
                 let bytes = resp.bytes().await.map_err(|e| failed(e.to_string()))?;
@@ -154,6 +148,68 @@ impl Provider {
                     .ok_or_else(|| failed("answered JSON that is not a chat completion".into()))
             }
         }
+    }
+}
+
+/// An open streaming call.
+pub enum Upstream {
+    /// A provider that answers at once (`sim`): the whole completion, sent as frames.
+    Whole(Completion),
+    /// An upstream SSE response, relayed as it arrives.
+    Relay(reqwest::Response),
+}
+
+impl Provider {
+    /// Starts a streaming call. Errors before the first byte (refused connection, an
+    /// HTTP error status) come back here, while the client can still be told.
+    pub async fn open_stream(
+        &self,
+        http: &reqwest::Client,
+        request: &ChatRequest,
+    ) -> Result<Upstream, ApiError> {
+        match &self.kind {
+            Kind::Sim => Ok(Upstream::Whole(sim::complete(request))),
+            Kind::OpenAi {
+                base_url,
+                api_key,
+                timeout,
+            } => {
+                let mut body =
+                    serde_json::to_value(request).map_err(|e| ApiError::internal(e.to_string()))?;
+                body["stream"] = Value::Bool(true);
+                // No overall timeout on a stream; the connect and first byte are bounded.
+                let mut call = http
+                    .post(format!("{base_url}/chat/completions"))
+                    .json(&body);
+                if let Some(key) = api_key {
+                    call = call.bearer_auth(key);
+                }
+                let resp = tokio::time::timeout(*timeout, call.send())
+                    .await
+                    .map_err(|_| self.failed("no response before the timeout".into()))?
+                    .map_err(|e| self.failed(e.to_string()))?;
+                if !resp.status().is_success() {
+                    let status = resp.status();
+                    let detail: String = resp
+                        .text()
+                        .await
+                        .unwrap_or_default()
+                        .chars()
+                        .take(300)
+                        .collect();
+                    return Err(self.failed(format!("HTTP {status}: {detail}")));
+                }
+                Ok(Upstream::Relay(resp))
+            }
+        }
+    }
+
+    fn failed(&self, detail: String) -> ApiError {
+        ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "provider_failed",
+            format!("provider {}: {detail}", self.name),
+        )
     }
 }
 

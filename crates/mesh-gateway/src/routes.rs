@@ -2,7 +2,8 @@
 
 use crate::{CallContext, ChatRequest, Gateway};
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mesh_service::openapi::{Op, document};
@@ -37,7 +38,7 @@ pub fn router(core: Arc<Gateway>) -> Router {
             Op::guarded(
                 "post",
                 "/v1/chat/completions",
-                "OpenAI Chat Completions (non-streaming); x-mesh-agent-id, x-mesh-task-id, x-mesh-data-classification headers carry mesh context",
+                "OpenAI Chat Completions (stream=true answers Server-Sent Events); x-mesh-agent-id, x-mesh-task-id, x-mesh-data-classification headers carry mesh context",
                 Permission::ModelCall,
                 Some(json!({"type": "object", "required": ["model", "messages"]})),
                 (200, "chat.completion"),
@@ -61,9 +62,20 @@ async fn chat(
     caller: Caller,
     headers: HeaderMap,
     JsonBody(request): JsonBody<ChatRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let call = call_context(&headers)?;
-    Ok(Json(core.chat(&caller.principal, call, request).await?))
+    if request.stream == Some(true) {
+        let body = core.chat_stream(&caller.principal, call, request).await?;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    Ok(Json(core.chat(&caller.principal, call, request).await?).into_response())
 }
 
 fn call_context(headers: &HeaderMap) -> Result<CallContext, ApiError> {

@@ -24,12 +24,28 @@ async fn upstream() -> (String, Seen) {
                 .get("authorization")
                 .map(|v| v.to_str().unwrap().to_string());
             log.lock().unwrap().push((auth, body.clone()));
-            axum::Json(json!({
+            if body["stream"] == true {
+                let frames = [
+                    json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hel"}}]}),
+                    json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}),
+                ];
+                let text: String = frames
+                    .iter()
+                    .map(|f| format!("data: {f}\n\n"))
+                    .collect::<String>()
+                    + "data: [DONE]\n\n";
+                return axum::response::IntoResponse::into_response((
+                    [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                    text,
+                ));
+            }
+            axum::response::IntoResponse::into_response(axum::Json(json!({
                 "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": body["model"],
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello from upstream"},
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
-            }))
+            })))
         }
     };
     let app = axum::Router::new()
@@ -124,6 +140,50 @@ async fn configured_providers_are_called_with_their_secret() {
     assert_eq!(body["temperature"], 0.2, "unknown fields pass through");
     assert_eq!(body["stream"], false);
 
+    // Streaming: relayed from the upstream, and from sim as the same text it would send
+    // whole.
+    let streamed = |model: &str| {
+        let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi there"}]});
+        let req = api
+            .http
+            .post(format!("{gw}/v1/chat/completions"))
+            .bearer_auth(&admin)
+            .body(body.to_string());
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.headers()["content-type"], "text/event-stream");
+            let text = resp.text().await.unwrap();
+            assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter(|d| *d != "[DONE]")
+                .map(|d| serde_json::from_str::<Value>(d).unwrap())
+                .filter_map(|c| {
+                    c["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .collect::<String>()
+        }
+    };
+    assert_eq!(streamed("up-model").await, "hello");
+    assert_eq!(seen.lock().unwrap()[1].1["stream"], true);
+    let whole = api
+        .post(
+            &format!("{gw}/v1/chat/completions"),
+            &admin,
+            &json!({"model": "sim-small", "messages": [{"role": "user", "content": "hi there"}]})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(
+        streamed("sim-small").await,
+        whole.body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+    );
+
     // A provider answering garbage or 503 is a 502 naming the provider.
     for model in ["garbage-model", "down-model"] {
         let r = api
@@ -137,21 +197,43 @@ async fn configured_providers_are_called_with_their_secret() {
         );
     }
 
-    // Calls and failures are in provenance with provider and token counts.
-    let events = api
-        .get(
-            &format!(
-                "{}/api/v1/provenance/events?limit=1000",
-                process.url("provenance-service")
-            ),
-            &admin,
-        )
-        .await;
-    let events = events.body.as_array().unwrap();
-    let call = events.iter().find(|e| e["action"] == "model_call").unwrap();
-    assert_eq!(call["payload"]["provider"], "upstream");
-    assert_eq!(call["payload"]["tokensIn"], 11);
-    assert_eq!(call["payload"]["tokensOut"], 4);
+    // Calls and failures are in provenance with provider and token counts; a relayed
+    // stream is recorded when it ends, just after the client has read it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let events = loop {
+        let r = api
+            .get(
+                &format!(
+                    "{}/api/v1/provenance/events?limit=1000",
+                    process.url("provenance-service")
+                ),
+                &admin,
+            )
+            .await;
+        let events = r.body.as_array().unwrap().clone();
+        let relayed = events.iter().any(|e| {
+            e["action"] == "model_call"
+                && e["payload"]["stream"] == true
+                && e["payload"]["provider"] == "upstream"
+        });
+        if relayed || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "model_call")
+        .collect();
+    assert_eq!(calls[0]["payload"]["provider"], "upstream");
+    assert_eq!(calls[0]["payload"]["tokensIn"], 11);
+    assert_eq!(calls[0]["payload"]["tokensOut"], 4);
+    let relayed = calls
+        .iter()
+        .find(|c| c["payload"]["stream"] == true && c["payload"]["provider"] == "upstream")
+        .expect("the relayed stream is recorded when it ends");
+    assert_eq!(relayed["payload"]["tokensIn"], 5);
+    assert_eq!(relayed["payload"]["tokensOut"], 2);
     assert_eq!(
         events
             .iter()

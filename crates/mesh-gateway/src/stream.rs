@@ -1,0 +1,113 @@
+//! Server-Sent Events for `stream: true`: the `chat.completion.chunk` frames OpenAI
+//! clients read, produced from a `sim` completion or relayed from an upstream as its
+//! bytes arrive, with the text and usage collected on the way for provenance.
+
+use crate::chat::Completion;
+use axum::body::Bytes;
+use serde_json::{Value, json};
+
+/// One SSE frame.
+pub fn frame(data: &Value) -> Bytes {
+    Bytes::from(format!("data: {data}\n\n"))
+}
+
+pub fn done() -> Bytes {
+    Bytes::from_static(b"data: [DONE]\n\n")
+}
+
+/// A finished completion as the chunks a streaming client expects: the role, one chunk
+/// per word, the finish reason, `[DONE]`.
+pub fn chunks(completion: &Completion, id: &str, model: &str, created: i64) -> Vec<Bytes> {
+    let chunk = |delta: Value, finish: Option<&str>| {
+        frame(&json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }))
+    };
+    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    let mut first = true;
+    for word in completion.content.split(' ') {
+        let piece = if first {
+            word.to_string()
+        } else {
+            format!(" {word}")
+        };
+        first = false;
+        out.push(chunk(json!({"content": piece}), None));
+    }
+    out.push(chunk(json!({}), Some(completion.finish_reason)));
+    out.push(done());
+    out
+}
+
+/// Collects what an upstream stream said, line by line, as bytes pass through.
+#[derive(Debug, Default)]
+pub struct StreamTally {
+    pending: String,
+    pub content: String,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub chunks: u64,
+}
+
+impl StreamTally {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.pending.push_str(&String::from_utf8_lossy(bytes));
+        while let Some(end) = self.pending.find('\n') {
+            let line: String = self.pending.drain(..=end).collect();
+            let Some(data) = line.trim().strip_prefix("data:") else {
+                continue;
+            };
+            let Ok(chunk) = serde_json::from_str::<Value>(data.trim()) else {
+                continue;
+            };
+            self.chunks += 1;
+            if let Some(text) = chunk
+                .pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+            {
+                self.content.push_str(text);
+            }
+            if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+                self.prompt_tokens = usage.get("prompt_tokens").and_then(Value::as_u64);
+                self.completion_tokens = usage.get("completion_tokens").and_then(Value::as_u64);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tally_reads_frames_split_anywhere() {
+        let mut t = StreamTally::default();
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+        for piece in stream.as_bytes().chunks(7) {
+            t.feed(piece);
+        }
+        assert_eq!(t.content, "Hello");
+        assert_eq!(
+            (t.prompt_tokens, t.completion_tokens, t.chunks),
+            (Some(3), Some(2), 2)
+        );
+    }
+
+    #[test]
+    fn chunks_spell_out_the_completion() {
+        let c = Completion {
+            content: "a b".into(),
+            prompt_tokens: 1,
+            completion_tokens: 2,
+            finish_reason: "stop",
+        };
+        let frames = chunks(&c, "id", "m", 0);
+        let mut t = StreamTally::default();
+        for f in &frames {
+            t.feed(f);
+        }
+        assert_eq!(t.content, "a b");
+        assert_eq!(frames.last().unwrap(), &done());
+    }
+}
