@@ -4,11 +4,12 @@
 //! mounted-secrets directory, never values in the config file.
 
 use crate::chat::{ChatRequest, Completion};
+use crate::resilience::{Breaker, CallError, Failure};
 use crate::sim;
-use mesh_service::ApiError;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `[[gateway.providers]]` as written in the config file.
@@ -29,6 +30,18 @@ pub struct ProviderConfig {
     /// Per-request timeout.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Tries per call before failing over (timeouts and transient errors), default 3.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// A model of another provider to fail over to when this one is down.
+    #[serde(default)]
+    pub fallback_model: Option<String>,
+    /// Failures in a row that open the circuit breaker (default 5), and how long it
+    /// stays open before a probe (default 10 s).
+    #[serde(default)]
+    pub breaker_failures: Option<u32>,
+    #[serde(default)]
+    pub breaker_cooldown_ms: Option<u64>,
 }
 
 /// A provider ready to call.
@@ -36,6 +49,10 @@ pub struct ProviderConfig {
 pub struct Provider {
     pub name: String,
     pub models: Vec<String>,
+    pub max_attempts: u32,
+    pub fallback_model: Option<String>,
+    /// Shared by every clone: one breaker per provider.
+    pub breaker: Arc<Breaker>,
     kind: Kind,
 }
 
@@ -50,12 +67,21 @@ enum Kind {
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_ATTEMPTS: u32 = 3;
+const DEFAULT_BREAKER_FAILURES: u32 = 5;
+const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(10);
 
 impl Provider {
     pub fn sim() -> Self {
         Provider {
             name: sim::PROVIDER.into(),
             models: sim::MODELS.iter().map(|m| m.to_string()).collect(),
+            max_attempts: 1,
+            fallback_model: None,
+            breaker: Arc::new(Breaker::new(
+                DEFAULT_BREAKER_FAILURES,
+                DEFAULT_BREAKER_COOLDOWN,
+            )),
             kind: Kind::Sim,
         }
     }
@@ -104,6 +130,15 @@ impl Provider {
         Ok(Provider {
             name: config.name.clone(),
             models: config.models.clone(),
+            max_attempts: config.max_attempts.unwrap_or(DEFAULT_ATTEMPTS).clamp(1, 10),
+            fallback_model: config.fallback_model.clone(),
+            breaker: Arc::new(Breaker::new(
+                config.breaker_failures.unwrap_or(DEFAULT_BREAKER_FAILURES),
+                config
+                    .breaker_cooldown_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(DEFAULT_BREAKER_COOLDOWN),
+            )),
             kind,
         })
     }
@@ -113,42 +148,106 @@ impl Provider {
         &self,
         http: &reqwest::Client,
         request: &ChatRequest,
-    ) -> Result<Completion, ApiError> {
-        match &self.kind {
-            Kind::Sim => Ok(sim::complete(request)),
-            Kind::OpenAi {
-                base_url,
-                api_key,
-                timeout,
-            } => {
-                let mut body =
-                    serde_json::to_value(request).map_err(|e| ApiError::internal(e.to_string()))?;
-                body["stream"] = Value::Bool(false);
-                let mut call = http
-                    .post(format!("{base_url}/chat/completions"))
-                    .json(&body)
-                    .timeout(*timeout);
-                if let Some(key) = api_key {
-                    call = call.bearer_auth(key);
-                }
-                let failed = |detail: String| self.failed(detail);
-                let resp = call.send().await.map_err(|e| failed(e.to_string()))?;
-                let status = resp.status();
-                let bytes = resp.bytes().await.map_err(|e| failed(e.to_string()))?;
-                if !status.is_success() {
-                    let detail = String::from_utf8_lossy(&bytes)
-                        .chars()
-                        .take(300)
-                        .collect::<String>();
-                    return Err(failed(format!("HTTP {status}: {detail}")));
-                }
-                let reply: Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| failed(format!("answered something that is not JSON ({e})")))?;
-                Completion::from_openai(&reply)
-                    .ok_or_else(|| failed("answered JSON that is not a chat completion".into()))
-            }
+    ) -> Result<Completion, CallError> {
+        let resp = match self.send(http, request, false).await? {
+            Sent::Sim(completion) => return Ok(completion),
+            Sent::Http(resp) => resp,
+        };
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| self.error(Failure::Transient, e.to_string()))?;
+        let reply: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            self.error(
+                Failure::Garbage,
+                format!("answered something that is not JSON ({e})"),
+            )
+        })?;
+        Completion::from_openai(&reply).ok_or_else(|| {
+            self.error(
+                Failure::Garbage,
+                "answered JSON that is not a chat completion".into(),
+            )
+        })
+    }
+
+    /// Starts a streaming call. Errors before the first byte (refused connection, an
+    /// HTTP error status) come back here, while the client can still be told and
+    /// another provider tried.
+    pub async fn open_stream(
+        &self,
+        http: &reqwest::Client,
+        request: &ChatRequest,
+    ) -> Result<Upstream, CallError> {
+        Ok(match self.send(http, request, true).await? {
+            Sent::Sim(completion) => Upstream::Whole(completion),
+            Sent::Http(resp) => Upstream::Relay(resp),
+        })
+    }
+
+    /// Sends the request and checks the status. The timeout bounds the wait for the
+    /// response head; a whole (non-streamed) body is bounded by the client timeout too.
+    async fn send(
+        &self,
+        http: &reqwest::Client,
+        request: &ChatRequest,
+        stream: bool,
+    ) -> Result<Sent, CallError> {
+        let Kind::OpenAi {
+            base_url,
+            api_key,
+            timeout,
+        } = &self.kind
+        else {
+            return Ok(Sent::Sim(sim::complete(request)));
+        };
+        let mut body = serde_json::to_value(request)
+            .map_err(|e| self.error(Failure::Garbage, e.to_string()))?;
+        body["stream"] = Value::Bool(stream);
+        let mut call = http
+            .post(format!("{base_url}/chat/completions"))
+            .json(&body);
+        if !stream {
+            call = call.timeout(*timeout);
+        }
+        if let Some(key) = api_key {
+            call = call.bearer_auth(key);
+        }
+        let resp = tokio::time::timeout(*timeout, call.send())
+            .await
+            .map_err(|_| self.error(Failure::Transient, "no response before the timeout".into()))?
+            .map_err(|e| self.error(Failure::Transient, e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(self.status_error(status, &bytes));
+        }
+        Ok(Sent::Http(resp))
+    }
+
+    fn error(&self, failure: Failure, detail: String) -> CallError {
+        CallError {
+            failure,
+            message: format!("provider {}: {detail}", self.name),
         }
     }
+
+    /// 5xx and 429 are the provider's trouble (transient); other statuses refuse the
+    /// request itself.
+    fn status_error(&self, status: reqwest::StatusCode, body: &[u8]) -> CallError {
+        let detail: String = String::from_utf8_lossy(body).chars().take(300).collect();
+        let failure = if status.is_server_error() || status.as_u16() == 429 {
+            Failure::Transient
+        } else {
+            Failure::Rejected(status.as_u16())
+        };
+        self.error(failure, format!("HTTP {status}: {detail}"))
+    }
+}
+
+enum Sent {
+    Sim(Completion),
+    Http(reqwest::Response),
 }
 
 /// An open streaming call.
@@ -157,60 +256,6 @@ pub enum Upstream {
     Whole(Completion),
     /// An upstream SSE response, relayed as it arrives.
     Relay(reqwest::Response),
-}
-
-impl Provider {
-    /// Starts a streaming call. Errors before the first byte (refused connection, an
-    /// HTTP error status) come back here, while the client can still be told.
-    pub async fn open_stream(
-        &self,
-        http: &reqwest::Client,
-        request: &ChatRequest,
-    ) -> Result<Upstream, ApiError> {
-        match &self.kind {
-            Kind::Sim => Ok(Upstream::Whole(sim::complete(request))),
-            Kind::OpenAi {
-                base_url,
-                api_key,
-                timeout,
-            } => {
-                let mut body =
-                    serde_json::to_value(request).map_err(|e| ApiError::internal(e.to_string()))?;
-                body["stream"] = Value::Bool(true);
-                // No overall timeout on a stream; the connect and first byte are bounded.
-                let mut call = http
-                    .post(format!("{base_url}/chat/completions"))
-                    .json(&body);
-                if let Some(key) = api_key {
-                    call = call.bearer_auth(key);
-                }
-                let resp = tokio::time::timeout(*timeout, call.send())
-                    .await
-                    .map_err(|_| self.failed("no response before the timeout".into()))?
-                    .map_err(|e| self.failed(e.to_string()))?;
-                if !resp.status().is_success() {
-                    let status = resp.status();
-                    let detail: String = resp
-                        .text()
-                        .await
-                        .unwrap_or_default()
-                        .chars()
-                        .take(300)
-                        .collect();
-                    return Err(self.failed(format!("HTTP {status}: {detail}")));
-                }
-                Ok(Upstream::Relay(resp))
-            }
-        }
-    }
-
-    fn failed(&self, detail: String) -> ApiError {
-        ApiError::new(
-            axum::http::StatusCode::BAD_GATEWAY,
-            "provider_failed",
-            format!("provider {}: {detail}", self.name),
-        )
-    }
 }
 
 /// `secret://NAME` → the contents of `NAME` in the secrets directory.

@@ -23,6 +23,10 @@ pub fn router(core: Arc<Gateway>) -> Router {
             "/v1/chat/completions",
             post(chat).route_layer(auth.require(Permission::ModelCall)),
         )
+        .route(
+            "/api/v1/providers",
+            get(providers).route_layer(auth.require(Permission::ModelCall)),
+        )
         .with_state(core.clone());
     let doc = document(
         ServiceName::RoutingGateway,
@@ -55,6 +59,10 @@ async fn models(State(core): State<Arc<Gateway>>, _caller: Caller) -> Json<Value
         .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
         .collect();
     Json(json!({"object": "list", "data": data}))
+}
+
+async fn providers(State(core): State<Arc<Gateway>>, _caller: Caller) -> Json<Value> {
+    Json(json!({"providers": core.provider_status()}))
 }
 
 async fn chat(

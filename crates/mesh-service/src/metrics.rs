@@ -23,9 +23,14 @@ struct RouteStats {
 
 type RouteKey = (String, String, u16);
 
+/// Writes a service's own samples (with their `# HELP`/`# TYPE` lines) into the
+/// exposition text.
+pub type Collector = Box<dyn Fn(&mut String) + Send + Sync>;
+
 pub struct Metrics {
     service: ServiceName,
     routes: Mutex<BTreeMap<RouteKey, RouteStats>>,
+    collectors: Mutex<Vec<Collector>>,
     started: Instant,
 }
 
@@ -34,6 +39,7 @@ impl Metrics {
         Self {
             service,
             routes: Mutex::new(BTreeMap::new()),
+            collectors: Mutex::new(Vec::new()),
             started: Instant::now(),
         }
     }
@@ -51,6 +57,13 @@ impl Metrics {
             if seconds <= bound {
                 *slot += 1;
             }
+        }
+    }
+
+    /// Adds samples a service computes when scraped (circuit-breaker states, say).
+    pub fn add_collector(&self, collector: Collector) {
+        if let Ok(mut c) = self.collectors.lock() {
+            c.push(collector);
         }
     }
 
@@ -97,6 +110,11 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");
             let _ = writeln!(out, "{name}{{service=\"{service}\"}} {value}");
+        }
+        if let Ok(collectors) = self.collectors.lock() {
+            for collect in collectors.iter() {
+                collect(&mut out);
+            }
         }
         let routes = self.routes.lock().map(|r| r.clone()).unwrap_or_default();
         let _ = writeln!(

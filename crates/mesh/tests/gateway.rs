@@ -7,13 +7,19 @@ mod common;
 
 use common::{Api, MeshProcess, mesh};
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What the fake upstream saw: the Authorization header and the body of each request.
 type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
 
+/// Calls that reached `/down` and `/wobbly`.
+static DOWN_HITS: AtomicUsize = AtomicUsize::new(0);
+static WOBBLY_HITS: AtomicUsize = AtomicUsize::new(0);
+
 /// An OpenAI-compatible upstream: `/good/chat/completions` answers like OpenAI does,
-/// `/garbage/chat/completions` answers HTML, `/down/…` a 503.
+/// `/garbage/…` answers HTML, `/down/…` a 503, `/wobbly/…` a 503 twice, then like
+/// `/good`.
 async fn upstream() -> (String, Seen) {
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -48,15 +54,32 @@ async fn upstream() -> (String, Seen) {
             })))
         }
     };
+    let good2 = good.clone();
+    let wobbly = move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
+        let good = good2.clone();
+        async move {
+            if WOBBLY_HITS.fetch_add(1, Ordering::SeqCst) < 2 {
+                return axum::response::IntoResponse::into_response((
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                ));
+            }
+            good(headers, body).await
+        }
+    };
     let app = axum::Router::new()
         .route("/good/chat/completions", axum::routing::post(good))
+        .route("/wobbly/chat/completions", axum::routing::post(wobbly))
         .route(
             "/garbage/chat/completions",
             axum::routing::post(|| async { "<html>oops</html>" }),
         )
         .route(
             "/down/chat/completions",
-            axum::routing::post(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down") }),
+            axum::routing::post(|| async {
+                DOWN_HITS.fetch_add(1, Ordering::SeqCst);
+                (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down")
+            }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -88,6 +111,23 @@ name = "dead"
 kind = "openai"
 base_url = "{base}/down"
 models = ["down-model"]
+max_attempts = 2
+fallback_model = "up-model"
+
+[[gateway.providers]]
+name = "wobbly"
+kind = "openai"
+base_url = "{base}/wobbly"
+models = ["wobbly-model"]
+
+[[gateway.providers]]
+name = "broken"
+kind = "openai"
+base_url = "{base}/down"
+models = ["broken-model"]
+max_attempts = 1
+breaker_failures = 2
+breaker_cooldown_ms = 600000
 "#
     )
 }
@@ -184,18 +224,63 @@ async fn configured_providers_are_called_with_their_secret() {
             .unwrap()
     );
 
-    // A provider answering garbage or 503 is a 502 naming the provider.
-    for model in ["garbage-model", "down-model"] {
-        let r = api
-            .post(&format!("{gw}/v1/chat/completions"), &admin, &chat(model))
-            .await;
+    // A provider answering garbage is a 502 naming it (no fallback configured).
+    let url = format!("{gw}/v1/chat/completions");
+    let post = |model: &str| {
+        let (api, url, admin, body) = (api.clone(), url.clone(), admin.clone(), chat(model));
+        async move { api.post(&url, &admin, &body).await }
+    };
+    let r = post("garbage-model").await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("flaky"),
+        "{}",
+        r.body
+    );
+
+    // Transient failures are retried (503, 503, then an answer) ...
+    let r = post("wobbly-model").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(WOBBLY_HITS.load(Ordering::SeqCst), 3);
+    // ... a provider that stays down is tried max_attempts times, then its fallback
+    // answers ...
+    let r = post("down-model").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["choices"][0]["message"]["content"],
+        "hello from upstream"
+    );
+    assert_eq!(DOWN_HITS.load(Ordering::SeqCst), 2);
+    // ... and after breaker_failures failures in a row the breaker opens: the next
+    // call fails at once without reaching the provider.
+    for _ in 0..2 {
+        let r = post("broken-model").await;
         assert_eq!(r.status, 502, "{}", r.body);
-        let message = r.body["error"]["message"].as_str().unwrap();
-        assert!(
-            message.contains("flaky") || message.contains("dead"),
-            "{message}"
-        );
     }
+    let hits = DOWN_HITS.load(Ordering::SeqCst);
+    let r = post("broken-model").await;
+    assert_eq!(r.status, 502);
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("circuit breaker open"), "{message}");
+    assert_eq!(DOWN_HITS.load(Ordering::SeqCst), hits);
+    let providers = api.get(&format!("{gw}/api/v1/providers"), &admin).await;
+    let broken = providers.body["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "broken")
+        .cloned()
+        .unwrap();
+    assert_eq!(broken["breaker"]["state"], "open", "{broken}");
+    let metrics = api.call("GET", &format!("{gw}/metrics"), None, None).await;
+    let text = metrics.body.as_str().unwrap();
+    assert!(
+        text.contains("mesh_gateway_breaker_state{provider=\"broken\"} 2"),
+        "{text}"
+    );
 
     // Calls and failures are in provenance with provider and token counts; a relayed
     // stream is recorded when it ends, just after the client has read it.
@@ -234,13 +319,22 @@ async fn configured_providers_are_called_with_their_secret() {
         .expect("the relayed stream is recorded when it ends");
     assert_eq!(relayed["payload"]["tokensIn"], 5);
     assert_eq!(relayed["payload"]["tokensOut"], 2);
+    let failover = calls
+        .iter()
+        .find(|c| c["payload"]["requestedModel"] == "down-model")
+        .expect("the failed-over call");
+    assert_eq!(failover["payload"]["failover"], true);
+    assert_eq!(failover["payload"]["provider"], "upstream");
     assert_eq!(
-        events
-            .iter()
-            .filter(|e| e["action"] == "model_call_failed")
-            .count(),
+        failover["payload"]["failedAttempts"]
+            .as_array()
+            .unwrap()
+            .len(),
         2
     );
+    // garbage once, broken three times (the third stopped by the breaker)
+    let failed = events.iter().filter(|e| e["action"] == "model_call_failed");
+    assert_eq!(failed.count(), 4);
 }
 
 #[test]
@@ -275,4 +369,8 @@ fn credentials_must_come_from_the_secret_store() {
     let clash =
         start("[[gateway.providers]]\nname = \"x\"\nkind = \"sim\"\nmodels = [\"sim-small\"]\n");
     assert!(clash.contains("already served"), "{clash}");
+    let nowhere = start(
+        "[[gateway.providers]]\nname = \"x\"\nkind = \"sim\"\nmodels = [\"m\"]\nfallback_model = \"ghost\"\n",
+    );
+    assert!(nowhere.contains("fallback_model ghost"), "{nowhere}");
 }

@@ -1,0 +1,539 @@
+//! One model call: the policy decision, the provider chain (the requested model, then
+//! fallbacks), retries with backoff on transient failures, the circuit breakers, and
+//! the `ModelCall` record.
+
+use crate::chat::{ChatRequest, Completion};
+use crate::providers::{Provider, Upstream};
+use crate::resilience::{CallError, Failure, backoff};
+use crate::{Gateway, stream};
+use mesh_policy::{Actor, Point, Resource, Verdict, inputs};
+use mesh_service::ApiError;
+use mesh_types::{Agent, EventDraft, PolicyAction, Principal};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// Mesh context a caller may attach to a model call (as `x-mesh-*` headers).
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    pub agent_id: Option<Uuid>,
+    pub task_id: Option<Uuid>,
+    pub data_classification: Option<String>,
+}
+
+/// Who is calling, resolved once for the whole chain.
+struct Caller<'a> {
+    principal: &'a Principal,
+    agent: Option<Agent>,
+    call: CallContext,
+}
+
+impl Caller<'_> {
+    fn actor(&self) -> Actor {
+        Actor {
+            name: self.name(),
+            agent: self.agent.as_ref().map(|a| (a.id, a.name.clone())),
+            task: self.call.task_id,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.agent
+            .as_ref()
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| self.principal.name.clone())
+    }
+}
+
+/// What a call used, for its `ModelCall` record.
+struct Usage {
+    tokens_in: u64,
+    tokens_out: u64,
+    text: String,
+}
+
+impl From<&Completion> for Usage {
+    fn from(c: &Completion) -> Self {
+        Usage {
+            tokens_in: c.prompt_tokens,
+            tokens_out: c.completion_tokens,
+            text: c.content.clone(),
+        }
+    }
+}
+
+/// The call as it is recorded: every decision taken and every failed attempt, then
+/// the provider that answered (if one did).
+struct Trail {
+    call_id: Uuid,
+    started: Instant,
+    decisions: Vec<EventDraft>,
+    attempts: Vec<Value>,
+    redacted: bool,
+    stream: bool,
+    requested: String,
+}
+
+/// How the chain ended for a streaming call.
+enum Opened {
+    Whole(Completion, Provider, String),
+    Relay(reqwest::Response, Provider, String),
+}
+
+impl Gateway {
+    /// A non-streaming call: the `chat.completion` object.
+    pub async fn chat(
+        &self,
+        principal: &Principal,
+        call: CallContext,
+        request: ChatRequest,
+    ) -> Result<Value, ApiError> {
+        let caller = self.caller(principal, call, &request).await?;
+        let mut trail = Trail::new(&request);
+        let mut last_error = None;
+        for (provider, model) in self.chain(&request.model, caller.agent.as_ref()) {
+            let Some(request) = self
+                .admit(&caller, &provider, &model, &request, &mut trail)
+                .await?
+            else {
+                continue;
+            };
+            match self
+                .attempt(&provider, &mut trail, || {
+                    provider.complete(&self.http, &request)
+                })
+                .await
+            {
+                Ok(completion) => {
+                    let reply = completion.to_openai(&trail.reply_id(), &model, now_secs());
+                    self.record(
+                        &caller,
+                        trail,
+                        Some((&provider, &model, Usage::from(&completion))),
+                        None,
+                    )
+                    .await?;
+                    return Ok(reply);
+                }
+                Err(err) => last_error = Some(err),
+            }
+            if matches!(
+                last_error,
+                Some(CallError {
+                    failure: Failure::Rejected(_),
+                    ..
+                })
+            ) {
+                break;
+            }
+        }
+        Err(self.give_up(&caller, trail, last_error).await)
+    }
+
+    /// A streaming call: SSE frames for the client. Failover works until the first
+    /// byte; a relayed stream's `ModelCall` is recorded when the stream ends.
+    pub async fn chat_stream(
+        self: &Arc<Self>,
+        principal: &Principal,
+        call: CallContext,
+        request: ChatRequest,
+    ) -> Result<axum::body::Body, ApiError> {
+        let caller = self.caller(principal, call, &request).await?;
+        let mut trail = Trail::new(&request);
+        let mut last_error = None;
+        let mut opened = None;
+        for (provider, model) in self.chain(&request.model, caller.agent.as_ref()) {
+            let Some(request) = self
+                .admit(&caller, &provider, &model, &request, &mut trail)
+                .await?
+            else {
+                continue;
+            };
+            match self
+                .attempt(&provider, &mut trail, || {
+                    provider.open_stream(&self.http, &request)
+                })
+                .await
+            {
+                Ok(Upstream::Whole(c)) => opened = Some(Opened::Whole(c, provider, model)),
+                Ok(Upstream::Relay(r)) => opened = Some(Opened::Relay(r, provider, model)),
+                Err(err) => last_error = Some(err),
+            }
+            if opened.is_some()
+                || matches!(
+                    last_error,
+                    Some(CallError {
+                        failure: Failure::Rejected(_),
+                        ..
+                    })
+                )
+            {
+                break;
+            }
+        }
+        match opened {
+            None => Err(self.give_up(&caller, trail, last_error).await),
+            Some(Opened::Whole(completion, provider, model)) => {
+                let frames = stream::chunks(&completion, &trail.reply_id(), &model, now_secs());
+                self.record(
+                    &caller,
+                    trail,
+                    Some((&provider, &model, Usage::from(&completion))),
+                    None,
+                )
+                .await?;
+                Ok(axum::body::Body::from_stream(futures_util::stream::iter(
+                    frames.into_iter().map(Ok::<_, std::convert::Infallible>),
+                )))
+            }
+            Some(Opened::Relay(response, provider, model)) => {
+                let actor = caller.actor();
+                Ok(self.relay(response, provider, model, trail, actor))
+            }
+        }
+    }
+
+    async fn caller<'a>(
+        &self,
+        principal: &'a Principal,
+        call: CallContext,
+        request: &ChatRequest,
+    ) -> Result<Caller<'a>, ApiError> {
+        if self.provider_of(&request.model).is_none() {
+            let known: Vec<&str> = self.models().into_iter().map(|(m, _)| m).collect();
+            return Err(ApiError::not_found(format!(
+                "model `{}` does not exist; known models: {}",
+                request.model,
+                known.join(", ")
+            ))
+            .with_field("model"));
+        }
+        if request.messages.is_empty() {
+            return Err(ApiError::invalid(
+                "messages",
+                "messages: at least one message is required",
+            ));
+        }
+        let agent = match call.agent_id {
+            Some(id) => Some(self.ctx.store.agents.get_agent(id).await?.ok_or_else(|| {
+                ApiError::invalid("x-mesh-agent-id", format!("x-mesh-agent-id: no agent {id}"))
+            })?),
+            None => None,
+        };
+        Ok(Caller {
+            principal,
+            agent,
+            call,
+        })
+    }
+
+    /// The requested model's provider, then the calling agent's fallback (when the
+    /// request is for its preferred model), then the provider's own fallback; each
+    /// provider once.
+    fn chain(&self, model: &str, agent: Option<&Agent>) -> Vec<(Provider, String)> {
+        let mut models = vec![model.to_string()];
+        if let Some(pref) = agent.and_then(|a| a.model_preference.as_ref())
+            && pref.model == model
+            && let Some(fallback) = &pref.fallback_model
+        {
+            models.push(fallback.clone());
+        }
+        if let Some(fallback) = self
+            .provider_of(model)
+            .and_then(|p| p.fallback_model.clone())
+        {
+            models.push(fallback);
+        }
+        let mut chain: Vec<(Provider, String)> = Vec::new();
+        for m in models {
+            if let Some(p) = self.provider_of(&m)
+                && !chain.iter().any(|(q, _)| q.name == p.name)
+            {
+                chain.push((p.clone(), m));
+            }
+        }
+        chain
+    }
+
+    /// `model.call` for one candidate. The first candidate's refusal is the answer; a
+    /// fallback the policy refuses (say, not approved for the data) is skipped. The
+    /// returned request carries the decision's redactions.
+    async fn admit(
+        &self,
+        caller: &Caller<'_>,
+        provider: &Provider,
+        model: &str,
+        request: &ChatRequest,
+        trail: &mut Trail,
+    ) -> Result<Option<ChatRequest>, ApiError> {
+        let subject = match &caller.agent {
+            Some(a) => inputs::agent(a),
+            None => inputs::principal(caller.principal),
+        };
+        let resource = Resource {
+            kind: Some("model".into()),
+            id: Some(model.to_string()),
+            classification: Some(
+                caller
+                    .call
+                    .data_classification
+                    .clone()
+                    .unwrap_or_else(|| "internal".into()),
+            ),
+            attributes: json!({"provider": provider.name, "model": model, "body": request.messages}),
+        };
+        let ctx = inputs::context(subject, resource, self.ctx.name.as_str());
+        let verdict: Verdict = self.policy.enforce(Point::ModelCall, ctx, &caller.actor());
+        if !verdict.permits() {
+            if trail.decisions.is_empty() {
+                return Err(self.policy.refuse(verdict).await);
+            }
+            trail.attempts.push(json!({"provider": provider.name, "model": model, "error": verdict.decision.reason}));
+            trail.decisions.push(verdict.audit);
+            return Ok(None);
+        }
+        let mut out = request.clone();
+        out.model = model.to_string();
+        if let Some(messages) = verdict.input["resource"]["attributes"].get("body")
+            && let Ok(messages) = serde_json::from_value(messages.clone())
+        {
+            out.messages = messages;
+        }
+        trail.redacted |= verdict.decision.action == PolicyAction::AllowWithRedactions;
+        trail.decisions.push(verdict.audit);
+        Ok(Some(out))
+    }
+
+    /// Up to the provider's `max_attempts` tries while failures are transient, with
+    /// jittered backoff between them; the breaker sees each outcome and, once open,
+    /// stops calls before they are made.
+    async fn attempt<T, F, Fut>(
+        &self,
+        provider: &Provider,
+        trail: &mut Trail,
+        call: F,
+    ) -> Result<T, CallError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, CallError>>,
+    {
+        let mut last = None;
+        for attempt in 0..provider.max_attempts {
+            if !provider.breaker.allow() {
+                let err = CallError {
+                    failure: Failure::Transient,
+                    message: format!("provider {}: circuit breaker open", provider.name),
+                };
+                trail
+                    .attempts
+                    .push(json!({"provider": provider.name, "error": err.message}));
+                return Err(err);
+            }
+            match call().await {
+                Ok(value) => {
+                    provider.breaker.success();
+                    return Ok(value);
+                }
+                Err(err) => {
+                    if !matches!(err.failure, Failure::Rejected(_)) {
+                        provider.breaker.failure();
+                    }
+                    trail.attempts.push(json!({"provider": provider.name, "attempt": attempt + 1, "error": err.message}));
+                    let retry =
+                        err.failure == Failure::Transient && attempt + 1 < provider.max_attempts;
+                    last = Some(err);
+                    if !retry {
+                        break;
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+        Err(last.unwrap_or(CallError {
+            failure: Failure::Transient,
+            message: format!("provider {}: no attempt made", provider.name),
+        }))
+    }
+
+    /// Records the failed call and says why: a refusal by the provider keeps its 4xx;
+    /// everything else is a 502 naming the providers tried.
+    async fn give_up(
+        &self,
+        caller: &Caller<'_>,
+        trail: Trail,
+        last: Option<CallError>,
+    ) -> ApiError {
+        let error = match &last {
+            Some(CallError {
+                failure: Failure::Rejected(status),
+                message,
+            }) => ApiError::new(
+                axum::http::StatusCode::from_u16(*status)
+                    .unwrap_or(axum::http::StatusCode::BAD_REQUEST),
+                "provider_rejected",
+                message.clone(),
+            ),
+            Some(CallError { message, .. }) => ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                "provider_failed",
+                message.clone(),
+            ),
+            None => ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                "provider_failed",
+                "no provider could take the call",
+            ),
+        };
+        if let Err(e) = self.record(caller, trail, None, Some(&error.message)).await {
+            return e;
+        }
+        error
+    }
+
+    /// Appends the decisions and the call (`model_call` with what answered, or
+    /// `model_call_failed`) in one write.
+    async fn record(
+        &self,
+        caller: &Caller<'_>,
+        trail: Trail,
+        served: Option<(&Provider, &str, Usage)>,
+        error: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let event = trail.event(
+            &caller.name(),
+            caller.agent.as_ref().map(|a| (a.id, a.name.clone())),
+            caller.call.task_id,
+            served.map(|(p, m, u)| (p.name.clone(), m.to_string(), u)),
+            error,
+        );
+        let mut events = trail.decisions;
+        events.push(event);
+        self.ctx.store.provenance.append(events).await?;
+        Ok(())
+    }
+
+    /// Passes an upstream stream through chunk by chunk, tallying it for provenance.
+    fn relay(
+        self: &Arc<Self>,
+        response: reqwest::Response,
+        provider: Provider,
+        model: String,
+        trail: Trail,
+        actor: Actor,
+    ) -> axum::body::Body {
+        use futures_util::StreamExt;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(64);
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            let mut tally = stream::StreamTally::default();
+            let mut bytes = response.bytes_stream();
+            let mut error = None;
+            while let Some(chunk) = bytes.next().await {
+                match chunk {
+                    Ok(chunk) => {
+                        tally.feed(&chunk);
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            error = Some("the client disconnected mid-stream".to_string());
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        error = Some(format!("provider {}: stream broke: {e}", provider.name));
+                        let _ = tx.send(Err(std::io::Error::other(e))).await;
+                        break;
+                    }
+                }
+            }
+            let usage = Usage {
+                tokens_in: tally.prompt_tokens.unwrap_or(0),
+                // Without a usage frame, count content chunks (about a token each).
+                tokens_out: tally.completion_tokens.unwrap_or(tally.chunks),
+                text: tally.content,
+            };
+            let event = trail.event(
+                &actor.name,
+                actor.agent,
+                actor.task,
+                Some((provider.name.clone(), model, usage)),
+                error.as_deref(),
+            );
+            let mut events = trail.decisions;
+            events.push(event);
+            if let Err(e) = gateway.ctx.store.provenance.append(events).await {
+                tracing::error!(error = %e, "could not record a streamed model call");
+            }
+        });
+        axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+}
+
+impl Trail {
+    fn new(request: &ChatRequest) -> Self {
+        Trail {
+            call_id: Uuid::now_v7(),
+            started: Instant::now(),
+            decisions: Vec::new(),
+            attempts: Vec::new(),
+            redacted: false,
+            stream: request.stream == Some(true),
+            requested: request.model.clone(),
+        }
+    }
+
+    fn reply_id(&self) -> String {
+        format!("chatcmpl-{}", self.call_id.simple())
+    }
+
+    fn event(
+        &self,
+        actor: &str,
+        agent: Option<(Uuid, String)>,
+        task: Option<Uuid>,
+        served: Option<(String, String, Usage)>,
+        error: Option<&str>,
+    ) -> EventDraft {
+        let mut payload = json!({
+            "modelCallId": self.call_id,
+            "requestedModel": self.requested,
+            "latencyMs": self.started.elapsed().as_millis() as u64,
+            "agentId": agent.as_ref().map(|a| a.0),
+            "agentName": agent.as_ref().map(|a| a.1.clone()),
+            "redacted": self.redacted,
+            "stream": self.stream,
+            "failedAttempts": self.attempts,
+        });
+        let action = match (&served, error) {
+            (Some((provider, model, usage)), None) => {
+                payload["provider"] = json!(provider);
+                payload["model"] = json!(model);
+                payload["failover"] = json!(*model != self.requested);
+                payload["tokensIn"] = json!(usage.tokens_in);
+                payload["tokensOut"] = json!(usage.tokens_out);
+                payload["outputSha256"] =
+                    json!(mesh_types::canonical::sha256_hex(&json!(usage.text)));
+                "model_call"
+            }
+            (served, error) => {
+                if let Some((provider, model, _)) = served {
+                    payload["provider"] = json!(provider);
+                    payload["model"] = json!(model);
+                }
+                payload["error"] = json!(error);
+                "model_call_failed"
+            }
+        };
+        let mut event =
+            EventDraft::new(action, actor, "model", Some(self.requested.clone())).payload(payload);
+        if let Some(task) = task {
+            event = event.task(task);
+        }
+        event
+    }
+}
+
+fn now_secs() -> i64 {
+    mesh_types::time::now().timestamp()
+}
