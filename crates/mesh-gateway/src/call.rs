@@ -391,8 +391,12 @@ impl Gateway {
         error
     }
 
-    /// Appends the decisions and the call (`model_call` with what answered, or
-    /// `model_call_failed`) in one write.
+    /// Queues the decisions and the call (`model_call` with what answered, or
+    /// `model_call_failed`) for the provenance log, together. Like OPA's decision logs,
+    /// they are written in batches and the reply does not wait for the commit: a model
+    /// call takes far longer than the write, but a synchronous commit would put an fsync
+    /// on every call's path. The buffer is flushed before the process exits; a crash
+    /// loses at most what was queued in the last moments.
     async fn record(
         &self,
         caller: &Caller<'_>,
@@ -409,7 +413,7 @@ impl Gateway {
         );
         let mut events = trail.decisions;
         events.push(event);
-        self.ctx.store.provenance.append(events).await?;
+        self.records.log_all(events).await;
         Ok(())
     }
 
@@ -460,9 +464,7 @@ impl Gateway {
             );
             let mut events = trail.decisions;
             events.push(event);
-            if let Err(e) = gateway.ctx.store.provenance.append(events).await {
-                tracing::error!(error = %e, "could not record a streamed model call");
-            }
+            gateway.records.log_all(events).await;
         });
         axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))

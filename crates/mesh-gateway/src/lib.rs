@@ -22,7 +22,7 @@ pub use chat::{ChatRequest, Completion, Message};
 pub use providers::{Provider, ProviderConfig, Upstream, resolve_secret};
 pub use routes::router;
 
-use mesh_policy::Enforcer;
+use mesh_policy::{DecisionLogger, Enforcer};
 use mesh_service::ServiceContext;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -32,6 +32,8 @@ pub struct Gateway {
     policy: Arc<Enforcer>,
     providers: Vec<Provider>,
     http: reqwest::Client,
+    /// Call records go to provenance in batches, off the reply's path (see `record`).
+    records: DecisionLogger,
 }
 
 impl Gateway {
@@ -42,6 +44,7 @@ impl Gateway {
         ctx: ServiceContext,
         policy: Arc<Enforcer>,
         configured: Vec<Provider>,
+        records: DecisionLogger,
     ) -> Result<Arc<Self>, String> {
         let mut providers = vec![Provider::sim()];
         for p in configured {
@@ -81,6 +84,7 @@ impl Gateway {
                 .tcp_nodelay(true)
                 .build()
                 .map_err(|e| e.to_string())?,
+            records,
         });
         let weak = Arc::downgrade(&gateway);
         gateway.ctx.metrics.add_collector(Box::new(move |out| {

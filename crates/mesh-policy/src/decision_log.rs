@@ -13,9 +13,10 @@ use tokio::task::JoinHandle;
 const BUFFER: usize = 16_384;
 const BATCH: usize = 512;
 
+/// A batching provenance writer. Events logged in one call stay in one transaction.
 #[derive(Clone)]
 pub struct DecisionLogger {
-    tx: mpsc::Sender<EventDraft>,
+    tx: mpsc::Sender<Vec<EventDraft>>,
 }
 
 impl DecisionLogger {
@@ -23,15 +24,14 @@ impl DecisionLogger {
     /// holding them have stopped), writes what is still buffered, and finishes: await
     /// the handle before exiting so no logged decision is left behind.
     pub fn spawn(store: Store) -> (Self, JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<EventDraft>(BUFFER);
+        let (tx, mut rx) = mpsc::channel::<Vec<EventDraft>>(BUFFER);
         let writer = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                let mut batch = Vec::with_capacity(BATCH);
-                batch.push(first);
+                let mut batch = first;
                 while batch.len() < BATCH
-                    && let Ok(event) = rx.try_recv()
+                    && let Ok(events) = rx.try_recv()
                 {
-                    batch.push(event);
+                    batch.extend(events);
                 }
                 if let Err(e) = store.provenance.append(batch).await {
                     tracing::error!(error = %e, "decision log batch lost");
@@ -42,8 +42,13 @@ impl DecisionLogger {
     }
 
     pub async fn log(&self, event: EventDraft) {
-        if self.tx.send(event).await.is_err() {
-            tracing::warn!("decision logger stopped; decision not logged");
+        self.log_all(vec![event]).await;
+    }
+
+    /// Queues events to be written in the same transaction.
+    pub async fn log_all(&self, events: Vec<EventDraft>) {
+        if self.tx.send(events).await.is_err() {
+            tracing::warn!("provenance writer stopped; events not logged");
         }
     }
 }

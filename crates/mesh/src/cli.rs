@@ -285,6 +285,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5_000)]
         rate: u64,
     },
+    /// What the routing gateway adds: a separate `mesh serve routing-gateway` in front of
+    /// an instant local upstream, compared with calling the upstream direct
+    Gateway {
+        /// Requests at concurrency 1 (a quarter as many streamed)
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        /// Open-loop request rate (requests/second)
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        /// How long each open-loop run lasts
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Enqueue → claim → complete through the task queue's core with no-op handlers
     Queue {
         #[arg(long, value_enum, default_value = "sqlite")]

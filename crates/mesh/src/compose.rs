@@ -25,8 +25,9 @@ pub struct Cores {
     /// The policy set every service of this process enforces.
     pub policy: Arc<Enforcer>,
     pub policy_service: Option<Arc<PolicyService>>,
-    /// Finishes once the decision log is flushed, after the policy service stops.
-    pub decision_log: Option<JoinHandle<()>>,
+    /// Batched provenance writers (the policy service's decision log, the gateway's
+    /// call records); each finishes once flushed, after the service holding it stops.
+    pub log_writers: Vec<JoinHandle<()>>,
     pub orchestrator: Option<Arc<Orchestrator>>,
     pub gateway: Option<Arc<Gateway>>,
     pub queue: Option<Arc<TaskQueue>>,
@@ -117,6 +118,7 @@ impl Cores {
         } else {
             None
         };
+        let mut log_writers: Vec<JoinHandle<()>> = decision_log.into_iter().collect();
         let gateway = if here(ServiceName::RoutingGateway) {
             let providers = config
                 .providers
@@ -124,9 +126,16 @@ impl Cores {
                 .map(|p| Provider::from_config(p, config.secrets_dir.as_deref()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (records, writer) = DecisionLogger::spawn(store.clone());
+            log_writers.push(writer);
             Some(
-                Gateway::new(ctx(ServiceName::RoutingGateway), policy.clone(), providers)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                Gateway::new(
+                    ctx(ServiceName::RoutingGateway),
+                    policy.clone(),
+                    providers,
+                    records,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
             )
         } else {
             None
@@ -134,7 +143,7 @@ impl Cores {
         Ok(Cores {
             policy,
             policy_service,
-            decision_log,
+            log_writers,
             orchestrator,
             gateway,
             queue,
@@ -167,7 +176,7 @@ fn peer(config: &Config, service: ServiceName) -> Result<HttpClient> {
 /// A set of services serving on their listeners.
 pub struct Running {
     pub endpoints: Vec<(ServiceName, SocketAddr)>,
-    decision_log: Option<JoinHandle<()>>,
+    log_writers: Vec<JoinHandle<()>>,
     servers: JoinSet<(ServiceName, std::io::Result<()>)>,
     shutdown: watch::Sender<bool>,
     readiness: Readiness,
@@ -228,7 +237,7 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
     readiness.set_ready(true);
     Ok(Running {
         endpoints,
-        decision_log: cores.decision_log.take(),
+        log_writers: std::mem::take(&mut cores.log_writers),
         servers,
         shutdown,
         readiness,
@@ -264,12 +273,12 @@ impl Running {
     pub async fn drain(&mut self, grace: Duration) {
         self.readiness.set_ready(false);
         let _ = self.shutdown.send(true);
-        let decision_log = self.decision_log.take();
+        let log_writers = std::mem::take(&mut self.log_writers);
         let all_done = async {
             while self.servers.join_next().await.is_some() {}
             // The servers (and the loggers they held) are gone: the decision log
             // writes what is buffered and ends.
-            if let Some(writer) = decision_log {
+            for writer in log_writers {
                 let _ = writer.await;
             }
         };

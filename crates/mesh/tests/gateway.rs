@@ -296,11 +296,16 @@ async fn configured_providers_are_called_with_their_secret() {
             )
             .await;
         let events = r.body.as_array().unwrap().clone();
-        let relayed = events.iter().any(|e| {
-            e["action"] == "model_call"
-                && e["payload"]["stream"] == true
-                && e["payload"]["provider"] == "upstream"
-        });
+        let failed = events
+            .iter()
+            .filter(|e| e["action"] == "model_call_failed")
+            .count();
+        let relayed = failed == 4
+            && events.iter().any(|e| {
+                e["action"] == "model_call"
+                    && e["payload"]["stream"] == true
+                    && e["payload"]["provider"] == "upstream"
+            });
         if relayed || std::time::Instant::now() > deadline {
             break events;
         }

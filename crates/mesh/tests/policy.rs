@@ -294,12 +294,22 @@ async fn every_enforcement_point_refuses_what_its_policy_denies() {
         .post("routing-gateway", "/v1/chat/completions", &chat)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let events = m
-        .get("provenance-service", "/api/v1/provenance/events?limit=1000")
-        .await;
+    // Model calls are recorded off the reply's path: wait for the record.
+    let events = common::wait_for(|| async {
+        let r = m
+            .get("provenance-service", "/api/v1/provenance/events?limit=1000")
+            .await;
+        let done = r
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "model_call");
+        done.then_some(r.body)
+    })
+    .await;
     let count = |action: &str| {
         events
-            .body
             .as_array()
             .unwrap()
             .iter()
@@ -1039,15 +1049,20 @@ async fn model_calls_through_the_gateway_are_judged_and_traced() {
 
     // The call is a ModelCall node the agent INVOKED, on the task's graph; the email
     // was masked before the provider saw it.
-    let p = api
-        .get(
-            &format!(
-                "{}/api/v1/provenance/task/{task_id}",
-                process.url("provenance-service")
-            ),
-            &admin,
-        )
-        .await;
+    let task_url = format!(
+        "{}/api/v1/provenance/task/{task_id}",
+        process.url("provenance-service")
+    );
+    let p = common::wait_for(|| async {
+        let p = api.get(&task_url, &admin).await;
+        let recorded = p.body["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "model_call");
+        recorded.then_some(p)
+    })
+    .await;
     let call = p.body["timeline"]
         .as_array()
         .unwrap()

@@ -306,3 +306,23 @@ pub fn spawn_echo_agent(dir: &Path, mesh: &MeshProcess, key_file: &Path, extra: 
         .spawn()
         .unwrap()
 }
+
+/// Polls `probe` until it yields a value (for effects written off the request's path,
+/// such as batched provenance records); panics after 20 s.
+pub async fn wait_for<T, F, Fut>(probe: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,5 +1,6 @@
 //! `mesh bench …`: measurements on this machine, never assertions in tests.
 
+mod gateway;
 mod policy;
 mod queue;
 mod tasks;
@@ -12,6 +13,18 @@ use std::time::Duration;
 pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Tasks { tasks, concurrency } => tasks::run(g, tasks, concurrency).await,
+        BenchCommand::Gateway {
+            requests,
+            rate,
+            seconds,
+        } => {
+            let opts = gateway::Options {
+                requests,
+                rate,
+                seconds,
+            };
+            gateway::run(g, opts).await
+        }
         BenchCommand::Policy {
             inputs,
             requests,

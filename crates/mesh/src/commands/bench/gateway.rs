@@ -1,0 +1,321 @@
+//! `mesh bench gateway`: what the routing gateway adds to a model call.
+//!
+//! An instant upstream in this process answers a 1 KB chat completion; a separate
+//! `mesh serve routing-gateway` process fronts it with everything on (the `model.call`
+//! policy decision, the breaker, metrics, the provenance record of every call). The same
+//! requests go direct and through the gateway: one at a time, then open-loop at a fixed
+//! rate with latency timed from each request's scheduled send time (so a stall counts
+//! against every request it delays), then streamed, timing the first byte.
+
+use super::quantile_ms;
+use crate::cli::GlobalArgs;
+use crate::output;
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MODEL: &str = "bench-model";
+
+pub struct Options {
+    pub requests: usize,
+    pub rate: u64,
+    pub seconds: u64,
+}
+
+pub async fn run(g: &GlobalArgs, opts: Options) -> Result<ExitCode> {
+    if opts.requests == 0 || opts.rate == 0 || opts.seconds == 0 {
+        bail!("--requests, --rate and --seconds must be at least 1");
+    }
+    let upstream = start_upstream().await?;
+    let scratch = super::tempdir()?;
+    let key = admin_key(&scratch).await?;
+    let (mut child, gateway) = start_gateway(&scratch, &upstream)?;
+    let result = measure(&opts, &upstream, &gateway, &key, child.id()).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let report = result?;
+    if g.json {
+        output::json(&report)?;
+    } else {
+        let f = |k: &str| report[k].as_f64().unwrap_or(0.0);
+        println!(
+            "concurrency 1 ({} requests): direct p50 {:.0} µs p99 {:.0} µs; through the gateway p50 {:.0} µs p99 {:.0} µs; added p50 {:.0} µs, p99 {:.0} µs",
+            opts.requests,
+            f("c1DirectP50Us"),
+            f("c1DirectP99Us"),
+            f("c1GatewayP50Us"),
+            f("c1GatewayP99Us"),
+            f("c1AddedP50Us"),
+            f("c1AddedP99Us")
+        );
+        println!(
+            "open loop at {} req/s for {} s: direct p99 {:.0} µs; gateway served {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, errors {}; added p99 {:.0} µs",
+            opts.rate,
+            opts.seconds,
+            f("rateDirectP99Us"),
+            f("rateRps"),
+            f("rateGatewayP50Us"),
+            f("rateGatewayP99Us"),
+            report["rateErrors"],
+            f("rateAddedP99Us")
+        );
+        println!(
+            "streaming first byte: direct p99 {:.0} µs, gateway p99 {:.0} µs, added p99 {:.0} µs; idle gateway RSS {:.1} MiB",
+            f("streamTtftDirectP99Us"),
+            f("streamTtftGatewayP99Us"),
+            f("streamTtftAddedP99Us"),
+            f("idleRssMiB")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn measure(
+    opts: &Options,
+    upstream: &str,
+    gateway: &str,
+    key: &str,
+    pid: u32,
+) -> Result<Value> {
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(1024)
+        .build()?;
+    let idle_rss = rss_mib(pid)?;
+    let direct = Target::new(&client, &format!("{upstream}/v1/chat/completions"), None);
+    let through = Target::new(
+        &client,
+        &format!("{gateway}/v1/chat/completions"),
+        Some(key),
+    );
+    // Warm connections and code paths.
+    for _ in 0..200 {
+        direct.call(false).await?;
+        through.call(false).await?;
+    }
+    let c1_direct = sequential(&direct, opts.requests, false).await?;
+    let c1_gateway = sequential(&through, opts.requests, false).await?;
+    let ttft_direct = sequential(&direct, opts.requests / 4 + 1, true).await?;
+    let ttft_gateway = sequential(&through, opts.requests / 4 + 1, true).await?;
+    let duration = Duration::from_secs(opts.seconds);
+    let (rate_direct, _, _) = open_loop(&direct, opts.rate, duration).await;
+    let (rate_gateway, errors, served) = open_loop(&through, opts.rate, duration).await;
+    let us = |d: &[Duration], p: f64| quantile_ms(d, p) * 1000.0;
+    Ok(json!({
+        "bench": "gateway",
+        "idleRssMiB": idle_rss,
+        "c1DirectP50Us": us(&c1_direct, 0.5),
+        "c1DirectP99Us": us(&c1_direct, 0.99),
+        "c1GatewayP50Us": us(&c1_gateway, 0.5),
+        "c1GatewayP99Us": us(&c1_gateway, 0.99),
+        "c1AddedP50Us": us(&c1_gateway, 0.5) - us(&c1_direct, 0.5),
+        "c1AddedP99Us": us(&c1_gateway, 0.99) - us(&c1_direct, 0.99),
+        "rateOffered": opts.rate,
+        "rateSeconds": opts.seconds,
+        "rateRps": served as f64 / duration.as_secs_f64(),
+        "rateErrors": errors,
+        "rateDirectP99Us": us(&rate_direct, 0.99),
+        "rateGatewayP50Us": us(&rate_gateway, 0.5),
+        "rateGatewayP99Us": us(&rate_gateway, 0.99),
+        "rateAddedP99Us": us(&rate_gateway, 0.99) - us(&rate_direct, 0.99),
+        "streamTtftDirectP99Us": us(&ttft_direct, 0.99),
+        "streamTtftGatewayP99Us": us(&ttft_gateway, 0.99),
+        "streamTtftAddedP99Us": us(&ttft_gateway, 0.99) - us(&ttft_direct, 0.99),
+    }))
+}
+
+#[derive(Clone)]
+struct Target {
+    client: reqwest::Client,
+    url: String,
+    key: Option<String>,
+}
+
+impl Target {
+    fn new(client: &reqwest::Client, url: &str, key: Option<&str>) -> Self {
+        Target {
+            client: client.clone(),
+            url: url.to_string(),
+            key: key.map(str::to_string),
+        }
+    }
+
+    /// One call; for a stream, returns once the first body byte arrived (and then
+    /// drains the rest).
+    async fn call(&self, stream: bool) -> Result<Duration> {
+        use futures_util::StreamExt;
+        let body = json!({"model": MODEL, "stream": stream, "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Summarise the attached status report in one line."}]});
+        let mut req = self.client.post(&self.url).json(&body);
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key);
+        }
+        let started = Instant::now();
+        let resp = req.send().await?;
+        if !resp.status().is_success() {
+            bail!("{}: HTTP {}", self.url, resp.status());
+        }
+        if stream {
+            let mut bytes = resp.bytes_stream();
+            bytes.next().await.context("empty stream")??;
+            let first = started.elapsed();
+            while bytes.next().await.is_some() {}
+            return Ok(first);
+        }
+        resp.bytes().await?;
+        Ok(started.elapsed())
+    }
+}
+
+async fn sequential(target: &Target, n: usize, stream: bool) -> Result<Vec<Duration>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(target.call(stream).await?);
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Sends at `rate` for `duration` whatever the replies do; each latency runs from the
+/// request's scheduled time. Returns sorted latencies, errors and successes.
+async fn open_loop(target: &Target, rate: u64, duration: Duration) -> (Vec<Duration>, u64, u64) {
+    let total = (rate as f64 * duration.as_secs_f64()) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let scheduled = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(scheduled).await;
+        let target = target.clone();
+        tasks.spawn(async move {
+            let result = target.call(false).await;
+            (result.is_ok(), scheduled.elapsed())
+        });
+    }
+    let mut latencies = Vec::with_capacity(total as usize);
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((true, latency)) => latencies.push(latency),
+            _ => errors += 1,
+        }
+    }
+    latencies.sort();
+    let served = latencies.len() as u64;
+    (latencies, errors, served)
+}
+
+/// A ~1 KB chat completion, answered at once; streamed as SSE when asked.
+async fn start_upstream() -> Result<String> {
+    let content = "The status report says all systems are nominal. ".repeat(16);
+    let reply = Arc::new(json!({
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 160, "total_tokens": 172},
+    }));
+    let frames: Arc<String> = Arc::new(
+        content
+            .split_inclusive(' ')
+            .map(|w| {
+                let chunk = json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": w}}]});
+                format!("data: {chunk}\n\n")
+            })
+            .collect::<String>()
+            + "data: [DONE]\n\n",
+    );
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let (reply, frames) = (reply.clone(), frames.clone());
+            async move {
+                use axum::response::IntoResponse;
+                if body["stream"] == true {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                        frames.as_ref().clone(),
+                    )
+                        .into_response()
+                } else {
+                    axum::Json(reply.as_ref().clone()).into_response()
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = mesh_service::server::serve(listener, app, std::future::pending()).await;
+    });
+    Ok(format!("http://{addr}"))
+}
+
+async fn admin_key(dir: &std::path::Path) -> Result<String> {
+    let store = mesh_store::open(None, dir).await?;
+    let (key, _) = mesh_service::auth::create_key(
+        &store,
+        "bench",
+        mesh_service::auth::NewKey {
+            name: "bench".into(),
+            roles: vec![mesh_types::Role::Admin],
+            tenant: "bench".into(),
+        },
+    )
+    .await?;
+    Ok(key)
+}
+
+/// `mesh serve routing-gateway` on a free port, fronting the upstream.
+fn start_gateway(dir: &std::path::Path, upstream: &str) -> Result<(Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[gateway.providers]]\nname = \"bench\"\nkind = \"openai\"\nbase_url = \"{upstream}/v1\"\nmodels = [\"{MODEL}\"]\n"
+        ),
+    )?;
+    let child = Command::new(std::env::current_exe()?)
+        .args([
+            "serve",
+            "routing-gateway",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("MESH_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start `mesh serve routing-gateway`")?;
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok((child, url));
+        }
+        if Instant::now() > deadline {
+            bail!("the gateway process did not start listening on {url}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc status")?;
+    Ok(kib / 1024.0)
+}
