@@ -221,6 +221,16 @@ impl Gateway {
             })?),
             None => None,
         };
+        // Limits first: a call over its rate costs no policy decision and no record.
+        if let Some(limiter) = &self.limiter {
+            let agent_key = agent.as_ref().map(|a| a.id.to_string());
+            let buckets = limiter.buckets(
+                &principal.key_id.to_string(),
+                agent_key.as_deref(),
+                &request.model,
+            );
+            limiter.acquire(&buckets).await?;
+        }
         Ok(Caller {
             principal,
             agent,

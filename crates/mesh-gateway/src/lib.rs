@@ -12,6 +12,7 @@
 mod call;
 mod chat;
 mod providers;
+mod ratelimit;
 mod resilience;
 mod routes;
 mod sim;
@@ -20,6 +21,7 @@ mod stream;
 pub use call::CallContext;
 pub use chat::{ChatRequest, Completion, Message};
 pub use providers::{Provider, ProviderConfig, Upstream, resolve_secret};
+pub use ratelimit::{LimitsConfig, RateLimiter};
 pub use routes::router;
 
 use mesh_policy::{DecisionLogger, Enforcer};
@@ -34,6 +36,7 @@ pub struct Gateway {
     http: reqwest::Client,
     /// Call records go to provenance in batches, off the reply's path (see `record`).
     records: DecisionLogger,
+    limiter: Option<RateLimiter>,
 }
 
 impl Gateway {
@@ -45,6 +48,7 @@ impl Gateway {
         policy: Arc<Enforcer>,
         configured: Vec<Provider>,
         records: DecisionLogger,
+        limiter: Option<RateLimiter>,
     ) -> Result<Arc<Self>, String> {
         let mut providers = vec![Provider::sim()];
         for p in configured {
@@ -85,6 +89,7 @@ impl Gateway {
                 .build()
                 .map_err(|e| e.to_string())?,
             records,
+            limiter,
         });
         let weak = Arc::downgrade(&gateway);
         gateway.ctx.metrics.add_collector(Box::new(move |out| {

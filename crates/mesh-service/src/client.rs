@@ -82,6 +82,7 @@ impl HttpClient {
                 code: body.error.code,
                 message: body.error.message,
                 field: body.error.field,
+                retry_after_secs: None,
             }),
             Err(_) => Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,

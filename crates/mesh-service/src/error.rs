@@ -11,6 +11,8 @@ pub struct ApiError {
     pub code: String,
     pub message: String,
     pub field: Option<String>,
+    /// For 429/503: when to try again, sent as `Retry-After` (seconds).
+    pub retry_after_secs: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -33,7 +35,15 @@ impl ApiError {
             code: code.to_string(),
             message: message.into(),
             field: None,
+            retry_after_secs: None,
         }
+    }
+
+    /// 429: a rate limit was hit; try again after `secs`.
+    pub fn rate_limited(message: impl Into<String>, secs: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        e.retry_after_secs = Some(secs.max(1));
+        e
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -100,6 +110,12 @@ impl IntoResponse for ApiError {
         };
         let status = self.status;
         let mut response = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The unread body is still on the wire: this connection cannot carry another
             // request, so tell the client not to reuse it.

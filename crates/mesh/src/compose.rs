@@ -5,7 +5,7 @@ use crate::config::Config;
 use anyhow::{Context, Result};
 use axum::Router;
 use mesh_bus::EventsBus;
-use mesh_gateway::{Gateway, Provider};
+use mesh_gateway::{Gateway, Provider, RateLimiter};
 use mesh_orchestrator::Orchestrator;
 use mesh_policy::{DecisionLogger, Enforcer, PolicyService};
 use mesh_provenance::ProvenanceService;
@@ -126,16 +126,15 @@ impl Cores {
                 .map(|p| Provider::from_config(p, config.secrets_dir.as_deref()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let limiter = RateLimiter::new(config.limits.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let (records, writer) = DecisionLogger::spawn(store.clone());
             log_writers.push(writer);
+            let ctx = ctx(ServiceName::RoutingGateway);
             Some(
-                Gateway::new(
-                    ctx(ServiceName::RoutingGateway),
-                    policy.clone(),
-                    providers,
-                    records,
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+                Gateway::new(ctx, policy.clone(), providers, records, limiter)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
             )
         } else {
             None

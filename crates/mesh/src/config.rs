@@ -4,7 +4,7 @@
 //! tests can resolve configurations from strings.
 
 use anyhow::{Context, Result, bail};
-use mesh_gateway::ProviderConfig;
+use mesh_gateway::{LimitsConfig, ProviderConfig};
 use mesh_policy::PolicyLocation;
 use mesh_queue::QueueConfig;
 use mesh_service::ServiceName;
@@ -44,6 +44,8 @@ pub struct FileConfig {
 pub struct GatewayFileConfig {
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// `[secrets]`: the mounted-secrets directory agents read from (one file per secret).
@@ -171,6 +173,8 @@ pub struct Config {
     pub secrets_dir: Option<PathBuf>,
     /// `[[gateway.providers]]`, checked at start-up (credentials resolved then).
     pub providers: Vec<ProviderConfig>,
+    /// `[gateway.limits]`.
+    pub limits: LimitsConfig,
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".mesh";
@@ -245,6 +249,7 @@ impl Config {
             policy,
             secrets_dir: file.secrets.dir,
             providers: file.gateway.providers,
+            limits: file.gateway.limits,
             data_dir,
             store: flags.store.clone().or(file.store),
             bus: flags.bus.clone().or(file.bus),

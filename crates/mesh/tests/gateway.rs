@@ -379,3 +379,136 @@ fn credentials_must_come_from_the_secret_store() {
     );
     assert!(nowhere.contains("fallback_model ghost"), "{nowhere}");
 }
+
+async fn chat_status(api: &Api, gw: &str, key: &str) -> (u16, Option<String>) {
+    let body = json!({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = api
+        .http
+        .post(format!("{gw}/v1/chat/completions"))
+        .bearer_auth(key)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (resp.status().as_u16(), retry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_queue_then_refuse_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three calls per key, refilled at one every 1,000 s: the fourth is refused.
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        "[gateway.limits]\nper_key_rps = 0.001\nburst_secs = 3000\n",
+    )
+    .unwrap();
+    let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let gw = process.url("routing-gateway");
+    for _ in 0..3 {
+        assert_eq!(chat_status(&api, &gw, &admin).await.0, 200);
+    }
+    let (status, retry) = chat_status(&api, &gw, &admin).await;
+    assert_eq!(status, 429);
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    // The limit is per key: another key still has its three.
+    let other = api
+        .key(&process.url("mesh-orchestrator"), &admin, "operator")
+        .await;
+    assert_eq!(chat_status(&api, &gw, &other).await.0, 200);
+
+    // Waiting instead of refusing: 20 per second, one at a time, waits of at most 2 s.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        "[gateway.limits]\nper_model_rps = 20\nburst_secs = 0\nmax_wait_ms = 2000\n",
+    )
+    .unwrap();
+    let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let admin = process.admin_key.clone().unwrap();
+    let gw = process.url("routing-gateway");
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let (api, gw, admin) = (api.clone(), gw.clone(), admin.clone());
+            tokio::spawn(async move { chat_status(&api, &gw, &admin).await.0 })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(
+            call.await.unwrap(),
+            200,
+            "queued calls wait for their token"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_limit_is_exact_across_gateway_processes() {
+    let Ok(redis) = std::env::var("MESH_TEST_REDIS_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set MESH_TEST_REDIS_URL"
+        );
+        eprintln!("SKIPPED: MESH_TEST_REDIS_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        format!(
+            "[gateway.limits]\nglobal_rps = 0.001\nburst_secs = 4000\nstore = \"{redis}?prefix={prefix}\"\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let key_out = mesh(&[
+        "keys",
+        "create",
+        "--role",
+        "admin",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(key_out.status.success());
+    let key = String::from_utf8(key_out.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let serve = |_: usize| {
+        MeshProcess::start(
+            dir.path(),
+            &[
+                "serve",
+                "routing-gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+                "mesh.toml",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+        )
+    };
+    let (a, b) = (serve(0), serve(1));
+    let api = Api::new();
+    let urls = [a.url("routing-gateway"), b.url("routing-gateway")];
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let (api, gw, key) = (api.clone(), urls[i % 2].clone(), key.clone());
+            tokio::spawn(async move { chat_status(&api, &gw, &key).await.0 })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((ok, limited), (4, 8), "{statuses:?}");
+}

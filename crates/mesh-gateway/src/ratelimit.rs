@@ -1,0 +1,250 @@
+//! Token-bucket rate limits — global, per API key, per agent and per model — checked
+//! together: a call takes a token from every bucket that applies or from none. In one
+//! process the buckets live in memory; with `store = "redis://…"` they live in Redis,
+//! updated by one Lua script per call (atomic, so several gateway processes share one
+//! exact limit). A call over a limit waits up to `max_wait_ms` for its tokens (the
+//! seed's "queue, apply backpressure"), then gets 429 with `Retry-After`.
+
+use mesh_service::ApiError;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// `[gateway.limits]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub global_rps: Option<f64>,
+    pub per_key_rps: Option<f64>,
+    pub per_agent_rps: Option<f64>,
+    pub per_model_rps: Option<f64>,
+    /// Tokens a bucket holds when full (default: one second's worth, at least 1).
+    pub burst_secs: Option<f64>,
+    /// Longest a call waits for tokens before its 429 (default 0: no waiting).
+    pub max_wait_ms: Option<u64>,
+    /// `redis://HOST:PORT[/DB][?prefix=NAME]` to share the buckets between gateway
+    /// processes (`prefix` separates meshes sharing one Redis).
+    pub store: Option<String>,
+}
+
+/// One bucket a call draws from: its key, refill rate and size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    pub key: String,
+    pub rate: f64,
+    pub burst: f64,
+}
+
+pub struct RateLimiter {
+    config: LimitsConfig,
+    backend: Backend,
+}
+
+enum Backend {
+    Memory(Mutex<HashMap<String, (f64, Instant)>>),
+    Redis {
+        conn: redis::aio::ConnectionManager,
+        prefix: String,
+    },
+}
+
+/// Takes a token from every bucket or none; returns 0 or the milliseconds until all
+/// have one. Clocked by the Redis server, so processes' clocks do not matter.
+const TAKE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait = 0
+local tokens = {}
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local v = redis.call('HMGET', key, 't', 'ts')
+  local have = tonumber(v[1]) or burst
+  local ts = tonumber(v[2]) or now
+  have = math.min(burst, have + math.max(0, now - ts) / 1000 * rate)
+  if have < 1 then
+    wait = math.max(wait, math.ceil((1 - have) / rate * 1000))
+  end
+  tokens[i] = have
+end
+if wait > 0 then return wait end
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  redis.call('HSET', key, 't', tokens[i] - 1, 'ts', now)
+  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+end
+return 0
+"#;
+
+impl RateLimiter {
+    /// `None` when no limit is configured.
+    pub async fn new(config: LimitsConfig) -> Result<Option<Self>, String> {
+        let rates = [
+            config.global_rps,
+            config.per_key_rps,
+            config.per_agent_rps,
+            config.per_model_rps,
+        ];
+        if rates.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        if rates.iter().flatten().any(|r| !r.is_finite() || *r <= 0.0) {
+            return Err("[gateway.limits]: rates must be positive numbers".into());
+        }
+        let backend = match &config.store {
+            None => Backend::Memory(Mutex::new(HashMap::new())),
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                let (server, prefix) = match url.split_once("?prefix=") {
+                    Some((server, prefix))
+                        if !prefix.is_empty() && !prefix.contains(['&', '?']) =>
+                    {
+                        (server, format!("mesh:ratelimit:{prefix}:"))
+                    }
+                    Some(_) => {
+                        return Err(format!("[gateway.limits] store {url}: malformed ?prefix="));
+                    }
+                    None => (url.as_str(), "mesh:ratelimit:".to_string()),
+                };
+                let client = redis::Client::open(server)
+                    .map_err(|e| format!("[gateway.limits] store {url}: {e}"))?;
+                let conn = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    redis::aio::ConnectionManager::new(client),
+                )
+                .await
+                .map_err(|_| format!("[gateway.limits] store {url}: no answer within 5 s"))?
+                .map_err(|e| format!("[gateway.limits] store {url}: {e}"))?;
+                Backend::Redis { conn, prefix }
+            }
+            Some(url) => return Err(format!("[gateway.limits] store {url}: expected redis://")),
+        };
+        Ok(Some(RateLimiter { config, backend }))
+    }
+
+    /// The buckets a call draws from.
+    pub fn buckets(&self, key_id: &str, agent: Option<&str>, model: &str) -> Vec<Bucket> {
+        let burst_secs = self.config.burst_secs.unwrap_or(1.0).max(0.0);
+        let bucket = |key: String, rate: f64| Bucket {
+            key,
+            rate,
+            burst: (rate * burst_secs).max(1.0),
+        };
+        let c = &self.config;
+        let mut out = Vec::new();
+        if let Some(rate) = c.global_rps {
+            out.push(bucket("global".into(), rate));
+        }
+        if let Some(rate) = c.per_key_rps {
+            out.push(bucket(format!("key:{key_id}"), rate));
+        }
+        if let (Some(rate), Some(agent)) = (c.per_agent_rps, agent) {
+            out.push(bucket(format!("agent:{agent}"), rate));
+        }
+        if let Some(rate) = c.per_model_rps {
+            out.push(bucket(format!("model:{model}"), rate));
+        }
+        out
+    }
+
+    /// Takes a token from each bucket, waiting up to `max_wait_ms`; else 429.
+    pub async fn acquire(&self, buckets: &[Bucket]) -> Result<(), ApiError> {
+        if buckets.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.config.max_wait_ms.unwrap_or(0));
+        loop {
+            let wait = self.take(buckets).await?;
+            if wait.is_zero() {
+                return Ok(());
+            }
+            if Instant::now() + wait > deadline {
+                let secs = wait.as_secs_f64().ceil() as u64;
+                return Err(ApiError::rate_limited(
+                    format!("rate limit reached; try again in {secs} s"),
+                    secs,
+                ));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Zero when the tokens were taken, else how long until they would be there.
+    async fn take(&self, buckets: &[Bucket]) -> Result<Duration, ApiError> {
+        match &self.backend {
+            Backend::Memory(state) => Ok(take_in_memory(state, buckets, Instant::now())),
+            Backend::Redis { conn, prefix } => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(TAKE).arg(buckets.len());
+                for b in buckets {
+                    cmd.arg(format!("{prefix}{}", b.key));
+                }
+                for b in buckets {
+                    cmd.arg(b.rate).arg(b.burst);
+                }
+                let mut conn = conn.clone();
+                let wait: u64 = cmd.query_async(&mut conn).await.map_err(|e| {
+                    ApiError::unavailable("rate_limit_store", format!("rate-limit store: {e}"))
+                })?;
+                Ok(Duration::from_millis(wait))
+            }
+        }
+    }
+}
+
+fn take_in_memory(
+    state: &Mutex<HashMap<String, (f64, Instant)>>,
+    buckets: &[Bucket],
+    now: Instant,
+) -> Duration {
+    let Ok(mut state) = state.lock() else {
+        return Duration::ZERO;
+    };
+    let mut wait = Duration::ZERO;
+    let mut levels = Vec::with_capacity(buckets.len());
+    for b in buckets {
+        let (have, at) = state.get(&b.key).copied().unwrap_or((b.burst, now));
+        let have = (have + now.saturating_duration_since(at).as_secs_f64() * b.rate).min(b.burst);
+        if have < 1.0 {
+            wait = wait.max(Duration::from_secs_f64((1.0 - have) / b.rate));
+        }
+        levels.push(have);
+    }
+    if wait.is_zero() {
+        for (b, have) in buckets.iter().zip(levels) {
+            state.insert(b.key.clone(), (have - 1.0, now));
+        }
+    }
+    wait
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_buckets_or_none() {
+        let state = Mutex::new(HashMap::new());
+        let t0 = Instant::now();
+        let a = Bucket {
+            key: "a".into(),
+            rate: 1.0,
+            burst: 2.0,
+        };
+        let b = Bucket {
+            key: "b".into(),
+            rate: 10.0,
+            burst: 1.0,
+        };
+        assert!(take_in_memory(&state, &[a.clone(), b.clone()], t0).is_zero());
+        // b is empty: nothing is taken from a either.
+        let wait = take_in_memory(&state, &[a.clone(), b.clone()], t0);
+        assert_eq!(wait, Duration::from_millis(100));
+        assert_eq!(state.lock().unwrap()["a"].0, 1.0);
+        // 100 ms later b has refilled one token.
+        assert!(take_in_memory(&state, &[a.clone(), b], t0 + Duration::from_millis(100)).is_zero());
+        let wait = take_in_memory(&state, &[a], t0 + Duration::from_millis(100));
+        assert!(wait > Duration::from_millis(800), "{wait:?}");
+    }
+}
