@@ -20,7 +20,7 @@ mod stream;
 
 pub use call::CallContext;
 pub use chat::{ChatRequest, Completion, Message};
-pub use providers::{Provider, ProviderConfig, Upstream, resolve_secret};
+pub use providers::{Provider, ProviderConfig, Upstream};
 pub use ratelimit::{LimitsConfig, RateLimiter};
 pub use routes::router;
 

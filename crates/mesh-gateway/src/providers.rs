@@ -6,9 +6,9 @@
 use crate::chat::{ChatRequest, Completion};
 use crate::resilience::{Breaker, CallError, Failure};
 use crate::sim;
+use mesh_service::SecretDir;
 use serde::Deserialize;
 use serde_json::Value;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,10 +86,10 @@ impl Provider {
         }
     }
 
-    /// Checks a configured provider and resolves its credential from `secrets_dir`.
+    /// Checks a configured provider and resolves its credential from the secret store.
     pub fn from_config(
         config: &ProviderConfig,
-        secrets_dir: Option<&Path>,
+        secrets: Option<&SecretDir>,
     ) -> Result<Self, String> {
         let at = format!("[[gateway.providers]] {}", config.name);
         if config.models.is_empty() {
@@ -109,7 +109,7 @@ impl Provider {
                     .api_key
                     .as_deref()
                     .map(|r| {
-                        resolve_secret(r, secrets_dir).map_err(|e| format!("{at}: api_key: {e}"))
+                        SecretDir::resolve(secrets, r).map_err(|e| format!("{at}: api_key: {e}"))
                     })
                     .transpose()?;
                 Kind::OpenAi {
@@ -256,23 +256,4 @@ pub enum Upstream {
     Whole(Completion),
     /// An upstream SSE response, relayed as it arrives.
     Relay(reqwest::Response),
-}
-
-/// `secret://NAME` → the contents of `NAME` in the secrets directory.
-pub fn resolve_secret(reference: &str, secrets_dir: Option<&Path>) -> Result<String, String> {
-    let name = reference
-        .strip_prefix("secret://")
-        .ok_or("credentials are given as secret://NAME, never as values in the config file")?;
-    let dir = secrets_dir.ok_or("no secret store is configured ([secrets] dir)")?;
-    let valid = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !valid {
-        return Err(format!("`{name}` is not a secret name"));
-    }
-    std::fs::read_to_string(dir.join(name))
-        .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
-        .map_err(|e| format!("secret {name}: {e}"))
 }

@@ -306,6 +306,34 @@ impl Enforcer {
         }
     }
 
+    /// For points that create something a caller describes (an agent, a tool): the
+    /// caller is the subject, the new object's fields the resource's attributes. Returns
+    /// the object as the policy left it (redactions applied) and the decision's event.
+    pub async fn admit_new<T>(
+        &self,
+        point: Point,
+        kind: &str,
+        caller: &mesh_types::Principal,
+        service: &str,
+        new: T,
+    ) -> Result<(T, EventDraft), ApiError>
+    where
+        T: Serialize + serde::de::DeserializeOwned,
+    {
+        let resource = crate::Resource {
+            kind: Some(kind.to_string()),
+            id: None,
+            classification: None,
+            attributes: serde_json::to_value(&new).unwrap_or_default(),
+        };
+        let ctx = crate::inputs::context(crate::inputs::principal(caller), resource, service);
+        let verdict = self
+            .admit(point, ctx, &crate::inputs::principal_actor(caller))
+            .await?;
+        let new = verdict.redacted_attributes(new)?;
+        Ok((new, verdict.audit))
+    }
+
     /// Records a refusal and returns the 403 to send.
     pub async fn refuse(&self, verdict: Verdict) -> ApiError {
         let error = verdict.refusal();

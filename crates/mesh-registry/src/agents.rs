@@ -1,5 +1,5 @@
-use mesh_policy::{Enforcer, Point, Resource, inputs};
-use mesh_service::{ApiError, ServiceContext};
+use mesh_policy::{Enforcer, Point};
+use mesh_service::{ApiError, SecretDir, ServiceContext};
 use mesh_types::agent::{AgentFilter, AgentSummary};
 use mesh_types::{
     Agent, AgentRole, AgentStatus, EventDraft, NewAgent, Page, PageRequest, Principal,
@@ -15,7 +15,7 @@ pub struct AgentRegistry {
     ctx: ServiceContext,
     policy: Arc<Enforcer>,
     /// Mounted-secrets directory agents read from, if configured.
-    secrets_dir: Option<std::path::PathBuf>,
+    secrets_dir: Option<SecretDir>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ impl AgentRegistry {
     pub fn with_secrets(
         ctx: ServiceContext,
         policy: Arc<Enforcer>,
-        secrets_dir: Option<std::path::PathBuf>,
+        secrets_dir: Option<SecretDir>,
     ) -> Arc<Self> {
         Arc::new(Self {
             ctx,
@@ -49,8 +49,8 @@ impl AgentRegistry {
         &self.policy
     }
 
-    pub(crate) fn secrets_dir(&self) -> Option<&std::path::Path> {
-        self.secrets_dir.as_deref()
+    pub(crate) fn secrets_dir(&self) -> Option<&SecretDir> {
+        self.secrets_dir.as_ref()
     }
 
     pub fn context(&self) -> &ServiceContext {
@@ -61,18 +61,11 @@ impl AgentRegistry {
     /// is written with the registration.
     pub async fn register(&self, caller: &Principal, new: NewAgent) -> Result<Agent, ApiError> {
         new.validate()?;
-        let resource = Resource {
-            kind: Some("agent".into()),
-            id: None,
-            classification: None,
-            attributes: serde_json::to_value(&new).unwrap_or_default(),
-        };
-        let ctx = inputs::context(inputs::principal(caller), resource, self.ctx.name.as_str());
-        let verdict = self
+        let service = self.ctx.name.as_str();
+        let (new, decision) = self
             .policy
-            .admit(Point::AgentRegister, ctx, &inputs::principal_actor(caller))
+            .admit_new(Point::AgentRegister, "agent", caller, service, new)
             .await?;
-        let new = verdict.redacted_attributes(new)?;
         new.validate()?;
         let agent = new.into_agent(Uuid::now_v7(), mesh_types::time::now());
         let event = EventDraft::new(
@@ -94,7 +87,7 @@ impl AgentRegistry {
         self.ctx
             .store
             .agents
-            .insert_agent(&agent, vec![event, verdict.audit])
+            .insert_agent(&agent, vec![event, decision])
             .await?;
         Ok(agent)
     }

@@ -8,14 +8,11 @@
 use crate::agents::AgentRegistry;
 use mesh_policy::{Actor, Point, Resource, inputs};
 use mesh_service::ApiError;
+use mesh_service::secrets::SecretError;
 use mesh_types::{AgentStatus, EventDraft};
 use serde::Serialize;
 use serde_json::json;
-use std::path::PathBuf;
 use uuid::Uuid;
-
-/// Largest secret served.
-const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -26,22 +23,12 @@ pub struct SecretValue {
 
 impl AgentRegistry {
     pub async fn read_secret(&self, agent_id: Uuid, name: &str) -> Result<SecretValue, ApiError> {
-        let valid = !name.is_empty()
-            && name.len() <= 128
-            && !name.starts_with('.')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !valid {
-            return Err(ApiError::invalid(
-                "name",
-                "name: a secret name is 1-128 letters, digits, `_`, `-` or `.`, not starting with `.`",
-            ));
-        }
-        let dir: PathBuf = self
+        let dir = self
             .secrets_dir()
-            .ok_or_else(|| ApiError::not_found("no secret store is configured ([secrets] dir)"))?
-            .to_path_buf();
+            .ok_or_else(|| ApiError::not_found("no secret store is configured ([secrets] dir)"))?;
+        if let Err(e @ SecretError::BadName(_)) = dir.read(name) {
+            return Err(ApiError::invalid("name", format!("name: {e}")));
+        }
         let agent = self.get(agent_id).await?;
         if agent.status == AgentStatus::Retired {
             return Err(ApiError::conflict(format!(
@@ -66,19 +53,10 @@ impl AgentRegistry {
             self.context().name.as_str(),
         );
         let verdict = self.policy().admit(Point::SecretRead, ctx, &actor).await?;
-        let path = dir.join(name);
-        let value = match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() && meta.len() <= MAX_SECRET_BYTES => {
-                std::fs::read_to_string(&path)
-                    .map_err(|e| ApiError::internal(format!("secret {name}: {e}")))?
-            }
-            Ok(meta) if meta.is_file() => {
-                return Err(ApiError::internal(format!(
-                    "secret {name} is larger than {MAX_SECRET_BYTES} bytes"
-                )));
-            }
-            _ => return Err(ApiError::not_found(format!("no secret named {name}"))),
-        };
+        let value = dir.read(name).map_err(|e| match e {
+            SecretError::Missing(_) => ApiError::not_found(e.to_string()),
+            _ => ApiError::internal(e.to_string()),
+        })?;
         let event = EventDraft::new("secret_read", &agent.name, "secret", Some(name.to_string()))
             .payload(json!({"secret": name, "agentId": agent.id, "agentName": agent.name}));
         self.context()
@@ -88,7 +66,7 @@ impl AgentRegistry {
             .await?;
         Ok(SecretValue {
             name: name.to_string(),
-            value: value.trim_end_matches(['\n', '\r']).to_string(),
+            value,
         })
     }
 }

@@ -1,4 +1,4 @@
-use mesh_policy::{Enforcer, Point, Resource, inputs};
+use mesh_policy::{Enforcer, Point};
 use mesh_service::{ApiError, ServiceContext};
 use mesh_types::tool::ToolFilter;
 use mesh_types::{EventDraft, NewTool, Page, PageRequest, Principal, Tool, ToolStatus};
@@ -49,18 +49,11 @@ impl ToolRegistry {
         new.validate()?;
         check_schema("inputSchema", &new.input_schema)?;
         check_schema("outputSchema", &new.output_schema)?;
-        let resource = Resource {
-            kind: Some("tool".into()),
-            id: None,
-            classification: None,
-            attributes: serde_json::to_value(&new).unwrap_or_default(),
-        };
-        let ctx = inputs::context(inputs::principal(caller), resource, self.ctx.name.as_str());
-        let verdict = self
+        let service = self.ctx.name.as_str();
+        let (new, decision) = self
             .policy
-            .admit(Point::ToolRegister, ctx, &inputs::principal_actor(caller))
+            .admit_new(Point::ToolRegister, "tool", caller, service, new)
             .await?;
-        let new = verdict.redacted_attributes(new)?;
         new.validate()?;
         let tool = new.into_tool(Uuid::now_v7(), mesh_types::time::now());
         let event = EventDraft::new(
@@ -81,7 +74,7 @@ impl ToolRegistry {
         self.ctx
             .store
             .tools
-            .insert_tool(&tool, vec![event, verdict.audit])
+            .insert_tool(&tool, vec![event, decision])
             .await?;
         Ok(tool)
     }

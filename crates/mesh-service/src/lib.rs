@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+pub mod secrets;
 pub mod server;
 pub mod services;
 
@@ -21,5 +22,6 @@ pub use client::HttpClient;
 pub use error::ApiError;
 pub use extract::{IdPath, JsonBody, QueryParams};
 pub use metrics::Metrics;
+pub use secrets::SecretDir;
 pub use server::{Readiness, ServiceContext};
 pub use services::ServiceName;

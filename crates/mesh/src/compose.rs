@@ -11,7 +11,7 @@ use mesh_policy::{DecisionLogger, Enforcer, PolicyService};
 use mesh_provenance::ProvenanceService;
 use mesh_queue::{TaskQueue, TaskQueueClient};
 use mesh_registry::{AgentRegistry, AgentRegistryClient, ToolRegistry};
-use mesh_service::{HttpClient, Readiness, ServiceContext, ServiceName};
+use mesh_service::{HttpClient, Readiness, SecretDir, ServiceContext, ServiceName};
 use mesh_store::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ impl Cores {
             AgentRegistry::with_secrets(
                 ctx(ServiceName::AgentRegistry),
                 policy.clone(),
-                config.secrets_dir.clone(),
+                config.secrets_dir.clone().map(SecretDir::new),
             )
         });
         let agent_client = || -> Result<AgentRegistryClient> {
@@ -120,10 +120,11 @@ impl Cores {
         };
         let mut log_writers: Vec<JoinHandle<()>> = decision_log.into_iter().collect();
         let gateway = if here(ServiceName::RoutingGateway) {
+            let secrets = config.secrets_dir.clone().map(SecretDir::new);
             let providers = config
                 .providers
                 .iter()
-                .map(|p| Provider::from_config(p, config.secrets_dir.as_deref()))
+                .map(|p| Provider::from_config(p, secrets.as_ref()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let limiter = RateLimiter::new(config.limits.clone())

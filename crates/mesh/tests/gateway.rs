@@ -370,7 +370,7 @@ fn credentials_must_come_from_the_secret_store() {
         "[secrets]\ndir = \"{}\"\n[[gateway.providers]]\nname = \"x\"\nkind = \"openai\"\nbase_url = \"http://h/v1\"\napi_key = \"secret://nope\"\nmodels = [\"m\"]\n",
         dir.path().display()
     ));
-    assert!(missing.contains("secret nope"), "{missing}");
+    assert!(missing.contains("no secret named nope"), "{missing}");
     let clash =
         start("[[gateway.providers]]\nname = \"x\"\nkind = \"sim\"\nmodels = [\"sim-small\"]\n");
     assert!(clash.contains("already served"), "{clash}");
