@@ -73,20 +73,47 @@ impl Orchestrator {
         self.queue.cancel(caller, id).await
     }
 
-    /// Tasks a policy escalated to a human, oldest decisions first in the listing order.
+    /// Tasks a policy escalated to a human, each with the policy's reason and who
+    /// should decide (read from the task's `task_needs_approval` event).
     pub async fn approvals(
         &self,
         caller: &Caller,
         limit: Option<u32>,
         cursor: Option<String>,
-    ) -> Result<Page<Task>, ApiError> {
+    ) -> Result<Page<PendingApproval>, ApiError> {
         let query = TaskListQuery {
             status: Some(TaskStatus::NeedsApproval),
             limit,
             cursor,
             ..TaskListQuery::default()
         };
-        self.queue.list(caller, query).await
+        let page = self.queue.list(caller, query).await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for task in page.items {
+            let events = self.ctx.store.provenance.events_for_task(task.id).await?;
+            let escalation = events
+                .iter()
+                .rev()
+                .find(|e| e.action == "task_needs_approval")
+                .map(|e| e.payload.clone())
+                .unwrap_or_default();
+            let text = |k: &str| {
+                escalation
+                    .get(k)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            };
+            items.push(PendingApproval {
+                reason: text("reason"),
+                escalation_target: text("escalationTarget"),
+                decision_id: text("decisionId"),
+                task,
+            });
+        }
+        Ok(Page {
+            items,
+            next_cursor: page.next_cursor,
+        })
     }
 
     pub async fn resolve_approval(
@@ -98,6 +125,17 @@ impl Orchestrator {
     ) -> Result<Task, ApiError> {
         self.queue.resolve_approval(caller, id, approve, note).await
     }
+}
+
+/// A task waiting for a human, with why.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingApproval {
+    #[serde(flatten)]
+    pub task: Task,
+    pub reason: Option<String>,
+    pub escalation_target: Option<String>,
+    pub decision_id: Option<String>,
 }
 
 /// When a task submitted at `now` should finish: the tasks ahead of it drain through the

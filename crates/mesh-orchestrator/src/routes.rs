@@ -87,7 +87,7 @@ async fn approvals(
     State(core): State<Arc<Orchestrator>>,
     caller: Caller,
     QueryParams(q): QueryParams<ApprovalsQuery>,
-) -> Result<Json<Page<Task>>, ApiError> {
+) -> Result<Json<Page<crate::core::PendingApproval>>, ApiError> {
     Ok(Json(core.approvals(&caller, q.limit, q.cursor).await?))
 }
 
@@ -165,7 +165,7 @@ fn openapi() -> Value {
             op(
                 "get",
                 "/api/v1/approvals",
-                "Tasks a policy escalated to a human (limit, cursor)",
+                "Tasks a policy escalated to a human, with reason and escalationTarget (limit, cursor)",
                 Permission::TaskRead,
                 None,
                 (200, "{items, nextCursor}"),

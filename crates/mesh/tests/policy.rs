@@ -465,6 +465,16 @@ async fn escalated_tasks_wait_for_a_human() {
     );
     let pending = api.get(&format!("{orch}/api/v1/approvals"), &admin).await;
     assert_eq!(pending.body["items"].as_array().unwrap().len(), 2);
+    let item = &pending.body["items"][0];
+    assert_eq!(item["escalationTarget"], "platform-oncall", "{item}");
+    assert!(
+        item["reason"]
+            .as_str()
+            .unwrap()
+            .contains("critical-risk migrate_db"),
+        "{item}"
+    );
+    assert_eq!(item["status"], "needs_approval");
 
     // A parked task is not claimable.
     let agent = api
@@ -819,7 +829,11 @@ fn approvals_from_the_command_line() {
     assert_eq!(reply["status"], "needs_approval");
     let id = reply["taskId"].as_str().unwrap();
     let list = mesh(&["approvals", "list", "--data-dir", data]);
-    assert!(String::from_utf8_lossy(&list.stdout).contains(id));
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed.contains(id) && listed.contains("platform-oncall"),
+        "{listed}"
+    );
     let approve = mesh(&[
         "approvals",
         "approve",

@@ -99,7 +99,20 @@ pub async fn approvals(g: &GlobalArgs, cmd: ApprovalsCommand) -> Result<ExitCode
             if g.json {
                 output::json(&page)?;
             } else {
-                super::tasks::print_tasks(&page.items);
+                let rows: Vec<Vec<String>> = page
+                    .items
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.task.id.to_string(),
+                            p.task.task_type.clone(),
+                            p.task.risk_tier.to_string(),
+                            p.escalation_target.clone().unwrap_or_default(),
+                            p.reason.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["ID", "TYPE", "RISK", "APPROVER", "REASON"], &rows);
             }
         }
         ApprovalsCommand::Approve { id, note } | ApprovalsCommand::Reject { id, note } => {
