@@ -5,6 +5,7 @@
 use crate::chat::{ChatRequest, Completion};
 use crate::providers::{Provider, Upstream};
 use crate::resilience::{CallError, Failure, backoff};
+use crate::routing::{AUTO, RouteRequest, Strategy};
 use crate::{Gateway, stream};
 use mesh_policy::{Actor, Point, Resource, Verdict, inputs};
 use mesh_service::ApiError;
@@ -20,6 +21,9 @@ pub struct CallContext {
     pub agent_id: Option<Uuid>,
     pub task_id: Option<Uuid>,
     pub data_classification: Option<String>,
+    /// For `model: "auto"`: how to choose, and the latency objective.
+    pub strategy: Option<Strategy>,
+    pub slo_ms: Option<f64>,
 }
 
 /// Who is calling, resolved once for the whole chain.
@@ -73,6 +77,9 @@ struct Trail {
     redacted: bool,
     stream: bool,
     requested: String,
+    /// The model tried first (the routing choice for `auto`): serving another is a
+    /// failover.
+    first_choice: Option<String>,
 }
 
 /// How the chain ended for a streaming call.
@@ -92,9 +99,13 @@ impl Gateway {
         let caller = self.caller(principal, call, &request).await?;
         let mut trail = Trail::new(&request);
         let mut last_error = None;
-        for (provider, model) in self.chain(&request.model, caller.agent.as_ref()) {
+        for (i, (provider, model)) in self
+            .plan(&caller, &request, &mut trail)?
+            .into_iter()
+            .enumerate()
+        {
             let Some(request) = self
-                .admit(&caller, &provider, &model, &request, &mut trail)
+                .admit(&caller, i == 0, &provider, &model, &request, &mut trail)
                 .await?
             else {
                 continue;
@@ -143,9 +154,13 @@ impl Gateway {
         let mut trail = Trail::new(&request);
         let mut last_error = None;
         let mut opened = None;
-        for (provider, model) in self.chain(&request.model, caller.agent.as_ref()) {
+        for (i, (provider, model)) in self
+            .plan(&caller, &request, &mut trail)?
+            .into_iter()
+            .enumerate()
+        {
             let Some(request) = self
-                .admit(&caller, &provider, &model, &request, &mut trail)
+                .admit(&caller, i == 0, &provider, &model, &request, &mut trail)
                 .await?
             else {
                 continue;
@@ -200,7 +215,7 @@ impl Gateway {
         call: CallContext,
         request: &ChatRequest,
     ) -> Result<Caller<'a>, ApiError> {
-        if self.provider_of(&request.model).is_none() {
+        if request.model != AUTO && self.provider_of(&request.model).is_none() {
             let known: Vec<&str> = self.models().into_iter().map(|(m, _)| m).collect();
             return Err(ApiError::not_found(format!(
                 "model `{}` does not exist; known models: {}",
@@ -238,6 +253,49 @@ impl Gateway {
         })
     }
 
+    /// The models to try, in order: for `auto`, the routing decision's ranking (the
+    /// decision recorded with the call); otherwise [`Gateway::chain`].
+    fn plan(
+        &self,
+        caller: &Caller<'_>,
+        request: &ChatRequest,
+        trail: &mut Trail,
+    ) -> Result<Vec<(Provider, String)>, ApiError> {
+        let plan = self.plan_models(caller, request, trail)?;
+        trail.first_choice = plan.first().map(|(_, m)| m.clone());
+        Ok(plan)
+    }
+
+    fn plan_models(
+        &self,
+        caller: &Caller<'_>,
+        request: &ChatRequest,
+        trail: &mut Trail,
+    ) -> Result<Vec<(Provider, String)>, ApiError> {
+        if request.model != AUTO {
+            return Ok(self.chain(&request.model, caller.agent.as_ref()));
+        }
+        let route = RouteRequest {
+            data_classification: caller
+                .call
+                .data_classification
+                .as_deref()
+                .and_then(|c| c.parse().ok()),
+            strategy: caller.call.strategy.unwrap_or_default(),
+            slo_ms: caller.call.slo_ms,
+            ..RouteRequest::default()
+        };
+        let decision = self.route(caller.principal, &route)?;
+        trail
+            .decisions
+            .push(self.route_event(caller.principal, &decision, &route));
+        Ok(decision
+            .ranking
+            .iter()
+            .filter_map(|m| self.provider_of(m).map(|p| (p.clone(), m.clone())))
+            .collect())
+    }
+
     /// The requested model's provider, then the calling agent's fallback (when the
     /// request is for its preferred model), then the provider's own fallback; each
     /// provider once.
@@ -272,6 +330,7 @@ impl Gateway {
     async fn admit(
         &self,
         caller: &Caller<'_>,
+        first: bool,
         provider: &Provider,
         model: &str,
         request: &ChatRequest,
@@ -296,7 +355,7 @@ impl Gateway {
         let ctx = inputs::context(subject, resource, self.ctx.name.as_str());
         let verdict: Verdict = self.policy.enforce(Point::ModelCall, ctx, &caller.actor());
         if !verdict.permits() {
-            if trail.decisions.is_empty() {
+            if first {
                 return Err(self.policy.refuse(verdict).await);
             }
             trail.attempts.push(json!({"provider": provider.name, "model": model, "error": verdict.decision.reason}));
@@ -414,6 +473,10 @@ impl Gateway {
         served: Option<(&Provider, &str, Usage)>,
         error: Option<&str>,
     ) -> Result<(), ApiError> {
+        if let Some((_, model, _)) = &served {
+            self.latency
+                .observe(model, trail.started.elapsed().as_secs_f64() * 1000.0);
+        }
         let event = trail.event(
             &caller.name(),
             caller.agent.as_ref().map(|a| (a.id, a.name.clone())),
@@ -459,6 +522,11 @@ impl Gateway {
                     }
                 }
             }
+            if error.is_none() {
+                gateway
+                    .latency
+                    .observe(&model, trail.started.elapsed().as_secs_f64() * 1000.0);
+            }
             let usage = Usage {
                 tokens_in: tally.prompt_tokens.unwrap_or(0),
                 // Without a usage frame, count content chunks (about a token each).
@@ -492,6 +560,7 @@ impl Trail {
             redacted: false,
             stream: request.stream == Some(true),
             requested: request.model.clone(),
+            first_choice: None,
         }
     }
 
@@ -521,7 +590,7 @@ impl Trail {
             (Some((provider, model, usage)), None) => {
                 payload["provider"] = json!(provider);
                 payload["model"] = json!(model);
-                payload["failover"] = json!(*model != self.requested);
+                payload["failover"] = json!(self.first_choice.as_ref() != Some(model));
                 payload["tokensIn"] = json!(usage.tokens_in);
                 payload["tokensOut"] = json!(usage.tokens_out);
                 payload["outputSha256"] =

@@ -15,6 +15,7 @@ mod providers;
 mod ratelimit;
 mod resilience;
 mod routes;
+mod routing;
 mod sim;
 mod stream;
 
@@ -23,6 +24,7 @@ pub use chat::{ChatRequest, Completion, Message};
 pub use providers::{Provider, ProviderConfig, Upstream};
 pub use ratelimit::{LimitsConfig, RateLimiter};
 pub use routes::router;
+pub use routing::{RouteDecision, RouteRequest, Strategy};
 
 use mesh_policy::{DecisionLogger, Enforcer};
 use mesh_service::ServiceContext;
@@ -37,6 +39,7 @@ pub struct Gateway {
     /// Call records go to provenance in batches, off the reply's path (see `record`).
     records: DecisionLogger,
     limiter: Option<RateLimiter>,
+    latency: routing::LatencyBook,
 }
 
 impl Gateway {
@@ -61,10 +64,10 @@ impl Gateway {
             if let Some(model) = p
                 .models
                 .iter()
-                .find(|m| providers.iter().any(|q| q.models.contains(m)))
+                .find(|m| *m == routing::AUTO || providers.iter().any(|q| q.models.contains(m)))
             {
                 return Err(format!(
-                    "[[gateway.providers]] {}: model {model} is already served",
+                    "[[gateway.providers]] {}: model {model} is already served (or reserved)",
                     p.name
                 ));
             }
@@ -90,6 +93,7 @@ impl Gateway {
                 .map_err(|e| e.to_string())?,
             records,
             limiter,
+            latency: routing::LatencyBook::default(),
         });
         let weak = Arc::downgrade(&gateway);
         gateway.ctx.metrics.add_collector(Box::new(move |out| {
@@ -137,6 +141,11 @@ impl Gateway {
             .iter()
             .map(|p| (p.name.clone(), p.breaker.gauge()))
             .collect()
+    }
+
+    /// Queues an event for the provenance log with the call records.
+    pub async fn log(&self, event: mesh_types::EventDraft) {
+        self.records.log(event).await;
     }
 
     fn provider_of(&self, model: &str) -> Option<&Provider> {

@@ -42,6 +42,23 @@ pub struct ProviderConfig {
     pub breaker_failures: Option<u32>,
     #[serde(default)]
     pub breaker_cooldown_ms: Option<u64>,
+    /// Price per 1,000 input and output tokens (routing ranks on their sum).
+    #[serde(default)]
+    pub input_per_1k: Option<f64>,
+    #[serde(default)]
+    pub output_per_1k: Option<f64>,
+    /// How good the answers are, 0 to 1, as the operator judges (`max_quality` ranks
+    /// on it; default 0.5).
+    #[serde(default)]
+    pub quality: Option<f64>,
+}
+
+/// What routing knows of a provider's models besides their observed latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pricing {
+    pub input_per_1k: f64,
+    pub output_per_1k: f64,
+    pub quality: f64,
 }
 
 /// A provider ready to call.
@@ -53,6 +70,7 @@ pub struct Provider {
     pub fallback_model: Option<String>,
     /// Shared by every clone: one breaker per provider.
     pub breaker: Arc<Breaker>,
+    pub pricing: Pricing,
     kind: Kind,
 }
 
@@ -82,6 +100,12 @@ impl Provider {
                 DEFAULT_BREAKER_FAILURES,
                 DEFAULT_BREAKER_COOLDOWN,
             )),
+            // Free and, being canned text, of the lowest quality.
+            pricing: Pricing {
+                input_per_1k: 0.0,
+                output_per_1k: 0.0,
+                quality: 0.0,
+            },
             kind: Kind::Sim,
         }
     }
@@ -139,6 +163,15 @@ impl Provider {
                     .map(Duration::from_millis)
                     .unwrap_or(DEFAULT_BREAKER_COOLDOWN),
             )),
+            pricing: Pricing {
+                input_per_1k: non_negative(&at, "input_per_1k", config.input_per_1k)?,
+                output_per_1k: non_negative(&at, "output_per_1k", config.output_per_1k)?,
+                quality: match config.quality {
+                    Some(q) if (0.0..=1.0).contains(&q) => q,
+                    Some(_) => return Err(format!("{at}: quality must be between 0 and 1")),
+                    None => 0.5,
+                },
+            },
             kind,
         })
     }
@@ -242,6 +275,14 @@ impl Provider {
             Failure::Rejected(status.as_u16())
         };
         self.error(failure, format!("HTTP {status}: {detail}"))
+    }
+}
+
+fn non_negative(at: &str, field: &str, value: Option<f64>) -> Result<f64, String> {
+    match value {
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Some(_) => Err(format!("{at}: {field} must be a non-negative number")),
+        None => Ok(0.0),
     }
 }
 

@@ -1,6 +1,6 @@
 //! HTTP on port 5001: OpenAI's `GET /v1/models` and `POST /v1/chat/completions`.
 
-use crate::{CallContext, ChatRequest, Gateway};
+use crate::{CallContext, ChatRequest, Gateway, RouteRequest};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +26,10 @@ pub fn router(core: Arc<Gateway>) -> Router {
         .route(
             "/api/v1/providers",
             get(providers).route_layer(auth.require(Permission::ModelCall)),
+        )
+        .route(
+            "/api/v1/route/model",
+            post(route_model).route_layer(auth.require(Permission::ModelCall)),
         )
         .with_state(core.clone());
     let doc = document(
@@ -59,6 +63,18 @@ async fn models(State(core): State<Arc<Gateway>>, _caller: Caller) -> Json<Value
         .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
         .collect();
     Json(json!({"object": "list", "data": data}))
+}
+
+/// The routing decision for a described call, without making it.
+async fn route_model(
+    State(core): State<Arc<Gateway>>,
+    caller: Caller,
+    JsonBody(req): JsonBody<RouteRequest>,
+) -> Result<Json<crate::RouteDecision>, ApiError> {
+    let decision = core.route(&caller.principal, &req)?;
+    core.log(core.route_event(&caller.principal, &decision, &req))
+        .await;
+    Ok(Json(decision))
 }
 
 async fn providers(State(core): State<Arc<Gateway>>, _caller: Caller) -> Json<Value> {
@@ -110,9 +126,15 @@ fn call_context(headers: &HeaderMap) -> Result<CallContext, ApiError> {
         c.parse::<mesh_types::DataClassification>()
             .map_err(|e| ApiError::invalid("x-mesh-data-classification", e.to_string()))?;
     }
+    let strategy = text("x-mesh-route-strategy")?;
+    let slo = text("x-mesh-slo-ms")?;
+    let (strategy, slo_ms) =
+        crate::routing::route_from_headers(strategy.as_deref(), slo.as_deref())?;
     Ok(CallContext {
         agent_id: uuid("x-mesh-agent-id")?,
         task_id: uuid("x-mesh-task-id")?,
         data_classification: classification,
+        strategy: Some(strategy),
+        slo_ms,
     })
 }

@@ -512,3 +512,129 @@ async fn a_redis_limit_is_exact_across_gateway_processes() {
     let limited = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((ok, limited), (4, 8), "{statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_weighs_cost_quality_and_policy() {
+    let (base, seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        format!(
+            r#"
+[[gateway.providers]]
+name = "cheap"
+kind = "openai"
+base_url = "{base}/good"
+models = ["cheap-model"]
+input_per_1k = 0.05
+output_per_1k = 0.05
+quality = 0.3
+
+[[gateway.providers]]
+name = "premium"
+kind = "openai"
+base_url = "{base}/good"
+models = ["premium-model"]
+input_per_1k = 1.0
+output_per_1k = 1.0
+quality = 0.9
+"#
+        ),
+    )
+    .unwrap();
+    let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let gw = process.url("routing-gateway");
+    let route = |body: Value| {
+        let (api, url, admin) = (
+            api.clone(),
+            format!("{gw}/api/v1/route/model"),
+            admin.clone(),
+        );
+        async move { api.post(&url, &admin, &body.to_string()).await }
+    };
+
+    let r = route(json!({"strategy": "max_quality"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["selectedModel"], "premium-model");
+    assert!(r.body["reasons"].as_array().unwrap().len() >= 2);
+    assert!(r.body["confidence"].as_f64().unwrap() > 0.0);
+    let r = route(
+        json!({"strategy": "cheapest_meeting_slo", "candidates": ["cheap-model", "premium-model"]}),
+    )
+    .await;
+    assert_eq!(r.body["selectedModel"], "cheap-model", "{}", r.body);
+    assert_eq!(r.body["alternatives"][0]["model"], "premium-model");
+
+    // Confidential data: the default bundle approves neither provider for it, so only
+    // the local sim models are eligible, and the refusals are among the reasons.
+    let r = route(json!({"strategy": "max_quality", "dataClassification": "confidential"})).await;
+    assert!(
+        r.body["selectedModel"]
+            .as_str()
+            .unwrap()
+            .starts_with("sim-"),
+        "{}",
+        r.body
+    );
+    let excluded: Vec<&Value> = r.body["alternatives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["excluded"].is_string())
+        .collect();
+    assert_eq!(excluded.len(), 2, "{}", r.body);
+    assert!(
+        excluded[0]["excluded"]
+            .as_str()
+            .unwrap()
+            .contains("not approved for confidential")
+    );
+    let r = route(json!({"strategy": "max_quality", "dataClassification": "confidential", "candidates": ["premium-model"]})).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let bad = route(json!({"strategy": "luckiest"})).await;
+    assert_eq!(bad.status, 400);
+
+    // model "auto": the gateway chooses, calls, and records the decision with the call.
+    let resp = api
+        .http
+        .post(format!("{gw}/v1/chat/completions"))
+        .bearer_auth(&admin)
+        .header("x-mesh-route-strategy", "max_quality")
+        .body(json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let reply: Value = resp.json().await.unwrap();
+    assert_eq!(reply["model"], "premium-model");
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap().1["model"],
+        "premium-model"
+    );
+    let events_url = format!(
+        "{}/api/v1/provenance/events?limit=1000",
+        process.url("provenance-service")
+    );
+    let events = common::wait_for(|| async {
+        let r = api.get(&events_url, &admin).await;
+        let done = r
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "model_call");
+        done.then_some(r.body)
+    })
+    .await;
+    let events = events.as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["action"] == "routing_decision"
+            && e["payload"]["selectedModel"] == "premium-model")
+    );
+    let call = events.iter().find(|e| e["action"] == "model_call").unwrap();
+    assert_eq!(call["payload"]["requestedModel"], "auto");
+    assert_eq!(call["payload"]["model"], "premium-model");
+    assert_eq!(call["payload"]["failover"], false);
+}
