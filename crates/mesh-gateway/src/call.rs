@@ -2,6 +2,7 @@
 //! fallbacks), retries with backoff on transient failures, the circuit breakers, and
 //! the `ModelCall` record.
 
+use crate::budget::{self, Reservation};
 use crate::chat::{ChatRequest, Completion};
 use crate::providers::{Provider, Upstream};
 use crate::resilience::{CallError, Failure, backoff};
@@ -9,6 +10,7 @@ use crate::routing::{AUTO, RouteRequest, Strategy};
 use crate::{Gateway, stream};
 use mesh_policy::{Actor, Point, Resource, Verdict, inputs};
 use mesh_service::ApiError;
+use mesh_store::Spend;
 use mesh_types::{Agent, EventDraft, PolicyAction, Principal};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -80,12 +82,34 @@ struct Trail {
     /// The model tried first (the routing choice for `auto`): serving another is a
     /// failover.
     first_choice: Option<String>,
+    /// A candidate was passed over because its budget could not cover the call.
+    degraded: bool,
+    /// The 402 to answer if every candidate was over budget.
+    budget_error: Option<ApiError>,
 }
 
 /// How the chain ended for a streaming call.
 enum Opened {
     Whole(Completion, Provider, String),
-    Relay(reqwest::Response, Provider, String),
+    Relay(reqwest::Response, Provider, String, Option<Reservation>),
+}
+
+/// What the policy and the budgets say about one candidate.
+enum Admission {
+    /// Call it with this request (redactions applied), holding this reservation.
+    Go(ChatRequest, Option<Reservation>),
+    /// Try the next candidate.
+    Skip,
+    /// Answer the client with this error.
+    Stop(ApiError),
+}
+
+/// What a call's usage costs at `provider`'s prices.
+fn spend(provider: &Provider, usage: &Usage) -> Spend {
+    Spend {
+        tokens: (usage.tokens_in + usage.tokens_out) as i64,
+        cost_micros: budget::cost_micros(provider, usage.tokens_in, usage.tokens_out),
+    }
 }
 
 impl Gateway {
@@ -99,23 +123,39 @@ impl Gateway {
         let caller = self.caller(principal, call, &request).await?;
         let mut trail = Trail::new(&request);
         let mut last_error = None;
+        let auto = request.model == AUTO;
         for (i, (provider, model)) in self
             .plan(&caller, &request, &mut trail)?
             .into_iter()
             .enumerate()
         {
-            let Some(request) = self
-                .admit(&caller, i == 0, &provider, &model, &request, &mut trail)
+            let (request, reservation) = match self
+                .admit(
+                    &caller,
+                    i == 0,
+                    auto,
+                    &provider,
+                    &model,
+                    &request,
+                    &mut trail,
+                )
                 .await?
-            else {
-                continue;
+            {
+                Admission::Go(request, reservation) => (request, reservation),
+                Admission::Skip => continue,
+                Admission::Stop(err) => return Err(self.fail(&caller, trail, err).await),
             };
-            match self
+            let outcome = self
                 .attempt(&provider, &mut trail, || {
                     provider.complete(&self.http, &request)
                 })
-                .await
-            {
+                .await;
+            let used = outcome
+                .as_ref()
+                .map(|c| spend(&provider, &Usage::from(c)))
+                .unwrap_or_default();
+            budget::settle(&self.ctx.store, reservation, used).await;
+            match outcome {
                 Ok(completion) => {
                     let reply = completion.to_openai(&trail.reply_id(), &model, now_secs());
                     self.record(
@@ -154,16 +194,27 @@ impl Gateway {
         let mut trail = Trail::new(&request);
         let mut last_error = None;
         let mut opened = None;
+        let auto = request.model == AUTO;
         for (i, (provider, model)) in self
             .plan(&caller, &request, &mut trail)?
             .into_iter()
             .enumerate()
         {
-            let Some(request) = self
-                .admit(&caller, i == 0, &provider, &model, &request, &mut trail)
+            let (request, reservation) = match self
+                .admit(
+                    &caller,
+                    i == 0,
+                    auto,
+                    &provider,
+                    &model,
+                    &request,
+                    &mut trail,
+                )
                 .await?
-            else {
-                continue;
+            {
+                Admission::Go(request, reservation) => (request, reservation),
+                Admission::Skip => continue,
+                Admission::Stop(err) => return Err(self.fail(&caller, trail, err).await),
             };
             match self
                 .attempt(&provider, &mut trail, || {
@@ -171,9 +222,18 @@ impl Gateway {
                 })
                 .await
             {
-                Ok(Upstream::Whole(c)) => opened = Some(Opened::Whole(c, provider, model)),
-                Ok(Upstream::Relay(r)) => opened = Some(Opened::Relay(r, provider, model)),
-                Err(err) => last_error = Some(err),
+                Ok(Upstream::Whole(c)) => {
+                    let used = spend(&provider, &Usage::from(&c));
+                    budget::settle(&self.ctx.store, reservation, used).await;
+                    opened = Some(Opened::Whole(c, provider, model));
+                }
+                Ok(Upstream::Relay(r)) => {
+                    opened = Some(Opened::Relay(r, provider, model, reservation))
+                }
+                Err(err) => {
+                    budget::settle(&self.ctx.store, reservation, Spend::default()).await;
+                    last_error = Some(err);
+                }
             }
             if opened.is_some()
                 || matches!(
@@ -202,9 +262,9 @@ impl Gateway {
                     frames.into_iter().map(Ok::<_, std::convert::Infallible>),
                 )))
             }
-            Some(Opened::Relay(response, provider, model)) => {
+            Some(Opened::Relay(response, provider, model, reservation)) => {
                 let actor = caller.actor();
-                Ok(self.relay(response, provider, model, trail, actor))
+                Ok(self.relay(response, provider, model, trail, actor, reservation))
             }
         }
     }
@@ -324,18 +384,21 @@ impl Gateway {
         chain
     }
 
-    /// `model.call` for one candidate. The first candidate's refusal is the answer; a
-    /// fallback the policy refuses (say, not approved for the data) is skipped. The
-    /// returned request carries the decision's redactions.
+    /// `model.call` for one candidate, then its budget reservation. The first
+    /// candidate's refusal is the answer; a fallback the policy refuses (say, not
+    /// approved for the data) is skipped. A candidate over budget is the answer (402)
+    /// unless the gateway is choosing (`auto`): then it degrades to the next one.
+    #[allow(clippy::too_many_arguments)]
     async fn admit(
         &self,
         caller: &Caller<'_>,
         first: bool,
+        auto: bool,
         provider: &Provider,
         model: &str,
         request: &ChatRequest,
         trail: &mut Trail,
-    ) -> Result<Option<ChatRequest>, ApiError> {
+    ) -> Result<Admission, ApiError> {
         let subject = match &caller.agent {
             Some(a) => inputs::agent(a),
             None => inputs::principal(caller.principal),
@@ -355,12 +418,14 @@ impl Gateway {
         let ctx = inputs::context(subject, resource, self.ctx.name.as_str());
         let verdict: Verdict = self.policy.enforce(Point::ModelCall, ctx, &caller.actor());
         if !verdict.permits() {
-            if first {
+            if first && !auto {
                 return Err(self.policy.refuse(verdict).await);
             }
-            trail.attempts.push(json!({"provider": provider.name, "model": model, "error": verdict.decision.reason}));
+            trail.attempts.push(
+                json!({"provider": provider.name, "model": model, "error": verdict.decision.reason}),
+            );
             trail.decisions.push(verdict.audit);
-            return Ok(None);
+            return Ok(Admission::Skip);
         }
         let mut out = request.clone();
         out.model = model.to_string();
@@ -371,7 +436,32 @@ impl Gateway {
         }
         trail.redacted |= verdict.decision.action == PolicyAction::AllowWithRedactions;
         trail.decisions.push(verdict.audit);
-        Ok(Some(out))
+        let reservation = match self
+            .budgets
+            .reserve(
+                &self.ctx.store,
+                caller.principal,
+                caller.agent.as_ref(),
+                caller.call.task_id,
+                provider,
+                &out,
+            )
+            .await
+        {
+            Ok(reservation) => reservation,
+            Err(err) => {
+                trail
+                    .attempts
+                    .push(json!({"provider": provider.name, "model": model, "error": err.message}));
+                if auto {
+                    trail.degraded = true;
+                    trail.budget_error = Some(err);
+                    return Ok(Admission::Skip);
+                }
+                return Ok(Admission::Stop(err));
+            }
+        };
+        Ok(Admission::Go(out, reservation))
     }
 
     /// Up to the provider's `max_attempts` tries while failures are transient, with
@@ -448,12 +538,19 @@ impl Gateway {
                 "provider_failed",
                 message.clone(),
             ),
-            None => ApiError::new(
-                axum::http::StatusCode::BAD_GATEWAY,
-                "provider_failed",
-                "no provider could take the call",
-            ),
+            None => trail.budget_error.clone().unwrap_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::BAD_GATEWAY,
+                    "provider_failed",
+                    "no provider could take the call",
+                )
+            }),
         };
+        self.fail(caller, trail, error).await
+    }
+
+    /// Records the call as failed with `error`, and returns it.
+    async fn fail(&self, caller: &Caller<'_>, trail: Trail, error: ApiError) -> ApiError {
         if let Err(e) = self.record(caller, trail, None, Some(&error.message)).await {
             return e;
         }
@@ -498,6 +595,7 @@ impl Gateway {
         model: String,
         trail: Trail,
         actor: Actor,
+        reservation: Option<Reservation>,
     ) -> axum::body::Body {
         use futures_util::StreamExt;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(64);
@@ -533,6 +631,7 @@ impl Gateway {
                 tokens_out: tally.completion_tokens.unwrap_or(tally.chunks),
                 text: tally.content,
             };
+            budget::settle(&gateway.ctx.store, reservation, spend(&provider, &usage)).await;
             let event = trail.event(
                 &actor.name,
                 actor.agent,
@@ -561,6 +660,8 @@ impl Trail {
             stream: request.stream == Some(true),
             requested: request.model.clone(),
             first_choice: None,
+            degraded: false,
+            budget_error: None,
         }
     }
 
@@ -585,6 +686,7 @@ impl Trail {
             "redacted": self.redacted,
             "stream": self.stream,
             "failedAttempts": self.attempts,
+            "degradedForBudget": self.degraded,
         });
         let action = match (&served, error) {
             (Some((provider, model, usage)), None) => {

@@ -9,6 +9,7 @@
 //! routing strategies, rate limits and budgets are the routing-gateway issue's remaining
 //! work.
 
+mod budget;
 mod call;
 mod chat;
 mod providers;
@@ -19,6 +20,7 @@ mod routing;
 mod sim;
 mod stream;
 
+pub use budget::BudgetsConfig;
 pub use call::CallContext;
 pub use chat::{ChatRequest, Completion, Message};
 pub use providers::{Provider, ProviderConfig, Upstream};
@@ -39,6 +41,7 @@ pub struct Gateway {
     /// Call records go to provenance in batches, off the reply's path (see `record`).
     records: DecisionLogger,
     limiter: Option<RateLimiter>,
+    budgets: BudgetsConfig,
     latency: routing::LatencyBook,
 }
 
@@ -52,6 +55,7 @@ impl Gateway {
         configured: Vec<Provider>,
         records: DecisionLogger,
         limiter: Option<RateLimiter>,
+        budgets: BudgetsConfig,
     ) -> Result<Arc<Self>, String> {
         let mut providers = vec![Provider::sim()];
         for p in configured {
@@ -93,6 +97,7 @@ impl Gateway {
                 .map_err(|e| e.to_string())?,
             records,
             limiter,
+            budgets,
             latency: routing::LatencyBook::default(),
         });
         let weak = Arc::downgrade(&gateway);

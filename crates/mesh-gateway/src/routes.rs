@@ -28,6 +28,10 @@ pub fn router(core: Arc<Gateway>) -> Router {
             get(providers).route_layer(auth.require(Permission::ModelCall)),
         )
         .route(
+            "/api/v1/budgets/{scope}",
+            get(budget_usage).route_layer(auth.require(Permission::ModelCall)),
+        )
+        .route(
             "/api/v1/route/model",
             post(route_model).route_layer(auth.require(Permission::ModelCall)),
         )
@@ -63,6 +67,21 @@ async fn models(State(core): State<Arc<Gateway>>, _caller: Caller) -> Json<Value
         .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
         .collect();
     Json(json!({"object": "list", "data": data}))
+}
+
+/// A budget scope's standing (`task:<id>`, `tenant:<name>:<day>`, `tier:<tier>:<day>`).
+async fn budget_usage(
+    State(core): State<Arc<Gateway>>,
+    _caller: Caller,
+    axum::extract::Path(scope): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let u = core.context().store.budgets.budget_usage(&scope).await?;
+    let money = |m: i64| m as f64 / 1_000_000.0;
+    Ok(Json(json!({
+        "scope": scope,
+        "used": {"tokens": u.used.tokens, "cost": money(u.used.cost_micros)},
+        "reserved": {"tokens": u.reserved.tokens, "cost": money(u.reserved.cost_micros)},
+    })))
 }
 
 /// The routing decision for a described call, without making it.

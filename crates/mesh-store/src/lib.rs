@@ -9,6 +9,7 @@
 //!
 //! This crate must never hold HTTP types or business rules: it stores and returns.
 
+mod budget;
 mod bus;
 mod error;
 mod paging;
@@ -18,6 +19,7 @@ pub mod sqlite;
 mod traits;
 mod url;
 
+pub use budget::{BudgetScope, BudgetStore, BudgetUsage, Spend};
 pub use bus::{BusStore, GroupRead, Outgoing};
 pub use error::StoreError;
 pub use queue::{ClaimGate, ClaimOutcome, GateVerdict, QueueStore};
@@ -37,6 +39,7 @@ pub struct Store {
     pub tools: Arc<dyn ToolStore>,
     pub keys: Arc<dyn KeyStore>,
     pub provenance: Arc<dyn ProvenanceLog>,
+    pub budgets: Arc<dyn BudgetStore>,
     /// `sqlite` or `postgres`.
     pub backend: &'static str,
     /// The URL with any password removed, for logs and errors.
@@ -53,6 +56,7 @@ impl Store {
             + ToolStore
             + KeyStore
             + ProvenanceLog
+            + BudgetStore
             + 'static,
     {
         Store {
@@ -62,6 +66,7 @@ impl Store {
             agents: backend.clone(),
             tools: backend.clone(),
             keys: backend.clone(),
+            budgets: backend.clone(),
             provenance: backend,
             backend: name,
             display_url,

@@ -19,7 +19,8 @@ macro_rules! conformance {
                 bus_topics_are_ordered_and_replayable, consumer_groups_deliver_at_least_once,
                 cursors_move_with_their_batch, parents_resume_when_subtasks_finish,
                 concurrent_writes_fail_alone, critical_tasks_preempt_lower_priority_work,
-                new_work_wakes_waiters, events_are_read_by_action);
+                new_work_wakes_waiters, events_are_read_by_action,
+                budgets_are_exact_under_concurrency, a_reservation_takes_every_scope_or_none);
         }
     };
     (@tests $harness:path; $($test:ident),+) => {

@@ -134,8 +134,15 @@ impl Cores {
             log_writers.push(writer);
             let ctx = ctx(ServiceName::RoutingGateway);
             Some(
-                Gateway::new(ctx, policy.clone(), providers, records, limiter)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                Gateway::new(
+                    ctx,
+                    policy.clone(),
+                    providers,
+                    records,
+                    limiter,
+                    config.budgets.clone(),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
             )
         } else {
             None

@@ -4,7 +4,7 @@
 //! tests can resolve configurations from strings.
 
 use anyhow::{Context, Result, bail};
-use mesh_gateway::{LimitsConfig, ProviderConfig};
+use mesh_gateway::{BudgetsConfig, LimitsConfig, ProviderConfig};
 use mesh_policy::PolicyLocation;
 use mesh_queue::QueueConfig;
 use mesh_service::ServiceName;
@@ -46,6 +46,8 @@ pub struct GatewayFileConfig {
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub budgets: BudgetsConfig,
 }
 
 /// `[secrets]`: the mounted-secrets directory agents read from (one file per secret).
@@ -175,6 +177,8 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// `[gateway.limits]`.
     pub limits: LimitsConfig,
+    /// `[gateway.budgets]`.
+    pub budgets: BudgetsConfig,
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".mesh";
@@ -250,6 +254,7 @@ impl Config {
             secrets_dir: file.secrets.dir,
             providers: file.gateway.providers,
             limits: file.gateway.limits,
+            budgets: file.gateway.budgets,
             data_dir,
             store: flags.store.clone().or(file.store),
             bus: flags.bus.clone().or(file.bus),

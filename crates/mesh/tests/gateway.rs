@@ -638,3 +638,106 @@ quality = 0.9
     assert_eq!(call["payload"]["model"], "premium-model");
     assert_eq!(call["payload"]["failover"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_refuse_with_402_and_auto_degrades() {
+    let (base, _seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        format!(
+            r#"
+[[gateway.providers]]
+name = "priced"
+kind = "openai"
+base_url = "{base}/good"
+models = ["priced-model"]
+input_per_1k = 1.0
+output_per_1k = 1.0
+quality = 0.9
+
+[gateway.budgets]
+per_task_tokens = 100
+per_task_cost = 0.06
+"#
+        ),
+    )
+    .unwrap();
+    let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let gw = process.url("routing-gateway");
+    let task = uuid::Uuid::now_v7().to_string();
+    let call = |model: &str, max_tokens: u32, strategy: Option<&str>| {
+        let mut req = api
+            .http
+            .post(format!("{gw}/v1/chat/completions"))
+            .bearer_auth(&admin)
+            .header("x-mesh-task-id", task.clone())
+            .body(
+                json!({"model": model, "max_tokens": max_tokens,
+                       "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+            );
+        if let Some(s) = strategy {
+            req = req.header("x-mesh-route-strategy", s);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    // Each call reserves ~21 tokens (prompt + max_tokens 20) and uses 15 (the upstream's
+    // usage): 0.021 reserved, 0.015 spent each at 1.0 per 1K, so a 0.06 cost budget
+    // covers three and refuses the fourth (0.045 + 0.021).
+    for _ in 0..3 {
+        let (status, body) = call("priced-model", 20, None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = call("priced-model", 20, None).await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["error"]["code"], "budget_exceeded");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("task:{task}"))
+    );
+    let usage = api
+        .get(&format!("{gw}/api/v1/budgets/task:{task}"), &admin)
+        .await;
+    assert_eq!(usage.body["used"]["tokens"], 45, "{}", usage.body);
+    assert!((usage.body["used"]["cost"].as_f64().unwrap() - 0.045).abs() < 1e-9);
+    assert_eq!(usage.body["reserved"]["tokens"], 0, "nothing left reserved");
+
+    // Choosing by quality picks the priced model, which the budget cannot cover: the
+    // gateway degrades to an eligible model that costs nothing, and says so.
+    let (status, body) = call("auto", 20, Some("max_quality")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["model"].as_str().unwrap().starts_with("sim-"),
+        "{body}"
+    );
+    let events_url = format!(
+        "{}/api/v1/provenance/events?limit=1000",
+        process.url("provenance-service")
+    );
+    let events =
+        common::wait_for(|| async {
+            let r = api.get(&events_url, &admin).await;
+            let done =
+                r.body.as_array().unwrap().iter().any(|e| {
+                    e["action"] == "model_call" && e["payload"]["requestedModel"] == "auto"
+                });
+            done.then_some(r.body)
+        })
+        .await;
+    let auto = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "model_call" && e["payload"]["requestedModel"] == "auto")
+        .unwrap();
+    assert_eq!(auto["payload"]["degradedForBudget"], true, "{auto}");
+}

@@ -3,6 +3,7 @@
 //! any number of processes can append without forking it.
 
 mod agents;
+mod budget;
 mod bus;
 mod keys;
 mod listen;
@@ -27,6 +28,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "claim index", include_str!("migrate_5.sql")),
     (6, "provenance by action", include_str!("migrate_6.sql")),
     (7, "tool endpoints", include_str!("migrate_7.sql")),
+    (8, "budgets", include_str!("migrate_8.sql")),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

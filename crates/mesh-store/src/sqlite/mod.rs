@@ -7,6 +7,7 @@
 //! the writer.
 
 mod agents;
+mod budget;
 mod bus;
 mod keys;
 mod provenance;
@@ -30,6 +31,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "claim index", include_str!("migrate_5.sql")),
     (6, "provenance by action", include_str!("migrate_6.sql")),
     (7, "tool endpoints", include_str!("migrate_7.sql")),
+    (8, "budgets", include_str!("migrate_8.sql")),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.

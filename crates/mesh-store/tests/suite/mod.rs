@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod budget;
 mod bus;
 mod harness;
 mod provenance;
@@ -9,6 +10,7 @@ pub mod queue;
 mod registry;
 mod tasks;
 
+pub use budget::*;
 pub use bus::*;
 pub use harness::{Harness, postgres_harness, sqlite_harness};
 pub use provenance::*;

@@ -1,0 +1,150 @@
+//! Token and cost budgets the gateway owns: per task, per tenant per day, per agent
+//! risk tier per day. A call reserves its estimate (prompt size plus `max_tokens`, at
+//! the provider's prices) in every applicable scope before it is sent — all or none,
+//! exact across gateway processes since the store does it in one transaction — and
+//! settles with what it really used when it ends. Over a budget: 402 `budget_exceeded`,
+//! nothing charged.
+
+use crate::chat::ChatRequest;
+use crate::providers::Provider;
+use mesh_service::ApiError;
+use mesh_store::{BudgetScope, Spend, Store};
+use mesh_types::{Agent, Principal};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Tokens assumed for a reply when the request sets no `max_tokens`.
+const DEFAULT_REPLY_TOKENS: i64 = 1024;
+
+/// `[gateway.budgets]`; costs in the providers' price currency.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsConfig {
+    pub per_task_tokens: Option<i64>,
+    pub per_task_cost: Option<f64>,
+    pub per_tenant_daily_tokens: Option<i64>,
+    pub per_tenant_daily_cost: Option<f64>,
+    /// By agent risk tier: `{ low = 100000, critical = 5000 }`.
+    #[serde(default)]
+    pub per_risk_tier_daily_tokens: BTreeMap<String, i64>,
+    #[serde(default)]
+    pub per_risk_tier_daily_cost: BTreeMap<String, f64>,
+    /// Reply tokens assumed when a request sets no `max_tokens` (default 1024).
+    pub default_reply_tokens: Option<i64>,
+}
+
+/// What a call holds while it runs.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub scopes: Vec<String>,
+    pub spend: Spend,
+}
+
+pub fn micros(amount: f64) -> i64 {
+    (amount * 1_000_000.0).round() as i64
+}
+
+/// What `tokens_in`/`tokens_out` cost at `provider`'s prices, in micro-units.
+pub fn cost_micros(provider: &Provider, tokens_in: u64, tokens_out: u64) -> i64 {
+    micros(
+        tokens_in as f64 / 1000.0 * provider.pricing.input_per_1k
+            + tokens_out as f64 / 1000.0 * provider.pricing.output_per_1k,
+    )
+}
+
+impl BudgetsConfig {
+    pub fn is_empty(&self) -> bool {
+        *self == BudgetsConfig::default()
+    }
+
+    fn scopes(
+        &self,
+        principal: &Principal,
+        agent: Option<&Agent>,
+        task: Option<Uuid>,
+    ) -> Vec<BudgetScope> {
+        let day = mesh_types::time::now().format("%Y-%m-%d").to_string();
+        let mut out = Vec::new();
+        let mut add = |scope: String, tokens: Option<i64>, cost: Option<f64>| {
+            if tokens.is_some() || cost.is_some() {
+                out.push(BudgetScope {
+                    scope,
+                    token_limit: tokens,
+                    cost_limit_micros: cost.map(micros),
+                });
+            }
+        };
+        if let Some(task) = task {
+            add(
+                format!("task:{task}"),
+                self.per_task_tokens,
+                self.per_task_cost,
+            );
+        }
+        add(
+            format!("tenant:{}:{day}", principal.tenant),
+            self.per_tenant_daily_tokens,
+            self.per_tenant_daily_cost,
+        );
+        if let Some(agent) = agent {
+            let tier = agent.risk_tier.as_str();
+            add(
+                format!("tier:{tier}:{day}"),
+                self.per_risk_tier_daily_tokens.get(tier).copied(),
+                self.per_risk_tier_daily_cost.get(tier).copied(),
+            );
+        }
+        out
+    }
+
+    /// Reserves the call's estimate; `Ok(None)` when no budget applies.
+    pub async fn reserve(
+        &self,
+        store: &Store,
+        principal: &Principal,
+        agent: Option<&Agent>,
+        task: Option<Uuid>,
+        provider: &Provider,
+        request: &ChatRequest,
+    ) -> Result<Option<Reservation>, ApiError> {
+        let scopes = self.scopes(principal, agent, task);
+        if scopes.is_empty() {
+            return Ok(None);
+        }
+        let chars: usize = request.messages.iter().map(|m| m.text().len()).sum();
+        let tokens_in = (chars / 4 + 1) as u64;
+        let tokens_out = request
+            .max_tokens
+            .map(i64::from)
+            .unwrap_or(self.default_reply_tokens.unwrap_or(DEFAULT_REPLY_TOKENS))
+            .max(1) as u64;
+        let spend = Spend {
+            tokens: (tokens_in + tokens_out) as i64,
+            cost_micros: cost_micros(provider, tokens_in, tokens_out),
+        };
+        match store.budgets.reserve(&scopes, spend).await? {
+            Ok(()) => Ok(Some(Reservation {
+                scopes: scopes.into_iter().map(|s| s.scope).collect(),
+                spend,
+            })),
+            Err(scope) => Err(ApiError::new(
+                axum::http::StatusCode::PAYMENT_REQUIRED,
+                "budget_exceeded",
+                format!(
+                    "budget {scope} cannot cover this call (an estimated {} tokens on {}); nothing was charged",
+                    spend.tokens, provider.name
+                ),
+            )),
+        }
+    }
+}
+
+/// Releases a reservation, charging what the call used.
+pub async fn settle(store: &Store, reservation: Option<Reservation>, used: Spend) {
+    if let Some(r) = reservation
+        && let Err(e) = store.budgets.settle(&r.scopes, r.spend, used).await
+    {
+        tracing::error!(error = %e, "could not settle a budget reservation");
+    }
+}
