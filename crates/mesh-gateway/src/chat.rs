@@ -46,6 +46,9 @@ impl Message {
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub content: String,
+    /// The provider's message fields besides `role` and `content` (`tool_calls`,
+    /// `refusal`, …), passed to the client unchanged.
+    pub extra: Map<String, Value>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub finish_reason: &'static str,
@@ -55,11 +58,19 @@ impl Completion {
     /// Reads a provider's `chat.completion` reply.
     pub fn from_openai(reply: &Value) -> Option<Self> {
         let choice = reply.get("choices")?.get(0)?;
-        let content = match choice.get("message")?.get("content")? {
-            Value::String(s) => s.clone(),
-            Value::Null => String::new(),
+        let message = choice.get("message")?.as_object()?;
+        let content = match message.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            // A tool call has no content.
+            Some(Value::Null) | None if message.contains_key("tool_calls") => String::new(),
+            Some(Value::Null) => String::new(),
             _ => return None,
         };
+        let extra: Map<String, Value> = message
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "role" | "content"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let usage = reply.get("usage");
         let count = |k: &str| {
             usage
@@ -75,6 +86,7 @@ impl Completion {
         };
         Some(Completion {
             content,
+            extra,
             prompt_tokens: count("prompt_tokens"),
             completion_tokens: count("completion_tokens"),
             finish_reason,
@@ -83,6 +95,13 @@ impl Completion {
 
     /// The `chat.completion` object OpenAI clients expect.
     pub fn to_openai(&self, id: &str, model: &str, created: i64) -> Value {
+        let mut message = json!({"role": "assistant", "content": self.content});
+        for (k, v) in &self.extra {
+            message[k] = v.clone();
+        }
+        if self.content.is_empty() && self.extra.contains_key("tool_calls") {
+            message["content"] = Value::Null;
+        }
         json!({
             "id": id,
             "object": "chat.completion",
@@ -90,7 +109,7 @@ impl Completion {
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": self.content},
+                "message": message,
                 "finish_reason": self.finish_reason,
             }],
             "usage": {

@@ -35,6 +35,7 @@ pub fn complete(request: &ChatRequest) -> Completion {
         .collect();
     Completion {
         content: format!("[sim] {}", words.join(" ")),
+        extra: Default::default(),
         prompt_tokens: prompt.split_whitespace().count() as u64,
         completion_tokens: limit as u64 + 1,
         finish_reason: if limit < length { "length" } else { "stop" },

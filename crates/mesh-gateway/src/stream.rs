@@ -98,6 +98,7 @@ mod tests {
     fn chunks_spell_out_the_completion() {
         let c = Completion {
             content: "a b".into(),
+            extra: Default::default(),
             prompt_tokens: 1,
             completion_tokens: 2,
             finish_reason: "stop",

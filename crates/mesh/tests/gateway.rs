@@ -30,6 +30,16 @@ async fn upstream() -> (String, Seen) {
                 .get("authorization")
                 .map(|v| v.to_str().unwrap().to_string());
             log.lock().unwrap().push((auth, body.clone()));
+            if body["tools"].is_array() {
+                return axum::response::IntoResponse::into_response(axum::Json(json!({
+                    "id": "chatcmpl-2", "object": "chat.completion", "created": 1, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                        "role": "assistant", "content": null,
+                        "tool_calls": [{"id": "call_1", "type": "function",
+                                        "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]}}],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29}
+                })));
+            }
             if body["stream"] == true {
                 let frames = [
                     json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hel"}}]}),
@@ -180,6 +190,30 @@ async fn configured_providers_are_called_with_their_secret() {
     assert_eq!(body["temperature"], 0.2, "unknown fields pass through");
     assert_eq!(body["stream"], false);
 
+    // Tool calls pass through both ways: the tools to the provider, its tool call back.
+    let with_tools = json!({"model": "up-model", "messages": [{"role": "user", "content": "weather in Oslo?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather",
+                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]});
+    let r = api
+        .post(
+            &format!("{gw}/v1/chat/completions"),
+            &admin,
+            &with_tools.to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let choice = &r.body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert!(choice["message"]["content"].is_null());
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap().1["tools"][0]["function"]["name"],
+        "get_weather"
+    );
+
     // Streaming: relayed from the upstream, and from sim as the same text it would send
     // whole.
     let streamed = |model: &str| {
@@ -208,7 +242,7 @@ async fn configured_providers_are_called_with_their_secret() {
         }
     };
     assert_eq!(streamed("up-model").await, "hello");
-    assert_eq!(seen.lock().unwrap()[1].1["stream"], true);
+    assert_eq!(seen.lock().unwrap().last().unwrap().1["stream"], true);
     let whole = api
         .post(
             &format!("{gw}/v1/chat/completions"),
