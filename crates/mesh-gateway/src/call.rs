@@ -94,6 +94,13 @@ enum Opened {
     Relay(reqwest::Response, Provider, String, Option<Reservation>),
 }
 
+/// A finished call: the completion, the model that produced it, the reply id.
+pub struct Completed {
+    pub completion: Completion,
+    pub model: String,
+    pub id: String,
+}
+
 /// What the policy and the budgets say about one candidate.
 enum Admission {
     /// Call it with this request (redactions applied), holding this reservation.
@@ -120,6 +127,17 @@ impl Gateway {
         call: CallContext,
         request: ChatRequest,
     ) -> Result<Value, ApiError> {
+        let done = self.complete(principal, call, request).await?;
+        Ok(done.completion.to_openai(&done.id, &done.model, now_secs()))
+    }
+
+    /// A whole call, whatever the client's protocol: what answered, and as what.
+    pub async fn complete(
+        &self,
+        principal: &Principal,
+        call: CallContext,
+        request: ChatRequest,
+    ) -> Result<Completed, ApiError> {
         let caller = self.caller(principal, call, &request).await?;
         let mut trail = Trail::new(&request);
         let mut last_error = None;
@@ -157,7 +175,7 @@ impl Gateway {
             budget::settle(&self.ctx.store, reservation, used).await;
             match outcome {
                 Ok(completion) => {
-                    let reply = completion.to_openai(&trail.reply_id(), &model, now_secs());
+                    let id = trail.reply_id();
                     self.record(
                         &caller,
                         trail,
@@ -165,7 +183,11 @@ impl Gateway {
                         None,
                     )
                     .await?;
-                    return Ok(reply);
+                    return Ok(Completed {
+                        completion,
+                        model,
+                        id,
+                    });
                 }
                 Err(err) => last_error = Some(err),
             }

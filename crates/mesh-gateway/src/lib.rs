@@ -9,6 +9,7 @@
 //! routing strategies, rate limits and budgets are the routing-gateway issue's remaining
 //! work.
 
+mod anthropic;
 mod budget;
 mod call;
 mod chat;
@@ -21,7 +22,7 @@ mod sim;
 mod stream;
 
 pub use budget::BudgetsConfig;
-pub use call::CallContext;
+pub use call::{CallContext, Completed};
 pub use chat::{ChatRequest, Completion, Message};
 pub use providers::{Provider, ProviderConfig, Upstream};
 pub use ratelimit::{LimitsConfig, RateLimiter};

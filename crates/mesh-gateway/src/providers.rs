@@ -3,6 +3,7 @@
 //! `[[gateway.providers]]`. Credentials are `secret://NAME` references resolved from the
 //! mounted-secrets directory, never values in the config file.
 
+use crate::anthropic;
 use crate::chat::{ChatRequest, Completion};
 use crate::resilience::{Breaker, CallError, Failure};
 use crate::sim;
@@ -82,7 +83,18 @@ enum Kind {
         api_key: Option<String>,
         timeout: Duration,
     },
+    /// Anthropic's Messages API; requests and replies are translated.
+    Anthropic {
+        base_url: String,
+        api_key: Option<String>,
+        timeout: Duration,
+    },
 }
+
+/// The Messages API version the translation speaks.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Anthropic requires `max_tokens`; used when an OpenAI-shaped request has none.
+const ANTHROPIC_DEFAULT_MAX_TOKENS: u32 = 4096;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_ATTEMPTS: u32 = 3;
@@ -121,7 +133,7 @@ impl Provider {
         }
         let kind = match config.kind.as_str() {
             "sim" => Kind::Sim,
-            "openai" => {
+            "openai" | "anthropic" => {
                 let base_url = config
                     .base_url
                     .clone()
@@ -136,18 +148,28 @@ impl Provider {
                         SecretDir::resolve(secrets, r).map_err(|e| format!("{at}: api_key: {e}"))
                     })
                     .transpose()?;
-                Kind::OpenAi {
-                    base_url: base_url.trim_end_matches('/').to_string(),
-                    api_key,
-                    timeout: config
-                        .timeout_ms
-                        .map(Duration::from_millis)
-                        .unwrap_or(DEFAULT_TIMEOUT),
+                let base_url = base_url.trim_end_matches('/').to_string();
+                let timeout = config
+                    .timeout_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(DEFAULT_TIMEOUT);
+                if config.kind == "anthropic" {
+                    Kind::Anthropic {
+                        base_url,
+                        api_key,
+                        timeout,
+                    }
+                } else {
+                    Kind::OpenAi {
+                        base_url,
+                        api_key,
+                        timeout,
+                    }
                 }
             }
             other => {
                 return Err(format!(
-                    "{at}: unknown kind `{other}` (expected openai or sim)"
+                    "{at}: unknown kind `{other}` (expected openai, anthropic or sim)"
                 ));
             }
         };
@@ -196,7 +218,11 @@ impl Provider {
                 format!("answered something that is not JSON ({e})"),
             )
         })?;
-        Completion::from_openai(&reply).ok_or_else(|| {
+        let completion = match self.kind {
+            Kind::Anthropic { .. } => anthropic::from_message(&reply),
+            _ => Completion::from_openai(&reply),
+        };
+        completion.ok_or_else(|| {
             self.error(
                 Failure::Garbage,
                 "answered JSON that is not a chat completion".into(),
@@ -206,12 +232,16 @@ impl Provider {
 
     /// Starts a streaming call. Errors before the first byte (refused connection, an
     /// HTTP error status) come back here, while the client can still be told and
-    /// another provider tried.
+    /// another provider tried. Anthropic upstreams are called whole and their answer
+    /// sent as frames (their event stream is not translated yet).
     pub async fn open_stream(
         &self,
         http: &reqwest::Client,
         request: &ChatRequest,
     ) -> Result<Upstream, CallError> {
+        if let Kind::Anthropic { .. } = self.kind {
+            return Ok(Upstream::Whole(self.complete(http, request).await?));
+        }
         Ok(match self.send(http, request, true).await? {
             Sent::Sim(completion) => Upstream::Whole(completion),
             Sent::Http(resp) => Upstream::Relay(resp),
@@ -226,27 +256,42 @@ impl Provider {
         request: &ChatRequest,
         stream: bool,
     ) -> Result<Sent, CallError> {
-        let Kind::OpenAi {
-            base_url,
-            api_key,
-            timeout,
-        } = &self.kind
-        else {
-            return Ok(Sent::Sim(sim::complete(request)));
+        let (call, timeout) = match &self.kind {
+            Kind::Sim => return Ok(Sent::Sim(sim::complete(request))),
+            Kind::OpenAi {
+                base_url,
+                api_key,
+                timeout,
+            } => {
+                let mut body = serde_json::to_value(request)
+                    .map_err(|e| self.error(Failure::Garbage, e.to_string()))?;
+                body["stream"] = Value::Bool(stream);
+                let mut call = http
+                    .post(format!("{base_url}/chat/completions"))
+                    .json(&body);
+                if let Some(key) = api_key {
+                    call = call.bearer_auth(key);
+                }
+                (call, *timeout)
+            }
+            Kind::Anthropic {
+                base_url,
+                api_key,
+                timeout,
+            } => {
+                let body = anthropic::from_chat(request, ANTHROPIC_DEFAULT_MAX_TOKENS);
+                let mut call = http
+                    .post(format!("{base_url}/messages"))
+                    .header("anthropic-version", ANTHROPIC_VERSION)
+                    .json(&body);
+                if let Some(key) = api_key {
+                    call = call.header("x-api-key", key);
+                }
+                (call, *timeout)
+            }
         };
-        let mut body = serde_json::to_value(request)
-            .map_err(|e| self.error(Failure::Garbage, e.to_string()))?;
-        body["stream"] = Value::Bool(stream);
-        let mut call = http
-            .post(format!("{base_url}/chat/completions"))
-            .json(&body);
-        if !stream {
-            call = call.timeout(*timeout);
-        }
-        if let Some(key) = api_key {
-            call = call.bearer_auth(key);
-        }
-        let resp = tokio::time::timeout(*timeout, call.send())
+        let call = if stream { call } else { call.timeout(timeout) };
+        let resp = tokio::time::timeout(timeout, call.send())
             .await
             .map_err(|_| self.error(Failure::Transient, "no response before the timeout".into()))?
             .map_err(|e| self.error(Failure::Transient, e.to_string()))?;

@@ -24,6 +24,10 @@ pub fn router(core: Arc<Gateway>) -> Router {
             post(chat).route_layer(auth.require(Permission::ModelCall)),
         )
         .route(
+            "/v1/messages",
+            post(messages).route_layer(auth.require(Permission::ModelCall)),
+        )
+        .route(
             "/api/v1/providers",
             get(providers).route_layer(auth.require(Permission::ModelCall)),
         )
@@ -94,6 +98,41 @@ async fn route_model(
     core.log(core.route_event(&caller.principal, &decision, &req))
         .await;
     Ok(Json(decision))
+}
+
+/// Anthropic's Messages API in front of every provider. A stream is sent as Anthropic's
+/// events once the call has answered (not yet incrementally).
+async fn messages(
+    State(core): State<Arc<Gateway>>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    let call = call_context(&headers)?;
+    let request = crate::anthropic::to_chat(body)?;
+    let stream = request.stream == Some(true);
+    let done = core.complete(&caller.principal, call, request).await?;
+    let id = done.id.replacen("chatcmpl-", "msg_", 1);
+    if stream {
+        let events = crate::anthropic::to_events(&done.completion, &id, &done.model);
+        let body = axum::body::Body::from_stream(futures_util::stream::iter(
+            events.into_iter().map(Ok::<_, std::convert::Infallible>),
+        ));
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    Ok(Json(crate::anthropic::to_message(
+        &done.completion,
+        &id,
+        &done.model,
+    ))
+    .into_response())
 }
 
 async fn providers(State(core): State<Arc<Gateway>>, _caller: Caller) -> Json<Value> {

@@ -167,7 +167,7 @@ impl Authenticator {
         }
         if status == 401 {
             ApiError::unauthorized(format!(
-                "{reason}; send `Authorization: Bearer <key>` (create one with `mesh keys create`)"
+                "{reason}; send `Authorization: Bearer <key>` or `x-api-key: <key>` (create one with `mesh keys create`)"
             ))
         } else {
             ApiError::forbidden(format!(
@@ -179,10 +179,23 @@ impl Authenticator {
     }
 }
 
+/// The key from `Authorization: Bearer <key>`, or from `x-api-key: <key>` as
+/// Anthropic's clients send it.
 fn bearer_token(headers: &HeaderMap) -> Result<&str, &'static str> {
-    let value = headers
-        .get(AUTHORIZATION)
-        .ok_or("missing API key")?
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        let key = headers
+            .get("x-api-key")
+            .ok_or("missing API key")?
+            .to_str()
+            .map_err(|_| "malformed x-api-key header")?
+            .trim();
+        return if key.is_empty() {
+            Err("malformed x-api-key header")
+        } else {
+            Ok(key)
+        };
+    };
+    let value = value
         .to_str()
         .map_err(|_| "malformed Authorization header")?;
     let (scheme, token) = value

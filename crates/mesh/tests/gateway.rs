@@ -775,3 +775,116 @@ per_task_cost = 0.06
         .unwrap();
     assert_eq!(auto["payload"]["degradedForBudget"], true, "{auto}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_both_ways() {
+    // A fake Anthropic upstream that checks what Anthropic checks.
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/anthropic/messages",
+        axum::routing::post(move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+            let log = log.clone();
+            async move {
+                let key = headers.get("x-api-key").map(|v| v.to_str().unwrap().to_string());
+                assert_eq!(headers["anthropic-version"], "2023-06-01");
+                log.lock().unwrap().push((key, body.clone()));
+                axum::Json(json!({
+                    "id": "msg_up", "type": "message", "role": "assistant", "model": body["model"],
+                    "content": [{"type": "text", "text": "Bonjour"},
+                                {"type": "tool_use", "id": "tu_1", "name": "lookup", "input": {"q": "x"}}],
+                    "stop_reason": "tool_use", "usage": {"input_tokens": 9, "output_tokens": 3}
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/claude"), "sk-ant-test").unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        format!(
+            "[secrets]\ndir = \"secrets\"\n[[gateway.providers]]\nname = \"claude\"\nkind = \"anthropic\"\nbase_url = \"{base}/anthropic\"\napi_key = \"secret://claude\"\nmodels = [\"claude-test\"]\n"
+        ),
+    )
+    .unwrap();
+    let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let gw = process.url("routing-gateway");
+
+    // OpenAI shape in, Anthropic upstream: system extracted, max_tokens supplied, the
+    // tool use back as an OpenAI tool call.
+    let r = api
+        .post(
+            &format!("{gw}/v1/chat/completions"),
+            &admin,
+            &json!({"model": "claude-test", "messages": [
+                {"role": "system", "content": "answer in French"},
+                {"role": "user", "content": "hello"}]})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let message = &r.body["choices"][0]["message"];
+    assert_eq!(message["content"], "Bonjour");
+    assert_eq!(message["tool_calls"][0]["function"]["name"], "lookup");
+    assert_eq!(r.body["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(r.body["usage"]["prompt_tokens"], 9);
+    let (key, sent) = seen.lock().unwrap()[0].clone();
+    assert_eq!(key.as_deref(), Some("sk-ant-test"));
+    assert_eq!(sent["system"], "answer in French");
+    assert_eq!(sent["messages"][0]["role"], "user");
+    assert!(sent["max_tokens"].as_u64().unwrap() > 0);
+
+    // Anthropic shape in, to any provider (here sim), whole and streamed.
+    let body = json!({"model": "sim-small", "max_tokens": 30, "system": "be brief",
+                      "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]});
+    let r = api
+        .post(&format!("{gw}/v1/messages"), &admin, &body.to_string())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["type"], "message");
+    assert!(r.body["id"].as_str().unwrap().starts_with("msg_"));
+    assert!(
+        r.body["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[sim]")
+    );
+    assert_eq!(r.body["stop_reason"], "end_turn");
+    assert!(r.body["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    // Anthropic's clients send the key as `x-api-key`.
+    let resp = api
+        .http
+        .post(format!("{gw}/v1/messages"))
+        .header("x-api-key", &admin)
+        .body(streamed.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = resp.text().await.unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events.first(), Some(&"message_start"));
+    assert_eq!(events.last(), Some(&"message_stop"));
+    assert!(events.contains(&"content_block_delta"));
+    let missing = api
+        .post(
+            &format!("{gw}/v1/messages"),
+            &admin,
+            r#"{"model": "sim-small", "messages": []}"#,
+        )
+        .await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.body["error"]["field"], "max_tokens");
+}
