@@ -52,6 +52,24 @@ pub struct ProviderConfig {
     /// on it; default 0.5).
     #[serde(default)]
     pub quality: Option<f64>,
+    /// `kind = "sim"` only: added latency, and a failure (`timeout`, `429`, `5xx` or
+    /// `garbage`) on every `fail_every`-th call (every call when 1) — for demos and
+    /// drills of retries, failover and breakers without a real provider.
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    #[serde(default)]
+    pub failure: Option<String>,
+    #[serde(default)]
+    pub fail_every: Option<u64>,
+}
+
+/// How a configured `sim` provider misbehaves.
+#[derive(Debug)]
+struct SimBehaviour {
+    latency: Duration,
+    failure: Option<Failure>,
+    fail_every: u64,
+    calls: std::sync::atomic::AtomicU64,
 }
 
 /// What routing knows of a provider's models besides their observed latency.
@@ -77,7 +95,7 @@ pub struct Provider {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    Sim,
+    Sim(Option<Arc<SimBehaviour>>),
     OpenAi {
         base_url: String,
         api_key: Option<String>,
@@ -118,7 +136,7 @@ impl Provider {
                 output_per_1k: 0.0,
                 quality: 0.0,
             },
-            kind: Kind::Sim,
+            kind: Kind::Sim(None),
         }
     }
 
@@ -132,7 +150,24 @@ impl Provider {
             return Err(format!("{at}: models must name at least one model"));
         }
         let kind = match config.kind.as_str() {
-            "sim" => Kind::Sim,
+            "sim" => {
+                let failure = match config.failure.as_deref() {
+                    None | Some("none") => None,
+                    Some("timeout") | Some("429") | Some("5xx") => Some(Failure::Transient),
+                    Some("garbage") => Some(Failure::Garbage),
+                    Some(other) => {
+                        return Err(format!(
+                            "{at}: failure `{other}` is not one of none, timeout, 429, 5xx, garbage"
+                        ));
+                    }
+                };
+                Kind::Sim(Some(Arc::new(SimBehaviour {
+                    latency: Duration::from_millis(config.latency_ms.unwrap_or(0)),
+                    failure,
+                    fail_every: config.fail_every.unwrap_or(1).max(1),
+                    calls: std::sync::atomic::AtomicU64::new(0),
+                })))
+            }
             "openai" | "anthropic" => {
                 let base_url = config
                     .base_url
@@ -257,7 +292,22 @@ impl Provider {
         stream: bool,
     ) -> Result<Sent, CallError> {
         let (call, timeout) = match &self.kind {
-            Kind::Sim => return Ok(Sent::Sim(sim::complete(request))),
+            Kind::Sim(behaviour) => {
+                if let Some(b) = behaviour {
+                    tokio::time::sleep(b.latency).await;
+                    let n = b.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    if let Some(failure) = &b.failure
+                        && n % b.fail_every == 0
+                    {
+                        let what = match failure {
+                            Failure::Garbage => "answered something that is not JSON (simulated)",
+                            _ => "HTTP 503 (simulated)",
+                        };
+                        return Err(self.error(failure.clone(), what.into()));
+                    }
+                }
+                return Ok(Sent::Sim(sim::complete(request)));
+            }
             Kind::OpenAi {
                 base_url,
                 api_key,

@@ -888,3 +888,100 @@ async fn anthropic_both_ways() {
     assert_eq!(missing.status, 400);
     assert_eq!(missing.body["error"]["field"], "max_tokens");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_providers_drill_retries_and_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        r#"
+[[gateway.providers]]
+name = "wobbly-sim"
+kind = "sim"
+models = ["wobbly-sim-model"]
+failure = "5xx"
+fail_every = 2
+
+[[gateway.providers]]
+name = "dead-sim"
+kind = "sim"
+models = ["dead-sim-model"]
+failure = "garbage"
+fallback_model = "sim-small"
+"#,
+    )
+    .unwrap();
+    let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let gw = process.url("routing-gateway");
+    let chat = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string()
+    };
+    for _ in 0..3 {
+        let r = api
+            .post(
+                &format!("{gw}/v1/chat/completions"),
+                &admin,
+                &chat("wobbly-sim-model"),
+            )
+            .await;
+        assert_eq!(
+            r.status, 200,
+            "every second call fails and is retried: {}",
+            r.body
+        );
+    }
+    let r = api
+        .post(
+            &format!("{gw}/v1/chat/completions"),
+            &admin,
+            &chat("dead-sim-model"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["model"], "sim-small");
+    let events_url = format!(
+        "{}/api/v1/provenance/events?limit=1000",
+        process.url("provenance-service")
+    );
+    let events = common::wait_for(|| async {
+        let r = api.get(&events_url, &admin).await;
+        let calls = r
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "model_call")
+            .count();
+        (calls == 4).then_some(r.body)
+    })
+    .await;
+    let retried = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["action"] == "model_call"
+                && !e["payload"]["failedAttempts"]
+                    .as_array()
+                    .unwrap()
+                    .is_empty()
+        })
+        .count();
+    // calls 2 and 4 of wobbly-sim fail: the second and third requests retry; then the failover
+    assert_eq!(retried, 3);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[gateway.providers]]\nname = \"x\"\nkind = \"sim\"\nmodels = [\"m\"]\nfailure = \"sometimes\"\n").unwrap();
+    let mut args = vec![
+        "up".to_string(),
+        "--config".into(),
+        bad.to_str().unwrap().into(),
+        "--data-dir".into(),
+        dir.path().join("d2").to_str().unwrap().into(),
+    ];
+    args.extend(common::ephemeral_listen_args());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = mesh(&refs);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failure `sometimes`"));
+}
