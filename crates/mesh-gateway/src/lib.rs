@@ -9,6 +9,7 @@
 //! routing strategies, rate limits and budgets are the routing-gateway issue's remaining
 //! work.
 
+mod agent_routing;
 mod anthropic;
 mod budget;
 mod call;
@@ -21,6 +22,7 @@ mod routing;
 mod sim;
 mod stream;
 
+pub use agent_routing::{TaskRouteDecision, TaskRouteRequest};
 pub use budget::BudgetsConfig;
 pub use call::{CallContext, Completed};
 pub use chat::{ChatRequest, Completion, Message};

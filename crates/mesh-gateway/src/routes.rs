@@ -36,6 +36,10 @@ pub fn router(core: Arc<Gateway>) -> Router {
             get(budget_usage).route_layer(auth.require(Permission::ModelCall)),
         )
         .route(
+            "/api/v1/route/task",
+            post(route_task).route_layer(auth.require(Permission::ModelCall)),
+        )
+        .route(
             "/api/v1/route/model",
             post(route_model).route_layer(auth.require(Permission::ModelCall)),
         )
@@ -86,6 +90,28 @@ async fn budget_usage(
         "used": {"tokens": u.used.tokens, "cost": money(u.used.cost_micros)},
         "reserved": {"tokens": u.reserved.tokens, "cost": money(u.reserved.cost_micros)},
     })))
+}
+
+/// Which agent should take a described task.
+async fn route_task(
+    State(core): State<Arc<Gateway>>,
+    caller: Caller,
+    JsonBody(req): JsonBody<crate::TaskRouteRequest>,
+) -> Result<Json<crate::TaskRouteDecision>, ApiError> {
+    let decision = core.route_task(&req).await?;
+    let event = mesh_types::EventDraft::new(
+        "routing_decision",
+        &caller.principal.name,
+        "agent",
+        Some(decision.selected_agent.agent_id.to_string()),
+    )
+    .payload(json!({
+        "taskType": req.task_type, "riskTier": req.risk_tier,
+        "selectedAgent": decision.selected_agent, "alternatives": decision.alternatives,
+        "reasons": decision.reasons, "confidence": decision.confidence,
+    }));
+    core.log(event).await;
+    Ok(Json(decision))
 }
 
 /// The routing decision for a described call, without making it.

@@ -985,3 +985,62 @@ fallback_model = "sim-small"
     let out = mesh(&refs);
     assert!(String::from_utf8_lossy(&out.stderr).contains("failure `sometimes`"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_task_picks_an_eligible_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = MeshProcess::up(dir.path(), &[]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let agents = format!("{}/api/v1/agents", process.url("agent-registry"));
+    let register = |name: &str, tier: &str, caps: &str, cost: f64| {
+        let mut agent: Value = serde_json::from_str(common::SEED_AGENT).unwrap();
+        agent["name"] = json!(name);
+        agent["riskTier"] = json!(tier);
+        agent["capabilities"] = serde_json::from_str(caps).unwrap();
+        agent["costProfile"] = json!({"inputCostPer1kTokens": cost, "outputCostPer1kTokens": cost, "maxBudgetPerTask": 1.0});
+        let (api, agents, admin) = (api.clone(), agents.clone(), admin.clone());
+        async move {
+            let r = api.post(&agents, &admin, &agent.to_string()).await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.body["id"].as_str().unwrap().to_string()
+        }
+    };
+    let pricey = register("pricey", "high", r#"["deploy"]"#, 0.9).await;
+    let thrifty = register("thrifty", "high", r#"["deploy"]"#, 0.1).await;
+    let junior = register("junior", "low", r#"["deploy"]"#, 0.0).await;
+    register("other", "high", r#"["review"]"#, 0.0).await;
+    let url = format!("{}/api/v1/route/task", process.url("routing-gateway"));
+    let r = api
+        .post(
+            &url,
+            &admin,
+            r#"{"taskType": "deploy", "riskTier": "medium"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["selectedAgent"]["agentId"],
+        thrifty.as_str(),
+        "{}",
+        r.body
+    );
+    let alternatives = r.body["alternatives"].as_array().unwrap();
+    assert_eq!(alternatives[0]["agentId"], pricey.as_str());
+    let low = alternatives
+        .iter()
+        .find(|a| a["agentId"] == junior.as_str())
+        .unwrap();
+    assert!(
+        low["excluded"].as_str().unwrap().contains("does not cover"),
+        "{low}"
+    );
+    let none = api
+        .post(
+            &url,
+            &admin,
+            r#"{"taskType": "deploy", "riskTier": "critical"}"#,
+        )
+        .await;
+    assert_eq!(none.status, 503, "{}", none.body);
+}
