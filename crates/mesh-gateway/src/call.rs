@@ -23,9 +23,12 @@ pub struct CallContext {
     pub agent_id: Option<Uuid>,
     pub task_id: Option<Uuid>,
     pub data_classification: Option<String>,
-    /// For `model: "auto"`: how to choose, and the latency objective.
+    /// For `model: "auto"`: how to choose, the latency objective, and what routing
+    /// rules match on.
     pub strategy: Option<Strategy>,
     pub slo_ms: Option<f64>,
+    pub task_type: Option<String>,
+    pub risk_tier: Option<mesh_types::RiskTier>,
 }
 
 /// Who is calling, resolved once for the whole chain.
@@ -363,7 +366,9 @@ impl Gateway {
                 .data_classification
                 .as_deref()
                 .and_then(|c| c.parse().ok()),
-            strategy: caller.call.strategy.unwrap_or_default(),
+            strategy: caller.call.strategy,
+            task_type: caller.call.task_type.clone(),
+            risk_tier: caller.call.risk_tier,
             slo_ms: caller.call.slo_ms,
             ..RouteRequest::default()
         };

@@ -29,7 +29,7 @@ pub use chat::{ChatRequest, Completion, Message};
 pub use providers::{Provider, ProviderConfig, Upstream};
 pub use ratelimit::{LimitsConfig, RateLimiter};
 pub use routes::router;
-pub use routing::{RouteDecision, RouteRequest, Strategy};
+pub use routing::{RouteDecision, RouteRequest, RouteRule, Strategy};
 
 use mesh_policy::{DecisionLogger, Enforcer};
 use mesh_service::ServiceContext;
@@ -45,6 +45,7 @@ pub struct Gateway {
     records: DecisionLogger,
     limiter: Option<RateLimiter>,
     budgets: BudgetsConfig,
+    rules: Vec<RouteRule>,
     latency: routing::LatencyBook,
 }
 
@@ -59,6 +60,7 @@ impl Gateway {
         records: DecisionLogger,
         limiter: Option<RateLimiter>,
         budgets: BudgetsConfig,
+        rules: Vec<RouteRule>,
     ) -> Result<Arc<Self>, String> {
         let mut providers = vec![Provider::sim()];
         for p in configured {
@@ -79,6 +81,16 @@ impl Gateway {
                 ));
             }
             providers.push(p);
+        }
+        for rule in &rules {
+            for model in rule.candidates.iter().flatten() {
+                if !providers.iter().any(|p| p.models.contains(model)) {
+                    return Err(format!(
+                        "[[gateway.routes]] {}: candidate {model} is not served by any provider",
+                        rule.name
+                    ));
+                }
+            }
         }
         for p in &providers {
             if let Some(fallback) = &p.fallback_model
@@ -101,6 +113,7 @@ impl Gateway {
             records,
             limiter,
             budgets,
+            rules,
             latency: routing::LatencyBook::default(),
         });
         let weak = Arc::downgrade(&gateway);

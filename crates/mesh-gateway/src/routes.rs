@@ -218,7 +218,15 @@ fn call_context(headers: &HeaderMap) -> Result<CallContext, ApiError> {
         agent_id: uuid("x-mesh-agent-id")?,
         task_id: uuid("x-mesh-task-id")?,
         data_classification: classification,
-        strategy: Some(strategy),
+        strategy,
         slo_ms,
+        task_type: text("x-mesh-task-type")?,
+        risk_tier: text("x-mesh-risk-tier")?
+            .map(|t| {
+                t.parse().map_err(|e: mesh_types::enums::UnknownVariant| {
+                    ApiError::invalid("x-mesh-risk-tier", e.to_string())
+                })
+            })
+            .transpose()?,
     })
 }

@@ -52,13 +52,84 @@ pub struct RouteRequest {
     pub risk_tier: Option<mesh_types::RiskTier>,
     #[serde(default)]
     pub data_classification: Option<mesh_types::DataClassification>,
+    /// Unset: the matching routing rule's, else `cheapest_meeting_slo`.
     #[serde(default)]
-    pub strategy: Strategy,
+    pub strategy: Option<Strategy>,
     #[serde(default)]
     pub slo_ms: Option<f64>,
     /// Choose only among these models.
     #[serde(default)]
     pub candidates: Option<Vec<String>>,
+}
+
+/// `[[gateway.routes]]`: the first rule whose `when` matches a request picks its
+/// candidates (narrowing any the request names), and its strategy and SLO unless the
+/// request sets them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    pub name: String,
+    #[serde(default)]
+    pub when: RuleCondition,
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    #[serde(default)]
+    pub candidates: Option<Vec<String>>,
+    #[serde(default)]
+    pub slo_ms: Option<f64>,
+}
+
+/// Every condition given must hold; `task_type` may use `*` wildcards.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleCondition {
+    #[serde(default)]
+    pub task_type: Option<String>,
+    #[serde(default)]
+    pub data_classification: Option<Vec<mesh_types::DataClassification>>,
+    #[serde(default)]
+    pub risk_tier: Option<Vec<mesh_types::RiskTier>>,
+}
+
+impl RuleCondition {
+    fn matches(&self, req: &RouteRequest) -> bool {
+        let task = match (&self.task_type, &req.task_type) {
+            (None, _) => true,
+            (Some(pattern), Some(task)) => wildcard(pattern, task),
+            (Some(_), None) => false,
+        };
+        let class = self.data_classification.as_ref().is_none_or(|allowed| {
+            allowed.contains(
+                &req.data_classification
+                    .unwrap_or(mesh_types::DataClassification::Internal),
+            )
+        });
+        let tier = self
+            .risk_tier
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(&req.risk_tier.unwrap_or_default()));
+        task && class && tier
+    }
+}
+
+/// `*` matches any run of characters.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// What the gateway has seen of a model's latency.
@@ -123,6 +194,24 @@ pub struct RouteDecision {
 impl Gateway {
     /// Ranks the eligible models for `req`; 503 when none is eligible.
     pub fn route(&self, caller: &Principal, req: &RouteRequest) -> Result<RouteDecision, ApiError> {
+        let rule = self.rules.iter().find(|r| r.when.matches(req));
+        let mut effective = req.clone();
+        if let Some(rule) = rule {
+            effective.strategy = req.strategy.or(rule.strategy);
+            effective.slo_ms = req.slo_ms.or(rule.slo_ms);
+            effective.candidates = match (&req.candidates, &rule.candidates) {
+                (Some(asked), Some(allowed)) => Some(
+                    asked
+                        .iter()
+                        .filter(|m| allowed.contains(m))
+                        .cloned()
+                        .collect(),
+                ),
+                (asked, allowed) => asked.clone().or_else(|| allowed.clone()),
+            };
+        }
+        let strategy = effective.strategy.unwrap_or_default();
+        let req = &effective;
         let mut eligible = Vec::new();
         let mut excluded = Vec::new();
         for (model, provider) in self.models() {
@@ -158,7 +247,7 @@ impl Gateway {
                 eligible.push(c);
             }
         }
-        rank(&mut eligible, req);
+        rank(&mut eligible, strategy, req.slo_ms);
         let Some(best) = eligible.first().cloned() else {
             return Err(ApiError::unavailable(
                 "no_eligible_model",
@@ -175,11 +264,14 @@ impl Gateway {
         let samples = self.latency.stats(&best.model).map(|s| s.2).unwrap_or(0);
         let mut reasons = vec![format!(
             "{:?} over {} eligible of {} models",
-            req.strategy,
+            strategy,
             eligible.len(),
             eligible.len() + excluded.len()
         )];
-        reasons.push(match req.strategy {
+        if let Some(rule) = rule {
+            reasons.push(format!("routing rule `{}` matched", rule.name));
+        }
+        reasons.push(match strategy {
             Strategy::CheapestMeetingSlo => format!(
                 "cheapest at {:.4} per 1K tokens{}",
                 best.cost_per_1k,
@@ -204,7 +296,7 @@ impl Gateway {
         Ok(RouteDecision {
             selected_model: best.model.clone(),
             provider: best.provider.clone(),
-            strategy: req.strategy,
+            strategy,
             // More latency samples behind the choice, more confidence in it.
             confidence: (0.5 + 0.5 * samples as f64 / (samples as f64 + 10.0)).min(0.99),
             alternatives: eligible.into_iter().skip(1).chain(excluded).collect(),
@@ -268,11 +360,11 @@ impl Gateway {
     }
 }
 
-fn rank(candidates: &mut [Candidate], req: &RouteRequest) {
+fn rank(candidates: &mut [Candidate], strategy: Strategy, slo_ms: Option<f64>) {
     let latency = |c: &Candidate| c.latency_ewma_ms.unwrap_or(f64::INFINITY);
-    match req.strategy {
+    match strategy {
         Strategy::CheapestMeetingSlo => {
-            let meets = |c: &Candidate| match (req.slo_ms, c.latency_p95_ms) {
+            let meets = |c: &Candidate| match (slo_ms, c.latency_p95_ms) {
                 (Some(slo), Some(p95)) => p95 <= slo,
                 _ => true,
             };
@@ -300,11 +392,8 @@ fn rank(candidates: &mut [Candidate], req: &RouteRequest) {
 pub fn route_from_headers(
     strategy: Option<&str>,
     slo_ms: Option<&str>,
-) -> Result<(Strategy, Option<f64>), ApiError> {
-    let strategy = strategy
-        .map(Strategy::parse)
-        .transpose()?
-        .unwrap_or_default();
+) -> Result<(Option<Strategy>, Option<f64>), ApiError> {
+    let strategy = strategy.map(Strategy::parse).transpose()?;
     let slo = slo_ms
         .map(|s| {
             s.parse::<f64>()
@@ -338,12 +427,7 @@ mod tests {
     }
 
     fn order(mut cs: Vec<Candidate>, strategy: Strategy, slo: Option<f64>) -> Vec<String> {
-        let req = RouteRequest {
-            strategy,
-            slo_ms: slo,
-            ..RouteRequest::default()
-        };
-        rank(&mut cs, &req);
+        rank(&mut cs, strategy, slo);
         cs.into_iter().map(|c| c.model).collect()
     }
 
@@ -369,6 +453,31 @@ mod tests {
         assert_eq!(
             order(cs, Strategy::MaxQuality, None),
             ["dear-fast", "mid", "cheap-slow"]
+        );
+    }
+
+    #[test]
+    fn rules_match_on_task_class_and_tier() {
+        assert!(wildcard("code_*", "code_refactor"));
+        assert!(wildcard("*_review", "pr_review"));
+        assert!(wildcard("a*b*c", "axxbyyc"));
+        assert!(!wildcard("code_*", "docs_refactor"));
+        assert!(!wildcard("exact", "exactly"));
+        let when = RuleCondition {
+            task_type: Some("code_*".into()),
+            data_classification: Some(vec![mesh_types::DataClassification::Restricted]),
+            risk_tier: None,
+        };
+        let mut req = RouteRequest {
+            task_type: Some("code_fix".into()),
+            data_classification: Some(mesh_types::DataClassification::Restricted),
+            ..RouteRequest::default()
+        };
+        assert!(when.matches(&req));
+        req.data_classification = None;
+        assert!(
+            !when.matches(&req),
+            "unset classification counts as internal"
         );
     }
 

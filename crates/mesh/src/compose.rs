@@ -141,6 +141,7 @@ impl Cores {
                     records,
                     limiter,
                     config.budgets.clone(),
+                    config.routes.clone(),
                 )
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             )

@@ -4,7 +4,7 @@
 //! tests can resolve configurations from strings.
 
 use anyhow::{Context, Result, bail};
-use mesh_gateway::{BudgetsConfig, LimitsConfig, ProviderConfig};
+use mesh_gateway::{BudgetsConfig, LimitsConfig, ProviderConfig, RouteRule};
 use mesh_policy::PolicyLocation;
 use mesh_queue::QueueConfig;
 use mesh_service::ServiceName;
@@ -48,6 +48,8 @@ pub struct GatewayFileConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub budgets: BudgetsConfig,
+    #[serde(default)]
+    pub routes: Vec<RouteRule>,
 }
 
 /// `[secrets]`: the mounted-secrets directory agents read from (one file per secret).
@@ -179,6 +181,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[gateway.budgets]`.
     pub budgets: BudgetsConfig,
+    /// `[[gateway.routes]]`, in order.
+    pub routes: Vec<RouteRule>,
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".mesh";
@@ -255,6 +259,7 @@ impl Config {
             providers: file.gateway.providers,
             limits: file.gateway.limits,
             budgets: file.gateway.budgets,
+            routes: file.gateway.routes,
             data_dir,
             store: flags.store.clone().or(file.store),
             bus: flags.bus.clone().or(file.bus),

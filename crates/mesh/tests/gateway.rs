@@ -572,6 +572,11 @@ models = ["premium-model"]
 input_per_1k = 1.0
 output_per_1k = 1.0
 quality = 0.9
+
+[[gateway.routes]]
+name = "restricted-code-stays-on-sim"
+when = {{ task_type = "code_*", data_classification = ["restricted"] }}
+candidates = ["sim-large"]
 "#
         ),
     )
@@ -629,6 +634,20 @@ quality = 0.9
     assert_eq!(r.status, 503, "{}", r.body);
     let bad = route(json!({"strategy": "luckiest"})).await;
     assert_eq!(bad.status, 400);
+    // A routing rule narrows the candidates when its conditions hold.
+    let r = route(json!({"taskType": "code_fix", "dataClassification": "restricted"})).await;
+    assert_eq!(r.body["selectedModel"], "sim-large", "{}", r.body);
+    let reasons = r.body["reasons"].to_string();
+    assert!(
+        reasons.contains("restricted-code-stays-on-sim"),
+        "{reasons}"
+    );
+    let r = route(json!({"taskType": "docs", "dataClassification": "restricted"})).await;
+    assert!(
+        !r.body["reasons"].to_string().contains("restricted-code"),
+        "{}",
+        r.body
+    );
 
     // model "auto": the gateway chooses, calls, and records the decision with the call.
     let resp = api
