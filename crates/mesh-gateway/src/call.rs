@@ -7,14 +7,14 @@ use crate::chat::{ChatRequest, Completion};
 use crate::providers::{Provider, Upstream};
 use crate::resilience::{CallError, Failure, backoff};
 use crate::routing::{AUTO, RouteRequest, Strategy};
+use crate::trail::{Caller, Trail, Usage, now_secs, spend};
 use crate::{Gateway, stream};
 use mesh_policy::{Actor, Point, Resource, Verdict, inputs};
 use mesh_service::ApiError;
 use mesh_store::Spend;
-use mesh_types::{Agent, EventDraft, PolicyAction, Principal};
+use mesh_types::{Agent, PolicyAction, Principal};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Instant;
 use uuid::Uuid;
 
 /// Mesh context a caller may attach to a model call (as `x-mesh-*` headers).
@@ -31,66 +31,6 @@ pub struct CallContext {
     pub risk_tier: Option<mesh_types::RiskTier>,
 }
 
-/// Who is calling, resolved once for the whole chain.
-struct Caller<'a> {
-    principal: &'a Principal,
-    agent: Option<Agent>,
-    call: CallContext,
-}
-
-impl Caller<'_> {
-    fn actor(&self) -> Actor {
-        Actor {
-            name: self.name(),
-            agent: self.agent.as_ref().map(|a| (a.id, a.name.clone())),
-            task: self.call.task_id,
-        }
-    }
-
-    fn name(&self) -> String {
-        self.agent
-            .as_ref()
-            .map(|a| a.name.clone())
-            .unwrap_or_else(|| self.principal.name.clone())
-    }
-}
-
-/// What a call used, for its `ModelCall` record.
-struct Usage {
-    tokens_in: u64,
-    tokens_out: u64,
-    text: String,
-}
-
-impl From<&Completion> for Usage {
-    fn from(c: &Completion) -> Self {
-        Usage {
-            tokens_in: c.prompt_tokens,
-            tokens_out: c.completion_tokens,
-            text: c.content.clone(),
-        }
-    }
-}
-
-/// The call as it is recorded: every decision taken and every failed attempt, then
-/// the provider that answered (if one did).
-struct Trail {
-    call_id: Uuid,
-    started: Instant,
-    decisions: Vec<EventDraft>,
-    attempts: Vec<Value>,
-    redacted: bool,
-    stream: bool,
-    requested: String,
-    /// The model tried first (the routing choice for `auto`): serving another is a
-    /// failover.
-    first_choice: Option<String>,
-    /// A candidate was passed over because its budget could not cover the call.
-    degraded: bool,
-    /// The 402 to answer if every candidate was over budget.
-    budget_error: Option<ApiError>,
-}
-
 /// How the chain ended for a streaming call.
 enum Opened {
     Whole(Completion, Provider, String),
@@ -105,21 +45,13 @@ pub struct Completed {
 }
 
 /// What the policy and the budgets say about one candidate.
-enum Admission {
+pub(crate) enum Admission {
     /// Call it with this request (redactions applied), holding this reservation.
     Go(ChatRequest, Option<Reservation>),
     /// Try the next candidate.
     Skip,
     /// Answer the client with this error.
     Stop(ApiError),
-}
-
-/// What a call's usage costs at `provider`'s prices.
-fn spend(provider: &Provider, usage: &Usage) -> Spend {
-    Spend {
-        tokens: (usage.tokens_in + usage.tokens_out) as i64,
-        cost_micros: budget::cost_micros(provider, usage.tokens_in, usage.tokens_out),
-    }
 }
 
 impl Gateway {
@@ -145,11 +77,15 @@ impl Gateway {
         let mut trail = Trail::new(&request);
         let mut last_error = None;
         let auto = request.model == AUTO;
-        for (i, (provider, model)) in self
-            .plan(&caller, &request, &mut trail)?
-            .into_iter()
-            .enumerate()
+        let plan = self.plan(&caller, &request, &mut trail)?;
+        if let Some(strategy @ (Strategy::DefensiveMultiModel | Strategy::Consensus)) =
+            trail.strategy
         {
+            return self
+                .ensemble(&caller, &request, trail, plan, strategy)
+                .await;
+        }
+        for (i, (provider, model)) in plan.into_iter().enumerate() {
             let (request, reservation) = match self
                 .admit(
                     &caller,
@@ -373,6 +309,7 @@ impl Gateway {
             ..RouteRequest::default()
         };
         let decision = self.route(caller.principal, &route)?;
+        trail.strategy = Some(decision.strategy);
         trail
             .decisions
             .push(self.route_event(caller.principal, &decision, &route));
@@ -416,7 +353,7 @@ impl Gateway {
     /// approved for the data) is skipped. A candidate over budget is the answer (402)
     /// unless the gateway is choosing (`auto`): then it degrades to the next one.
     #[allow(clippy::too_many_arguments)]
-    async fn admit(
+    pub(crate) async fn admit(
         &self,
         caller: &Caller<'_>,
         first: bool,
@@ -544,7 +481,7 @@ impl Gateway {
 
     /// Records the failed call and says why: a refusal by the provider keeps its 4xx;
     /// everything else is a 502 naming the providers tried.
-    async fn give_up(
+    pub(crate) async fn give_up(
         &self,
         caller: &Caller<'_>,
         trail: Trail,
@@ -577,7 +514,12 @@ impl Gateway {
     }
 
     /// Records the call as failed with `error`, and returns it.
-    async fn fail(&self, caller: &Caller<'_>, trail: Trail, error: ApiError) -> ApiError {
+    pub(crate) async fn fail(
+        &self,
+        caller: &Caller<'_>,
+        trail: Trail,
+        error: ApiError,
+    ) -> ApiError {
         if let Err(e) = self.record(caller, trail, None, Some(&error.message)).await {
             return e;
         }
@@ -590,7 +532,7 @@ impl Gateway {
     /// call takes far longer than the write, but a synchronous commit would put an fsync
     /// on every call's path. The buffer is flushed before the process exits; a crash
     /// loses at most what was queued in the last moments.
-    async fn record(
+    pub(crate) async fn record(
         &self,
         caller: &Caller<'_>,
         trail: Trail,
@@ -674,76 +616,4 @@ impl Gateway {
             rx.recv().await.map(|item| (item, rx))
         }))
     }
-}
-
-impl Trail {
-    fn new(request: &ChatRequest) -> Self {
-        Trail {
-            call_id: Uuid::now_v7(),
-            started: Instant::now(),
-            decisions: Vec::new(),
-            attempts: Vec::new(),
-            redacted: false,
-            stream: request.stream == Some(true),
-            requested: request.model.clone(),
-            first_choice: None,
-            degraded: false,
-            budget_error: None,
-        }
-    }
-
-    fn reply_id(&self) -> String {
-        format!("chatcmpl-{}", self.call_id.simple())
-    }
-
-    fn event(
-        &self,
-        actor: &str,
-        agent: Option<(Uuid, String)>,
-        task: Option<Uuid>,
-        served: Option<(String, String, Usage)>,
-        error: Option<&str>,
-    ) -> EventDraft {
-        let mut payload = json!({
-            "modelCallId": self.call_id,
-            "requestedModel": self.requested,
-            "latencyMs": self.started.elapsed().as_millis() as u64,
-            "agentId": agent.as_ref().map(|a| a.0),
-            "agentName": agent.as_ref().map(|a| a.1.clone()),
-            "redacted": self.redacted,
-            "stream": self.stream,
-            "failedAttempts": self.attempts,
-            "degradedForBudget": self.degraded,
-        });
-        let action = match (&served, error) {
-            (Some((provider, model, usage)), None) => {
-                payload["provider"] = json!(provider);
-                payload["model"] = json!(model);
-                payload["failover"] = json!(self.first_choice.as_ref() != Some(model));
-                payload["tokensIn"] = json!(usage.tokens_in);
-                payload["tokensOut"] = json!(usage.tokens_out);
-                payload["outputSha256"] =
-                    json!(mesh_types::canonical::sha256_hex(&json!(usage.text)));
-                "model_call"
-            }
-            (served, error) => {
-                if let Some((provider, model, _)) = served {
-                    payload["provider"] = json!(provider);
-                    payload["model"] = json!(model);
-                }
-                payload["error"] = json!(error);
-                "model_call_failed"
-            }
-        };
-        let mut event =
-            EventDraft::new(action, actor, "model", Some(self.requested.clone())).payload(payload);
-        if let Some(task) = task {
-            event = event.task(task);
-        }
-        event
-    }
-}
-
-fn now_secs() -> i64 {
-    mesh_types::time::now().timestamp()
 }

@@ -14,6 +14,7 @@ mod anthropic;
 mod budget;
 mod call;
 mod chat;
+mod ensemble;
 mod providers;
 mod ratelimit;
 mod resilience;
@@ -21,6 +22,7 @@ mod routes;
 mod routing;
 mod sim;
 mod stream;
+mod trail;
 
 pub use agent_routing::{TaskRouteDecision, TaskRouteRequest};
 pub use budget::BudgetsConfig;

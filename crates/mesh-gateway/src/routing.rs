@@ -30,6 +30,12 @@ pub enum Strategy {
     Fastest,
     /// The highest configured quality; the cheaper on a tie.
     MaxQuality,
+    /// Ask the two best (ranked as `cheapest_meeting_slo`) at once and answer with the
+    /// first valid reply.
+    DefensiveMultiModel,
+    /// Ask up to three (ranked as `cheapest_meeting_slo`) and answer with what most of
+    /// them said.
+    Consensus,
 }
 
 impl Strategy {
@@ -37,7 +43,9 @@ impl Strategy {
         serde_json::from_value(json!(s)).map_err(|_| {
             ApiError::invalid(
                 "strategy",
-                format!("strategy: `{s}` is not one of cheapest_meeting_slo, fastest, max_quality"),
+                format!(
+                    "strategy: `{s}` is not one of cheapest_meeting_slo, fastest, max_quality, defensive_multi_model, consensus"
+                ),
             )
         })
     }
@@ -284,6 +292,14 @@ impl Gateway {
                 None => "no latency observed yet for any model".into(),
             },
             Strategy::MaxQuality => format!("highest quality {:.2}", best.quality),
+            Strategy::DefensiveMultiModel | Strategy::Consensus => format!(
+                "asks {} at once, ranked by cost within the SLO",
+                eligible.len().min(if strategy == Strategy::Consensus {
+                    3
+                } else {
+                    2
+                })
+            ),
         });
         for c in &excluded {
             reasons.push(format!(
@@ -363,7 +379,7 @@ impl Gateway {
 fn rank(candidates: &mut [Candidate], strategy: Strategy, slo_ms: Option<f64>) {
     let latency = |c: &Candidate| c.latency_ewma_ms.unwrap_or(f64::INFINITY);
     match strategy {
-        Strategy::CheapestMeetingSlo => {
+        Strategy::CheapestMeetingSlo | Strategy::DefensiveMultiModel | Strategy::Consensus => {
             let meets = |c: &Candidate| match (slo_ms, c.latency_p95_ms) {
                 (Some(slo), Some(p95)) => p95 <= slo,
                 _ => true,

@@ -1063,3 +1063,102 @@ async fn route_task_picks_an_eligible_agent() {
         .await;
     assert_eq!(none.status, 503, "{}", none.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ensembles_race_and_vote() {
+    let (base, _seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        format!(
+            r#"
+[[gateway.providers]]
+name = "up-a"
+kind = "openai"
+base_url = "{base}/good"
+models = ["a-model"]
+input_per_1k = 0.1
+
+[[gateway.providers]]
+name = "up-b"
+kind = "openai"
+base_url = "{base}/good"
+models = ["b-model"]
+input_per_1k = 0.2
+
+[[gateway.providers]]
+name = "slow-sim"
+kind = "sim"
+models = ["slow-model"]
+latency_ms = 5000
+
+[[gateway.routes]]
+name = "race"
+when = {{ task_type = "race" }}
+candidates = ["slow-model", "b-model"]
+
+[[gateway.routes]]
+name = "vote"
+when = {{ task_type = "vote" }}
+candidates = ["sim-small", "a-model", "b-model"]
+"#
+        ),
+    )
+    .unwrap();
+    let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let gw = process.url("routing-gateway");
+    let call = |task: &str, strategy: &str| {
+        let req = api
+            .http
+            .post(format!("{gw}/v1/chat/completions"))
+            .bearer_auth(&admin)
+            .header("x-mesh-task-type", task)
+            .header("x-mesh-route-strategy", strategy)
+            .body(json!({"model": "auto", "messages": [{"role": "user", "content": "capital of France?"}]}).to_string());
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    // The slow sim ranks first (it is free) but the upstream answers first.
+    let raced = call("race", "defensive_multi_model").await;
+    assert_eq!(raced["model"], "b-model", "{raced}");
+    // Two of three agree (both upstreams say the same); sim, ranked first as the
+    // cheapest, is outvoted.
+    let voted = call("vote", "consensus").await;
+    assert_eq!(
+        voted["choices"][0]["message"]["content"], "hello from upstream",
+        "{voted}"
+    );
+    let events_url = format!(
+        "{}/api/v1/provenance/events?limit=1000",
+        process.url("provenance-service")
+    );
+    let events = common::wait_for(|| async {
+        let r = api.get(&events_url, &admin).await;
+        let n = r
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "model_call")
+            .count();
+        (n == 2).then_some(r.body)
+    })
+    .await;
+    let ensembles: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "model_call")
+        .map(|e| &e["payload"]["ensemble"])
+        .collect();
+    assert_eq!(ensembles[0]["strategy"], "defensive_multi_model");
+    assert_eq!(ensembles[0]["asked"], json!(["slow-model", "b-model"]));
+    assert_eq!(ensembles[1]["strategy"], "consensus");
+    assert_eq!(ensembles[1]["agreeing"], 2);
+    assert_eq!(ensembles[1]["answered"], 3);
+}

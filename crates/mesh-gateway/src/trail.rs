@@ -1,0 +1,163 @@
+//! What a call carries while it runs and leaves behind: the caller, the usage, and the
+//! trail of decisions and failed attempts that becomes its `ModelCall` record.
+
+use crate::budget;
+use crate::call::CallContext;
+use crate::chat::{ChatRequest, Completion};
+use crate::providers::Provider;
+use mesh_policy::Actor;
+use mesh_service::ApiError;
+use mesh_store::Spend;
+use mesh_types::{Agent, EventDraft, Principal};
+use serde_json::{Value, json};
+use std::time::Instant;
+use uuid::Uuid;
+
+/// Who is calling, resolved once for the whole chain.
+pub(crate) struct Caller<'a> {
+    pub principal: &'a Principal,
+    pub agent: Option<Agent>,
+    pub call: CallContext,
+}
+
+impl Caller<'_> {
+    pub fn actor(&self) -> Actor {
+        Actor {
+            name: self.name(),
+            agent: self.agent.as_ref().map(|a| (a.id, a.name.clone())),
+            task: self.call.task_id,
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.agent
+            .as_ref()
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| self.principal.name.clone())
+    }
+}
+
+/// What a call used, for its `ModelCall` record.
+pub(crate) struct Usage {
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub text: String,
+}
+
+impl From<&Completion> for Usage {
+    fn from(c: &Completion) -> Self {
+        Usage {
+            tokens_in: c.prompt_tokens,
+            tokens_out: c.completion_tokens,
+            text: c.content.clone(),
+        }
+    }
+}
+
+/// The call as it is recorded: every decision taken and every failed attempt, then
+/// the provider that answered (if one did).
+pub(crate) struct Trail {
+    pub call_id: Uuid,
+    pub started: Instant,
+    pub decisions: Vec<EventDraft>,
+    pub attempts: Vec<Value>,
+    pub redacted: bool,
+    pub stream: bool,
+    pub requested: String,
+    /// The model tried first (the routing choice for `auto`): serving another is a
+    /// failover.
+    pub first_choice: Option<String>,
+    /// A candidate was passed over because its budget could not cover the call.
+    pub degraded: bool,
+    /// The 402 to answer if every candidate was over budget.
+    pub budget_error: Option<ApiError>,
+    /// For `auto` calls, the strategy routing chose.
+    pub strategy: Option<crate::Strategy>,
+    /// For ensemble strategies: who was asked and how they agreed.
+    pub ensemble: Option<Value>,
+}
+
+/// What a call's usage costs at `provider`'s prices.
+pub(crate) fn spend(provider: &Provider, usage: &Usage) -> Spend {
+    Spend {
+        tokens: (usage.tokens_in + usage.tokens_out) as i64,
+        cost_micros: budget::cost_micros(provider, usage.tokens_in, usage.tokens_out),
+    }
+}
+
+impl Trail {
+    pub fn new(request: &ChatRequest) -> Self {
+        Trail {
+            call_id: Uuid::now_v7(),
+            started: Instant::now(),
+            decisions: Vec::new(),
+            attempts: Vec::new(),
+            redacted: false,
+            stream: request.stream == Some(true),
+            requested: request.model.clone(),
+            first_choice: None,
+            degraded: false,
+            budget_error: None,
+            strategy: None,
+            ensemble: None,
+        }
+    }
+
+    pub fn reply_id(&self) -> String {
+        format!("chatcmpl-{}", self.call_id.simple())
+    }
+
+    pub fn event(
+        &self,
+        actor: &str,
+        agent: Option<(Uuid, String)>,
+        task: Option<Uuid>,
+        served: Option<(String, String, Usage)>,
+        error: Option<&str>,
+    ) -> EventDraft {
+        let mut payload = json!({
+            "modelCallId": self.call_id,
+            "requestedModel": self.requested,
+            "latencyMs": self.started.elapsed().as_millis() as u64,
+            "agentId": agent.as_ref().map(|a| a.0),
+            "agentName": agent.as_ref().map(|a| a.1.clone()),
+            "redacted": self.redacted,
+            "stream": self.stream,
+            "failedAttempts": self.attempts,
+            "degradedForBudget": self.degraded,
+        });
+        if let Some(ensemble) = &self.ensemble {
+            payload["ensemble"] = ensemble.clone();
+        }
+        let action = match (&served, error) {
+            (Some((provider, model, usage)), None) => {
+                payload["provider"] = json!(provider);
+                payload["model"] = json!(model);
+                payload["failover"] = json!(self.first_choice.as_ref() != Some(model));
+                payload["tokensIn"] = json!(usage.tokens_in);
+                payload["tokensOut"] = json!(usage.tokens_out);
+                payload["outputSha256"] =
+                    json!(mesh_types::canonical::sha256_hex(&json!(usage.text)));
+                "model_call"
+            }
+            (served, error) => {
+                if let Some((provider, model, _)) = served {
+                    payload["provider"] = json!(provider);
+                    payload["model"] = json!(model);
+                }
+                payload["error"] = json!(error);
+                "model_call_failed"
+            }
+        };
+        let mut event =
+            EventDraft::new(action, actor, "model", Some(self.requested.clone())).payload(payload);
+        if let Some(task) = task {
+            event = event.task(task);
+        }
+        event
+    }
+}
+
+pub(crate) fn now_secs() -> i64 {
+    mesh_types::time::now().timestamp()
+}
