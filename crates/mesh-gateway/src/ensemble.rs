@@ -116,7 +116,11 @@ impl Gateway {
             budget::settle(&self.ctx.store, a.reservation.clone(), used).await;
         }
         let Some((index, agreeing)) = chosen else {
-            let last = results.into_iter().flatten().filter_map(Result::err).next_back();
+            let last = results
+                .into_iter()
+                .flatten()
+                .filter_map(Result::err)
+                .next_back();
             return Err(self.give_up(caller, trail, last).await);
         };
         let Some(Some(Ok(completion))) = results.get(index).cloned() else {
