@@ -8,6 +8,7 @@ use crate::providers::{Provider, Upstream};
 use crate::resilience::{CallError, Failure, backoff};
 use crate::routing::{AUTO, RouteRequest, Strategy};
 use crate::trail::{Caller, Trail, Usage, now_secs, spend};
+use crate::translate::{AnthropicToOpenAi, OpenAiToAnthropic, Translate};
 use crate::{Gateway, stream};
 use mesh_policy::{Actor, Point, Resource, Verdict, inputs};
 use mesh_service::ApiError;
@@ -35,6 +36,21 @@ pub struct CallContext {
 enum Opened {
     Whole(Completion, Provider, String),
     Relay(reqwest::Response, Provider, String, Option<Reservation>),
+}
+
+/// The protocol a client speaks, which its stream must be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    OpenAi,
+    Anthropic,
+}
+
+/// What a relayed stream needs besides its bytes.
+struct Relayed {
+    provider: Provider,
+    model: String,
+    reservation: Option<Reservation>,
+    client: Protocol,
 }
 
 /// A finished call: the completion, the model that produced it, the reply id.
@@ -150,6 +166,7 @@ impl Gateway {
         principal: &Principal,
         call: CallContext,
         request: ChatRequest,
+        client: Protocol,
     ) -> Result<axum::body::Body, ApiError> {
         let caller = self.caller(principal, call, &request).await?;
         let mut trail = Trail::new(&request);
@@ -211,7 +228,16 @@ impl Gateway {
         match opened {
             None => Err(self.give_up(&caller, trail, last_error).await),
             Some(Opened::Whole(completion, provider, model)) => {
-                let frames = stream::chunks(&completion, &trail.reply_id(), &model, now_secs());
+                let frames = match client {
+                    Protocol::OpenAi => {
+                        stream::chunks(&completion, &trail.reply_id(), &model, now_secs())
+                    }
+                    Protocol::Anthropic => crate::anthropic::to_events(
+                        &completion,
+                        &trail.reply_id().replacen("chatcmpl-", "msg_", 1),
+                        &model,
+                    ),
+                };
                 self.record(
                     &caller,
                     trail,
@@ -225,7 +251,13 @@ impl Gateway {
             }
             Some(Opened::Relay(response, provider, model, reservation)) => {
                 let actor = caller.actor();
-                Ok(self.relay(response, provider, model, trail, actor, reservation))
+                let relayed = Relayed {
+                    provider,
+                    model,
+                    reservation,
+                    client,
+                };
+                Ok(self.relay(response, relayed, trail, actor))
             }
         }
     }
@@ -557,29 +589,58 @@ impl Gateway {
     }
 
     /// Passes an upstream stream through chunk by chunk, tallying it for provenance.
+    /// Upstream bytes are translated to OpenAI chunks (from Anthropic events when the
+    /// provider speaks them), tallied, then translated to the client's protocol.
     fn relay(
         self: &Arc<Self>,
         response: reqwest::Response,
-        provider: Provider,
-        model: String,
+        relayed: Relayed,
         trail: Trail,
         actor: Actor,
-        reservation: Option<Reservation>,
     ) -> axum::body::Body {
         use futures_util::StreamExt;
+        let Relayed {
+            provider,
+            model,
+            reservation,
+            client,
+        } = relayed;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(64);
         let gateway = self.clone();
+        let id = trail.reply_id();
+        let mut upstream: Option<Box<dyn Translate>> = provider
+            .speaks_anthropic()
+            .then(|| Box::new(AnthropicToOpenAi::new(&id, &model)) as Box<dyn Translate>);
+        let mut downstream: Option<Box<dyn Translate>> =
+            (client == Protocol::Anthropic).then(|| {
+                Box::new(OpenAiToAnthropic::new(
+                    &id.replacen("chatcmpl-", "msg_", 1),
+                    &model,
+                )) as Box<dyn Translate>
+            });
         tokio::spawn(async move {
             let mut tally = stream::StreamTally::default();
             let mut bytes = response.bytes_stream();
             let mut error = None;
-            while let Some(chunk) = bytes.next().await {
+            'relay: while let Some(chunk) = bytes.next().await {
                 match chunk {
                     Ok(chunk) => {
-                        tally.feed(&chunk);
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            error = Some("the client disconnected mid-stream".to_string());
-                            break;
+                        let frames = match upstream.as_mut() {
+                            Some(t) => t.feed(&chunk),
+                            None => vec![chunk],
+                        };
+                        for frame in frames {
+                            tally.feed(&frame);
+                            let out = match downstream.as_mut() {
+                                Some(t) => t.feed(&frame),
+                                None => vec![frame],
+                            };
+                            for piece in out {
+                                if tx.send(Ok(piece)).await.is_err() {
+                                    error = Some("the client disconnected mid-stream".to_string());
+                                    break 'relay;
+                                }
+                            }
                         }
                     }
                     Err(e) => {

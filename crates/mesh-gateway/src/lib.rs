@@ -23,10 +23,11 @@ mod routing;
 mod sim;
 mod stream;
 mod trail;
+mod translate;
 
 pub use agent_routing::{TaskRouteDecision, TaskRouteRequest};
 pub use budget::BudgetsConfig;
-pub use call::{CallContext, Completed};
+pub use call::{CallContext, Completed, Protocol};
 pub use chat::{ChatRequest, Completion, Message};
 pub use providers::{Provider, ProviderConfig, Upstream};
 pub use ratelimit::{LimitsConfig, RateLimiter};

@@ -267,16 +267,13 @@ impl Provider {
 
     /// Starts a streaming call. Errors before the first byte (refused connection, an
     /// HTTP error status) come back here, while the client can still be told and
-    /// another provider tried. Anthropic upstreams are called whole and their answer
-    /// sent as frames (their event stream is not translated yet).
+    /// another provider tried. An Anthropic upstream's events are relayed as they are;
+    /// the relay translates them (see [`Provider::speaks_anthropic`]).
     pub async fn open_stream(
         &self,
         http: &reqwest::Client,
         request: &ChatRequest,
     ) -> Result<Upstream, CallError> {
-        if let Kind::Anthropic { .. } = self.kind {
-            return Ok(Upstream::Whole(self.complete(http, request).await?));
-        }
         Ok(match self.send(http, request, true).await? {
             Sent::Sim(completion) => Upstream::Whole(completion),
             Sent::Http(resp) => Upstream::Relay(resp),
@@ -329,7 +326,8 @@ impl Provider {
                 api_key,
                 timeout,
             } => {
-                let body = anthropic::from_chat(request, ANTHROPIC_DEFAULT_MAX_TOKENS);
+                let mut body = anthropic::from_chat(request, ANTHROPIC_DEFAULT_MAX_TOKENS);
+                body["stream"] = Value::Bool(stream);
                 let mut call = http
                     .post(format!("{base_url}/messages"))
                     .header("anthropic-version", ANTHROPIC_VERSION)
@@ -351,6 +349,11 @@ impl Provider {
             return Err(self.status_error(status, &bytes));
         }
         Ok(Sent::Http(resp))
+    }
+
+    /// Whether this provider's streams are Anthropic events (else OpenAI chunks).
+    pub fn speaks_anthropic(&self) -> bool {
+        matches!(self.kind, Kind::Anthropic { .. })
     }
 
     fn error(&self, failure: Failure, detail: String) -> CallError {

@@ -126,8 +126,8 @@ async fn route_model(
     Ok(Json(decision))
 }
 
-/// Anthropic's Messages API in front of every provider. A stream is sent as Anthropic's
-/// events once the call has answered (not yet incrementally).
+/// Anthropic's Messages API in front of every provider; streams are translated to
+/// Anthropic's events as they arrive.
 async fn messages(
     State(core): State<Arc<Gateway>>,
     caller: Caller,
@@ -136,14 +136,10 @@ async fn messages(
 ) -> Result<Response, ApiError> {
     let call = call_context(&headers)?;
     let request = crate::anthropic::to_chat(body)?;
-    let stream = request.stream == Some(true);
-    let done = core.complete(&caller.principal, call, request).await?;
-    let id = done.id.replacen("chatcmpl-", "msg_", 1);
-    if stream {
-        let events = crate::anthropic::to_events(&done.completion, &id, &done.model);
-        let body = axum::body::Body::from_stream(futures_util::stream::iter(
-            events.into_iter().map(Ok::<_, std::convert::Infallible>),
-        ));
+    if request.stream == Some(true) {
+        let body = core
+            .chat_stream(&caller.principal, call, request, crate::Protocol::Anthropic)
+            .await?;
         return Ok((
             [
                 (header::CONTENT_TYPE, "text/event-stream"),
@@ -153,12 +149,10 @@ async fn messages(
         )
             .into_response());
     }
-    Ok(Json(crate::anthropic::to_message(
-        &done.completion,
-        &id,
-        &done.model,
-    ))
-    .into_response())
+    let done = core.complete(&caller.principal, call, request).await?;
+    let id = done.id.replacen("chatcmpl-", "msg_", 1);
+    let message = crate::anthropic::to_message(&done.completion, &id, &done.model);
+    Ok(Json(message).into_response())
 }
 
 async fn providers(State(core): State<Arc<Gateway>>, _caller: Caller) -> Json<Value> {
@@ -173,7 +167,9 @@ async fn chat(
 ) -> Result<Response, ApiError> {
     let call = call_context(&headers)?;
     if request.stream == Some(true) {
-        let body = core.chat_stream(&caller.principal, call, request).await?;
+        let body = core
+            .chat_stream(&caller.principal, call, request, crate::Protocol::OpenAi)
+            .await?;
         return Ok((
             [
                 (header::CONTENT_TYPE, "text/event-stream"),

@@ -242,6 +242,30 @@ async fn configured_providers_are_called_with_their_secret() {
         }
     };
     assert_eq!(streamed("up-model").await, "hello");
+    // The same OpenAI stream, translated for an Anthropic client.
+    let anthropic = api
+        .http
+        .post(format!("{gw}/v1/messages"))
+        .header("x-api-key", &admin)
+        .body(
+            json!({"model": "up-model", "max_tokens": 10, "stream": true,
+                     "messages": [{"role": "user", "content": "hi"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let deltas: String = anthropic
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|e| e["delta"]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(deltas, "hello", "{anthropic}");
+    assert!(anthropic.starts_with("event: message_start"), "{anthropic}");
     assert_eq!(seen.lock().unwrap().last().unwrap().1["stream"], true);
     let whole = api
         .post(
@@ -808,12 +832,31 @@ async fn anthropic_both_ways() {
                 let key = headers.get("x-api-key").map(|v| v.to_str().unwrap().to_string());
                 assert_eq!(headers["anthropic-version"], "2023-06-01");
                 log.lock().unwrap().push((key, body.clone()));
-                axum::Json(json!({
+                if body["stream"] == true {
+                    let events = [
+                        json!({"type": "message_start", "message": {"id": "msg_up", "usage": {"input_tokens": 9, "output_tokens": 0}}}),
+                        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Bon"}}),
+                        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "jour"}}),
+                        json!({"type": "content_block_stop", "index": 0}),
+                        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
+                        json!({"type": "message_stop"}),
+                    ];
+                    let text: String = events
+                        .iter()
+                        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+                        .collect();
+                    return axum::response::IntoResponse::into_response((
+                        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                        text,
+                    ));
+                }
+                axum::response::IntoResponse::into_response(axum::Json(json!({
                     "id": "msg_up", "type": "message", "role": "assistant", "model": body["model"],
                     "content": [{"type": "text", "text": "Bonjour"},
                                 {"type": "tool_use", "id": "tu_1", "name": "lookup", "input": {"q": "x"}}],
                     "stop_reason": "tool_use", "usage": {"input_tokens": 9, "output_tokens": 3}
-                }))
+                })))
             }
         }),
     );
