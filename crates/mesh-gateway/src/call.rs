@@ -299,6 +299,19 @@ impl Gateway {
             );
             limiter.acquire(&buckets).await?;
         }
+        if let Some(agent) = &agent
+            && !self.agent_breaker(agent.id).allow()
+        {
+            let mut err = ApiError::unavailable(
+                "agent_circuit_open",
+                format!(
+                    "agent {}'s model calls keep failing; its circuit breaker is open",
+                    agent.name
+                ),
+            );
+            err.retry_after_secs = Some(crate::AGENT_BREAKER_COOLDOWN.as_secs());
+            return Err(err);
+        }
         Ok(Caller {
             principal,
             agent,
@@ -519,6 +532,11 @@ impl Gateway {
         trail: Trail,
         last: Option<CallError>,
     ) -> ApiError {
+        if last.is_some()
+            && let Some(agent) = &caller.agent
+        {
+            self.agent_breaker(agent.id).failure();
+        }
         let error = match &last {
             Some(CallError {
                 failure: Failure::Rejected(status),
@@ -574,6 +592,9 @@ impl Gateway {
         if let Some((_, model, _)) = &served {
             self.latency
                 .observe(model, trail.started.elapsed().as_secs_f64() * 1000.0);
+            if let Some(agent) = &caller.agent {
+                self.agent_breaker(agent.id).success();
+            }
         }
         let event = trail.event(
             &caller.name(),

@@ -50,7 +50,15 @@ pub struct Gateway {
     budgets: BudgetsConfig,
     rules: Vec<RouteRule>,
     latency: routing::LatencyBook,
+    /// One breaker per calling agent: an agent whose calls keep failing is stopped for
+    /// a while, so it cannot keep a provider busy with calls that fail.
+    agent_breakers:
+        std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<resilience::Breaker>>>,
 }
+
+/// Provider failures in a row that stop an agent's calls, and for how long.
+const AGENT_BREAKER_FAILURES: u32 = 5;
+const AGENT_BREAKER_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Gateway {
     /// A gateway serving `sim` and the configured providers. A model served by two
@@ -118,6 +126,7 @@ impl Gateway {
             budgets,
             rules,
             latency: routing::LatencyBook::default(),
+            agent_breakers: Default::default(),
         });
         let weak = Arc::downgrade(&gateway);
         gateway.ctx.metrics.add_collector(Box::new(move |out| {
@@ -156,6 +165,34 @@ impl Gateway {
                     "maxAttempts": p.max_attempts, "breaker": p.breaker.snapshot(),
                 })
             })
+            .collect()
+    }
+
+    /// The calling agent's breaker.
+    fn agent_breaker(&self, agent: uuid::Uuid) -> Arc<resilience::Breaker> {
+        let mut map = match self.agent_breakers.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(agent)
+            .or_insert_with(|| {
+                Arc::new(resilience::Breaker::new(
+                    AGENT_BREAKER_FAILURES,
+                    AGENT_BREAKER_COOLDOWN,
+                ))
+            })
+            .clone()
+    }
+
+    /// Agents whose breaker is not closed.
+    pub fn stopped_agents(&self) -> Vec<Value> {
+        let map = match self.agent_breakers.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.iter()
+            .map(|(id, b)| json!({"agentId": id, "breaker": b.snapshot()}))
+            .filter(|v| v["breaker"]["state"] != "closed")
             .collect()
     }
 

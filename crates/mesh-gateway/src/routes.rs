@@ -156,7 +156,7 @@ async fn messages(
 }
 
 async fn providers(State(core): State<Arc<Gateway>>, _caller: Caller) -> Json<Value> {
-    Json(json!({"providers": core.provider_status()}))
+    Json(json!({"providers": core.provider_status(), "agentsStopped": core.stopped_agents()}))
 }
 
 async fn chat(

@@ -1205,3 +1205,61 @@ candidates = ["sim-small", "a-model", "b-model"]
     assert_eq!(ensembles[1]["agreeing"], 2);
     assert_eq!(ensembles[1]["answered"], 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_calls_keep_failing_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        "[[gateway.providers]]\nname = \"broken\"\nkind = \"sim\"\nmodels = [\"broken-model\"]\nfailure = \"5xx\"\nmax_attempts = 1\nbreaker_failures = 100\n",
+    )
+    .unwrap();
+    let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let agents = format!("{}/api/v1/agents", process.url("agent-registry"));
+    let mut ids = Vec::new();
+    for name in ["flailing", "bystander"] {
+        let mut agent: Value = serde_json::from_str(common::SEED_AGENT).unwrap();
+        agent["name"] = json!(name);
+        let r = api.post(&agents, &admin, &agent.to_string()).await;
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    let gw = process.url("routing-gateway");
+    let call = |agent: &str| {
+        let req = api
+            .http
+            .post(format!("{gw}/v1/chat/completions"))
+            .bearer_auth(&admin)
+            .header("x-mesh-agent-id", agent)
+            .body(
+                json!({"model": "broken-model", "messages": [{"role": "user", "content": "x"}]})
+                    .to_string(),
+            );
+        async move {
+            let resp = req.send().await.unwrap();
+            let retry = resp.headers().get("retry-after").is_some();
+            (resp.status().as_u16(), retry)
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(call(&ids[0]).await.0, 502);
+    }
+    assert_eq!(
+        call(&ids[0]).await,
+        (503, true),
+        "the agent's breaker opened"
+    );
+    assert_eq!(
+        call(&ids[1]).await.0,
+        502,
+        "other agents still reach the provider"
+    );
+    let status = api.get(&format!("{gw}/api/v1/providers"), &admin).await;
+    assert_eq!(
+        status.body["agentsStopped"][0]["agentId"],
+        ids[0].as_str(),
+        "{}",
+        status.body
+    );
+}
