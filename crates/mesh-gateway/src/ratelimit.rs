@@ -6,9 +6,9 @@
 //! seed's "queue, apply backpressure"), then gets 429 with `Retry-After`.
 
 use mesh_service::ApiError;
+pub use mesh_service::buckets::Bucket;
+use mesh_service::buckets::TokenBuckets;
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// `[gateway.limits]`.
@@ -28,21 +28,13 @@ pub struct LimitsConfig {
     pub store: Option<String>,
 }
 
-/// One bucket a call draws from: its key, refill rate and size.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Bucket {
-    pub key: String,
-    pub rate: f64,
-    pub burst: f64,
-}
-
 pub struct RateLimiter {
     config: LimitsConfig,
     backend: Backend,
 }
 
 enum Backend {
-    Memory(Mutex<HashMap<String, (f64, Instant)>>),
+    Memory(TokenBuckets),
     Redis {
         conn: redis::aio::ConnectionManager,
         prefix: String,
@@ -94,7 +86,7 @@ impl RateLimiter {
             return Err("[gateway.limits]: rates must be positive numbers".into());
         }
         let backend = match &config.store {
-            None => Backend::Memory(Mutex::new(HashMap::new())),
+            None => Backend::Memory(TokenBuckets::default()),
             Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
                 let (server, prefix) = match url.split_once("?prefix=") {
                     Some((server, prefix))
@@ -173,7 +165,7 @@ impl RateLimiter {
     /// Zero when the tokens were taken, else how long until they would be there.
     async fn take(&self, buckets: &[Bucket]) -> Result<Duration, ApiError> {
         match &self.backend {
-            Backend::Memory(state) => Ok(take_in_memory(state, buckets, Instant::now())),
+            Backend::Memory(state) => Ok(state.take(buckets)),
             Backend::Redis { conn, prefix } => {
                 let mut cmd = redis::cmd("EVAL");
                 cmd.arg(TAKE).arg(buckets.len());
@@ -190,61 +182,5 @@ impl RateLimiter {
                 Ok(Duration::from_millis(wait))
             }
         }
-    }
-}
-
-fn take_in_memory(
-    state: &Mutex<HashMap<String, (f64, Instant)>>,
-    buckets: &[Bucket],
-    now: Instant,
-) -> Duration {
-    let Ok(mut state) = state.lock() else {
-        return Duration::ZERO;
-    };
-    let mut wait = Duration::ZERO;
-    let mut levels = Vec::with_capacity(buckets.len());
-    for b in buckets {
-        let (have, at) = state.get(&b.key).copied().unwrap_or((b.burst, now));
-        let have = (have + now.saturating_duration_since(at).as_secs_f64() * b.rate).min(b.burst);
-        if have < 1.0 {
-            wait = wait.max(Duration::from_secs_f64((1.0 - have) / b.rate));
-        }
-        levels.push(have);
-    }
-    if wait.is_zero() {
-        for (b, have) in buckets.iter().zip(levels) {
-            state.insert(b.key.clone(), (have - 1.0, now));
-        }
-    }
-    wait
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn all_buckets_or_none() {
-        let state = Mutex::new(HashMap::new());
-        let t0 = Instant::now();
-        let a = Bucket {
-            key: "a".into(),
-            rate: 1.0,
-            burst: 2.0,
-        };
-        let b = Bucket {
-            key: "b".into(),
-            rate: 10.0,
-            burst: 1.0,
-        };
-        assert!(take_in_memory(&state, &[a.clone(), b.clone()], t0).is_zero());
-        // b is empty: nothing is taken from a either.
-        let wait = take_in_memory(&state, &[a.clone(), b.clone()], t0);
-        assert_eq!(wait, Duration::from_millis(100));
-        assert_eq!(state.lock().unwrap()["a"].0, 1.0);
-        // 100 ms later b has refilled one token.
-        assert!(take_in_memory(&state, &[a.clone(), b], t0 + Duration::from_millis(100)).is_zero());
-        let wait = take_in_memory(&state, &[a], t0 + Duration::from_millis(100));
-        assert!(wait > Duration::from_millis(800), "{wait:?}");
     }
 }

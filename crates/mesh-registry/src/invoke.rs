@@ -48,6 +48,7 @@ impl ToolRegistry {
             ApiError::conflict(format!("tool {} has no endpoint to invoke", tool.name))
         })?;
         check_arguments(&tool, &body.arguments)?;
+        self.take_invocation(&tool)?;
         let agent = self.calling_agent(body.agent_id).await?;
         let url = reqwest::Url::parse(&endpoint)
             .map_err(|e| ApiError::internal(format!("tool {} endpoint: {e}", tool.name)))?;

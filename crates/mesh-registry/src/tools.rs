@@ -1,4 +1,5 @@
 use mesh_policy::{Enforcer, Point};
+use mesh_service::buckets::{Bucket, TokenBuckets};
 use mesh_service::{ApiError, ServiceContext};
 use mesh_types::tool::ToolFilter;
 use mesh_types::{EventDraft, NewTool, Page, PageRequest, Principal, Tool, ToolStatus};
@@ -13,6 +14,8 @@ pub struct ToolRegistry {
     policy: Arc<Enforcer>,
     /// Calls tools' endpoints (invocation proxying).
     http: reqwest::Client,
+    /// Each tool's `rateLimit` (invocations per minute), in this process.
+    limits: TokenBuckets,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -30,6 +33,7 @@ impl ToolRegistry {
             ctx,
             policy,
             http: reqwest::Client::new(),
+            limits: TokenBuckets::default(),
         })
     }
 
@@ -39,6 +43,30 @@ impl ToolRegistry {
 
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// A token for one invocation of `tool`, or 429 with when to try again.
+    pub(crate) fn take_invocation(&self, tool: &Tool) -> Result<(), ApiError> {
+        let Some(per_minute) = tool.rate_limit.filter(|n| *n > 0) else {
+            return Ok(());
+        };
+        let bucket = Bucket {
+            key: tool.id.to_string(),
+            rate: f64::from(per_minute) / 60.0,
+            burst: f64::from(per_minute),
+        };
+        let wait = self.limits.take(std::slice::from_ref(&bucket));
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let secs = wait.as_secs_f64().ceil() as u64;
+        Err(ApiError::rate_limited(
+            format!(
+                "tool {} allows {per_minute} invocations a minute; try again in {secs} s",
+                tool.name
+            ),
+            secs,
+        ))
     }
 
     pub fn context(&self) -> &ServiceContext {

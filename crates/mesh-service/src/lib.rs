@@ -8,6 +8,7 @@
 //! domain.
 
 pub mod auth;
+pub mod buckets;
 pub mod client;
 pub mod error;
 pub mod extract;

@@ -1127,3 +1127,33 @@ async fn model_calls_through_the_gateway_are_judged_and_traced() {
     .unwrap();
     assert_eq!(bad_class.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tools_rate_limit_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = MeshProcess::up(dir.path(), &[]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let (endpoint, received) = echo_tool().await;
+    let mut tool: Value =
+        serde_json::from_str(&tool_with_endpoint("scarce", "low", &endpoint)).unwrap();
+    tool["rateLimit"] = json!(2);
+    let tools = format!("{}/api/v1/tools", process.url("tool-registry"));
+    let r = api.post(&tools, &admin, &tool.to_string()).await;
+    let invoke = format!("{tools}/{}/invoke", r.body["id"].as_str().unwrap());
+    let agent = api
+        .post(
+            &format!("{}/api/v1/agents", process.url("agent-registry")),
+            &admin,
+            &agent_with("caller", "low", r#"["x"]"#),
+        )
+        .await;
+    let call = json!({"agentId": agent.body["id"], "arguments": {"query": "q"}}).to_string();
+    for _ in 0..2 {
+        assert_eq!(api.post(&invoke, &admin, &call).await.status, 200);
+    }
+    let limited = api.post(&invoke, &admin, &call).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.body["error"]["code"], "rate_limited");
+    assert_eq!(received.lock().unwrap().len(), 2);
+}
