@@ -292,11 +292,10 @@ impl Gateway {
         // Limits first: a call over its rate costs no policy decision and no record.
         if let Some(limiter) = &self.limiter {
             let agent_key = agent.as_ref().map(|a| a.id.to_string());
-            let buckets = limiter.buckets(
-                &principal.key_id.to_string(),
-                agent_key.as_deref(),
-                &request.model,
-            );
+            // An `auto` call's model bucket is taken per candidate in `admit`.
+            let model = (request.model != AUTO).then_some(request.model.as_str());
+            let buckets =
+                limiter.buckets(&principal.key_id.to_string(), agent_key.as_deref(), model);
             limiter.acquire(&buckets).await?;
         }
         if let Some(agent) = &agent
@@ -445,6 +444,15 @@ impl Gateway {
         }
         trail.redacted |= verdict.decision.action == PolicyAction::AllowWithRedactions;
         trail.decisions.push(verdict.audit);
+        // Under load, a routed call passes over a model at its rate limit.
+        if auto
+            && let Some(limiter) = &self.limiter
+            && !limiter.try_model(model).await?
+        {
+            trail.attempts.push(json!({"provider": provider.name, "model": model, "error": "model rate limit reached"}));
+            trail.degraded_for_load = true;
+            return Ok(Admission::Skip);
+        }
         let reservation = match self
             .budgets
             .reserve(
@@ -552,6 +560,9 @@ impl Gateway {
                 "provider_failed",
                 message.clone(),
             ),
+            None if trail.degraded_for_load && trail.budget_error.is_none() => {
+                ApiError::rate_limited("every eligible model is at its rate limit", 1)
+            }
             None => trail.budget_error.clone().unwrap_or_else(|| {
                 ApiError::new(
                     axum::http::StatusCode::BAD_GATEWAY,

@@ -115,8 +115,9 @@ impl RateLimiter {
         Ok(Some(RateLimiter { config, backend }))
     }
 
-    /// The buckets a call draws from.
-    pub fn buckets(&self, key_id: &str, agent: Option<&str>, model: &str) -> Vec<Bucket> {
+    /// The buckets a call draws from; `model: None` leaves out the model's bucket (an
+    /// `auto` call takes it per candidate, see [`RateLimiter::try_model`]).
+    pub fn buckets(&self, key_id: &str, agent: Option<&str>, model: Option<&str>) -> Vec<Bucket> {
         let burst_secs = self.config.burst_secs.unwrap_or(1.0).max(0.0);
         let bucket = |key: String, rate: f64| Bucket {
             key,
@@ -134,10 +135,25 @@ impl RateLimiter {
         if let (Some(rate), Some(agent)) = (c.per_agent_rps, agent) {
             out.push(bucket(format!("agent:{agent}"), rate));
         }
-        if let Some(rate) = c.per_model_rps {
+        if let (Some(rate), Some(model)) = (c.per_model_rps, model) {
             out.push(bucket(format!("model:{model}"), rate));
         }
         out
+    }
+
+    /// A token from `model`'s bucket now, without waiting: whether the model may take
+    /// one more call. Routing passes over a model that may not (degrading under load).
+    pub async fn try_model(&self, model: &str) -> Result<bool, ApiError> {
+        let Some(rate) = self.config.per_model_rps else {
+            return Ok(true);
+        };
+        let burst = (rate * self.config.burst_secs.unwrap_or(1.0).max(0.0)).max(1.0);
+        let bucket = Bucket {
+            key: format!("model:{model}"),
+            rate,
+            burst,
+        };
+        Ok(self.take(std::slice::from_ref(&bucket)).await?.is_zero())
     }
 
     /// Takes a token from each bucket, waiting up to `max_wait_ms`; else 429.

@@ -69,6 +69,8 @@ pub(crate) struct Trail {
     pub first_choice: Option<String>,
     /// A candidate was passed over because its budget could not cover the call.
     pub degraded: bool,
+    /// A candidate was passed over because it was at its rate limit.
+    pub degraded_for_load: bool,
     /// The 402 to answer if every candidate was over budget.
     pub budget_error: Option<ApiError>,
     /// For `auto` calls, the strategy routing chose.
@@ -97,6 +99,7 @@ impl Trail {
             requested: request.model.clone(),
             first_choice: None,
             degraded: false,
+            degraded_for_load: false,
             budget_error: None,
             strategy: None,
             ensemble: None,
@@ -125,6 +128,7 @@ impl Trail {
             "stream": self.stream,
             "failedAttempts": self.attempts,
             "degradedForBudget": self.degraded,
+            "degradedForLoad": self.degraded_for_load,
         });
         if let Some(ensemble) = &self.ensemble {
             payload["ensemble"] = ensemble.clone();

@@ -1263,3 +1263,92 @@ async fn an_agent_whose_calls_keep_failing_is_stopped() {
         status.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_calls_degrade_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        r#"
+[[gateway.providers]]
+name = "best"
+kind = "sim"
+models = ["best-model"]
+quality = 0.9
+
+[[gateway.providers]]
+name = "next"
+kind = "sim"
+models = ["next-model"]
+quality = 0.5
+
+[[gateway.routes]]
+name = "pair"
+when = { task_type = "t" }
+candidates = ["best-model", "next-model"]
+
+[gateway.limits]
+per_model_rps = 0.001
+burst_secs = 1000
+"#,
+    )
+    .unwrap();
+    let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let gw = process.url("routing-gateway");
+    let call = || {
+        let req = api
+            .http
+            .post(format!("{gw}/v1/chat/completions"))
+            .bearer_auth(&admin)
+            .header("x-mesh-task-type", "t")
+            .header("x-mesh-route-strategy", "max_quality")
+            .body(
+                json!({"model": "auto", "messages": [{"role": "user", "content": "x"}]})
+                    .to_string(),
+            );
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, first) = call().await;
+    assert_eq!(
+        (status, first["model"].as_str()),
+        (200, Some("best-model")),
+        "{first}"
+    );
+    let (status, second) = call().await;
+    assert_eq!(
+        (status, second["model"].as_str()),
+        (200, Some("next-model")),
+        "{second}"
+    );
+    let (status, third) = call().await;
+    assert_eq!(status, 429, "{third}");
+    let events_url = format!(
+        "{}/api/v1/provenance/events?limit=1000",
+        process.url("provenance-service")
+    );
+    let events = common::wait_for(|| async {
+        let r = api.get(&events_url, &admin).await;
+        let n = r
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "model_call")
+            .count();
+        (n == 2).then_some(r.body)
+    })
+    .await;
+    let degraded = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "model_call" && e["payload"]["model"] == "next-model")
+        .unwrap();
+    assert_eq!(degraded["payload"]["degradedForLoad"], true);
+}
