@@ -611,7 +611,7 @@ impl Gateway {
             &caller.name(),
             caller.agent.as_ref().map(|a| (a.id, a.name.clone())),
             caller.call.task_id,
-            served.map(|(p, m, u)| (p.name.clone(), m.to_string(), u)),
+            served.as_ref().map(|(p, m, u)| (*p, *m, u)),
             error,
         );
         let mut events = trail.decisions;
@@ -698,7 +698,7 @@ impl Gateway {
                 &actor.name,
                 actor.agent,
                 actor.task,
-                Some((provider.name.clone(), model, usage)),
+                Some((&provider, &model, &usage)),
                 error.as_deref(),
             );
             let mut events = trail.decisions;

@@ -139,6 +139,9 @@ impl Gateway {
             for (provider, state) in gateway.breaker_gauges() {
                 let _ = writeln!(out, "mesh_gateway_breaker_state{{provider=\"{provider}\"}} {state}");
             }
+            let _ = writeln!(out, "# HELP mesh_gateway_agents_stopped Agents whose calls a circuit breaker is holding back.");
+            let _ = writeln!(out, "# TYPE mesh_gateway_agents_stopped gauge");
+            let _ = writeln!(out, "mesh_gateway_agents_stopped {}", gateway.stopped_agents().len());
         }));
         Ok(gateway)
     }

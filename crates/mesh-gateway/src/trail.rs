@@ -115,7 +115,7 @@ impl Trail {
         actor: &str,
         agent: Option<(Uuid, String)>,
         task: Option<Uuid>,
-        served: Option<(String, String, Usage)>,
+        served: Option<(&Provider, &str, &Usage)>,
         error: Option<&str>,
     ) -> EventDraft {
         let mut payload = json!({
@@ -135,9 +135,13 @@ impl Trail {
         }
         let action = match (&served, error) {
             (Some((provider, model, usage)), None) => {
-                payload["provider"] = json!(provider);
+                payload["provider"] = json!(provider.name);
                 payload["model"] = json!(model);
-                payload["failover"] = json!(self.first_choice.as_ref() != Some(model));
+                payload["cost"] = json!(
+                    budget::cost_micros(provider, usage.tokens_in, usage.tokens_out) as f64
+                        / 1_000_000.0
+                );
+                payload["failover"] = json!(self.first_choice.as_deref() != Some(*model));
                 payload["tokensIn"] = json!(usage.tokens_in);
                 payload["tokensOut"] = json!(usage.tokens_out);
                 payload["outputSha256"] =
@@ -146,7 +150,7 @@ impl Trail {
             }
             (served, error) => {
                 if let Some((provider, model, _)) = served {
-                    payload["provider"] = json!(provider);
+                    payload["provider"] = json!(provider.name);
                     payload["model"] = json!(model);
                 }
                 payload["error"] = json!(error);

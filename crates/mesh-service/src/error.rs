@@ -20,12 +20,31 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// `code`, `message` and `field` are the mesh's; `type` and `param` repeat them the way
+/// OpenAI's clients read errors, so an OpenAI SDK reports a mesh error as it would its own.
 #[derive(Serialize, Deserialize)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
     #[serde(default)]
     pub field: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+}
+
+/// OpenAI's error `type` for a status.
+fn openai_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        402 => "insufficient_quota",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
 }
 
 impl ApiError {
@@ -105,7 +124,9 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code,
                 message: self.message,
+                param: self.field.clone(),
                 field: self.field,
+                kind: Some(openai_type(self.status).to_string()),
             },
         };
         let status = self.status;

@@ -376,6 +376,10 @@ async fn configured_providers_are_called_with_their_secret() {
     assert_eq!(calls[0]["payload"]["provider"], "upstream");
     assert_eq!(calls[0]["payload"]["tokensIn"], 11);
     assert_eq!(calls[0]["payload"]["tokensOut"], 4);
+    assert_eq!(
+        calls[0]["payload"]["cost"], 0.0,
+        "the upstream has no prices configured"
+    );
     let relayed = calls
         .iter()
         .find(|c| c["payload"]["stream"] == true && c["payload"]["provider"] == "upstream")
@@ -949,6 +953,9 @@ async fn anthropic_both_ways() {
         .await;
     assert_eq!(missing.status, 400);
     assert_eq!(missing.body["error"]["field"], "max_tokens");
+    // Errors also carry OpenAI's `type` and `param`.
+    assert_eq!(missing.body["error"]["type"], "invalid_request_error");
+    assert_eq!(missing.body["error"]["param"], "max_tokens");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
