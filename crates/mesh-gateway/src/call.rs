@@ -8,9 +8,8 @@ use crate::providers::{Provider, Upstream};
 use crate::resilience::{CallError, Failure, backoff};
 use crate::routing::{AUTO, RouteRequest, Strategy};
 use crate::trail::{Caller, Trail, Usage, now_secs, spend};
-use crate::translate::{AnthropicToOpenAi, OpenAiToAnthropic, Translate};
 use crate::{Gateway, stream};
-use mesh_policy::{Actor, Point, Resource, Verdict, inputs};
+use mesh_policy::{Point, Resource, Verdict, inputs};
 use mesh_service::ApiError;
 use mesh_store::Spend;
 use mesh_types::{Agent, PolicyAction, Principal};
@@ -43,14 +42,6 @@ enum Opened {
 pub enum Protocol {
     OpenAi,
     Anthropic,
-}
-
-/// What a relayed stream needs besides its bytes.
-struct Relayed {
-    provider: Provider,
-    model: String,
-    reservation: Option<Reservation>,
-    client: Protocol,
 }
 
 /// A finished call: the completion, the model that produced it, the reply id.
@@ -251,7 +242,7 @@ impl Gateway {
             }
             Some(Opened::Relay(response, provider, model, reservation)) => {
                 let actor = caller.actor();
-                let relayed = Relayed {
+                let relayed = stream::Relayed {
                     provider,
                     model,
                     reservation,
@@ -618,95 +609,5 @@ impl Gateway {
         events.push(event);
         self.records.log_all(events).await;
         Ok(())
-    }
-
-    /// Passes an upstream stream through chunk by chunk, tallying it for provenance.
-    /// Upstream bytes are translated to OpenAI chunks (from Anthropic events when the
-    /// provider speaks them), tallied, then translated to the client's protocol.
-    fn relay(
-        self: &Arc<Self>,
-        response: reqwest::Response,
-        relayed: Relayed,
-        trail: Trail,
-        actor: Actor,
-    ) -> axum::body::Body {
-        use futures_util::StreamExt;
-        let Relayed {
-            provider,
-            model,
-            reservation,
-            client,
-        } = relayed;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(64);
-        let gateway = self.clone();
-        let id = trail.reply_id();
-        let mut upstream: Option<Box<dyn Translate>> = provider
-            .speaks_anthropic()
-            .then(|| Box::new(AnthropicToOpenAi::new(&id, &model)) as Box<dyn Translate>);
-        let mut downstream: Option<Box<dyn Translate>> =
-            (client == Protocol::Anthropic).then(|| {
-                Box::new(OpenAiToAnthropic::new(
-                    &id.replacen("chatcmpl-", "msg_", 1),
-                    &model,
-                )) as Box<dyn Translate>
-            });
-        tokio::spawn(async move {
-            let mut tally = stream::StreamTally::default();
-            let mut bytes = response.bytes_stream();
-            let mut error = None;
-            'relay: while let Some(chunk) = bytes.next().await {
-                match chunk {
-                    Ok(chunk) => {
-                        let frames = match upstream.as_mut() {
-                            Some(t) => t.feed(&chunk),
-                            None => vec![chunk],
-                        };
-                        for frame in frames {
-                            tally.feed(&frame);
-                            let out = match downstream.as_mut() {
-                                Some(t) => t.feed(&frame),
-                                None => vec![frame],
-                            };
-                            for piece in out {
-                                if tx.send(Ok(piece)).await.is_err() {
-                                    error = Some("the client disconnected mid-stream".to_string());
-                                    break 'relay;
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        error = Some(format!("provider {}: stream broke: {e}", provider.name));
-                        let _ = tx.send(Err(std::io::Error::other(e))).await;
-                        break;
-                    }
-                }
-            }
-            if error.is_none() {
-                gateway
-                    .latency
-                    .observe(&model, trail.started.elapsed().as_secs_f64() * 1000.0);
-            }
-            let usage = Usage {
-                tokens_in: tally.prompt_tokens.unwrap_or(0),
-                // Without a usage frame, count content chunks (about a token each).
-                tokens_out: tally.completion_tokens.unwrap_or(tally.chunks),
-                text: tally.content,
-            };
-            budget::settle(&gateway.ctx.store, reservation, spend(&provider, &usage)).await;
-            let event = trail.event(
-                &actor.name,
-                actor.agent,
-                actor.task,
-                Some((&provider, &model, &usage)),
-                error.as_deref(),
-            );
-            let mut events = trail.decisions;
-            events.push(event);
-            gateway.records.log_all(events).await;
-        });
-        axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }))
     }
 }

@@ -2,9 +2,17 @@
 //! clients read, produced from a `sim` completion or relayed from an upstream as its
 //! bytes arrive, with the text and usage collected on the way for provenance.
 
+use crate::Gateway;
+use crate::budget::{self, Reservation};
+use crate::call::Protocol;
 use crate::chat::Completion;
+use crate::providers::Provider;
+use crate::trail::{Trail, Usage, spend};
+use crate::translate::{AnthropicToOpenAi, OpenAiToAnthropic, Translate};
 use axum::body::Bytes;
+use mesh_policy::Actor;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// One SSE frame.
 pub fn frame(data: &Value) -> Bytes {
@@ -73,6 +81,106 @@ impl StreamTally {
                 self.completion_tokens = usage.get("completion_tokens").and_then(Value::as_u64);
             }
         }
+    }
+}
+
+/// What a relayed stream needs besides its bytes.
+pub(crate) struct Relayed {
+    pub provider: Provider,
+    pub model: String,
+    pub reservation: Option<Reservation>,
+    pub client: Protocol,
+}
+
+impl Gateway {
+    /// Passes an upstream stream through chunk by chunk, tallying it for provenance.
+    /// Upstream bytes are translated to OpenAI chunks (from Anthropic events when the
+    /// provider speaks them), tallied, then translated to the client's protocol.
+    pub(crate) fn relay(
+        self: &Arc<Self>,
+        response: reqwest::Response,
+        relayed: Relayed,
+        trail: Trail,
+        actor: Actor,
+    ) -> axum::body::Body {
+        use futures_util::StreamExt;
+        let Relayed {
+            provider,
+            model,
+            reservation,
+            client,
+        } = relayed;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(64);
+        let gateway = self.clone();
+        let id = trail.reply_id();
+        let mut upstream: Option<Box<dyn Translate>> = provider
+            .speaks_anthropic()
+            .then(|| Box::new(AnthropicToOpenAi::new(&id, &model)) as Box<dyn Translate>);
+        let mut downstream: Option<Box<dyn Translate>> =
+            (client == Protocol::Anthropic).then(|| {
+                Box::new(OpenAiToAnthropic::new(
+                    &id.replacen("chatcmpl-", "msg_", 1),
+                    &model,
+                )) as Box<dyn Translate>
+            });
+        tokio::spawn(async move {
+            let mut tally = StreamTally::default();
+            let mut bytes = response.bytes_stream();
+            let mut error = None;
+            'relay: while let Some(chunk) = bytes.next().await {
+                match chunk {
+                    Ok(chunk) => {
+                        let frames = match upstream.as_mut() {
+                            Some(t) => t.feed(&chunk),
+                            None => vec![chunk],
+                        };
+                        for frame in frames {
+                            tally.feed(&frame);
+                            let out = match downstream.as_mut() {
+                                Some(t) => t.feed(&frame),
+                                None => vec![frame],
+                            };
+                            for piece in out {
+                                if tx.send(Ok(piece)).await.is_err() {
+                                    error = Some("the client disconnected mid-stream".to_string());
+                                    break 'relay;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        error = Some(format!("provider {}: stream broke: {e}", provider.name));
+                        let _ = tx.send(Err(std::io::Error::other(e))).await;
+                        break;
+                    }
+                }
+            }
+            if error.is_none() {
+                gateway
+                    .latency
+                    .observe(&model, trail.started.elapsed().as_secs_f64() * 1000.0);
+            }
+            let usage = Usage {
+                tokens_in: tally.prompt_tokens.unwrap_or(0),
+                // Without a usage frame, count content chunks (about a token each).
+                tokens_out: tally.completion_tokens.unwrap_or(tally.chunks),
+                text: tally.content,
+            };
+            budget::settle(&gateway.ctx.store, reservation, spend(&provider, &usage)).await;
+            let event = trail.event(
+                &actor.name,
+                actor.agent,
+                actor.task,
+                Some((&provider, &model, &usage)),
+                error.as_deref(),
+            );
+            let mut events = trail.decisions;
+            events.push(event);
+            gateway.records.log_all(events).await;
+        });
+        axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
     }
 }
 

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod upstream;
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -325,4 +327,29 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The provenance log's events (up to 1,000), once `done` holds for them: for records
+/// written off the request's path.
+pub async fn events_when(
+    api: &Api,
+    mesh: &MeshProcess,
+    key: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let url = format!(
+        "{}/api/v1/provenance/events?limit=1000",
+        mesh.url("provenance-service")
+    );
+    wait_for(|| async {
+        let r = api.get(&url, key).await;
+        let events = r.body.as_array().cloned().unwrap_or_default();
+        done(&events).then_some(events)
+    })
+    .await
+}
+
+/// How many of `events` have `action`.
+pub fn count(events: &[Value], action: &str) -> usize {
+    events.iter().filter(|e| e["action"] == action).count()
 }
