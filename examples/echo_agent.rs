@@ -63,6 +63,7 @@ impl BaseAgent for EchoAgent {
             capabilities: self.types.clone(),
             model_preference: None,
             cost_profile: None,
+            max_concurrency: None,
         }
     }
 

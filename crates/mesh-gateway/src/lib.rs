@@ -20,7 +20,7 @@ mod ratelimit;
 mod resilience;
 mod routes;
 mod routing;
-mod sim;
+pub mod sim;
 mod stream;
 mod trail;
 mod translate;
@@ -60,6 +60,17 @@ pub struct Gateway {
 const AGENT_BREAKER_FAILURES: u32 = 5;
 const AGENT_BREAKER_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What a gateway is configured with besides its providers.
+pub struct GatewayOptions {
+    /// `[gateway.limits]`: `None` for no rate limits.
+    pub limiter: Option<RateLimiter>,
+    pub budgets: BudgetsConfig,
+    /// `[[gateway.routes]]`, in order.
+    pub rules: Vec<RouteRule>,
+    /// The `sim` provider's scripted replies.
+    pub sim_script: Arc<sim::Script>,
+}
+
 impl Gateway {
     /// A gateway serving `sim` and the configured providers. A model served by two
     /// providers is refused (choosing between them is routing, not built yet), and so
@@ -69,12 +80,19 @@ impl Gateway {
         policy: Arc<Enforcer>,
         configured: Vec<Provider>,
         records: DecisionLogger,
-        limiter: Option<RateLimiter>,
-        budgets: BudgetsConfig,
-        rules: Vec<RouteRule>,
+        options: GatewayOptions,
     ) -> Result<Arc<Self>, String> {
-        let mut providers = vec![Provider::sim()];
-        for p in configured {
+        let GatewayOptions {
+            limiter,
+            budgets,
+            rules,
+            sim_script,
+        } = options;
+        let mut sim = Provider::sim();
+        sim.script(sim_script.clone());
+        let mut providers = vec![sim];
+        for mut p in configured {
+            p.script(sim_script.clone());
             if providers.iter().any(|q| q.name == p.name) {
                 return Err(format!(
                     "[[gateway.providers]]: two providers are named {}",

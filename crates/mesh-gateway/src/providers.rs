@@ -95,7 +95,8 @@ pub struct Provider {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    Sim(Option<Arc<SimBehaviour>>),
+    /// Misbehaviour (configured sim providers only) and the scripted replies.
+    Sim(Option<Arc<SimBehaviour>>, Arc<sim::Script>),
     OpenAi {
         base_url: String,
         api_key: Option<String>,
@@ -136,7 +137,14 @@ impl Provider {
                 output_per_1k: 0.0,
                 quality: 0.0,
             },
-            kind: Kind::Sim(None),
+            kind: Kind::Sim(None, Arc::new(sim::Script::embedded())),
+        }
+    }
+
+    /// Gives a `sim` provider these scripted replies (other kinds are unchanged).
+    pub fn script(&mut self, script: Arc<sim::Script>) {
+        if let Kind::Sim(_, current) = &mut self.kind {
+            *current = script;
         }
     }
 
@@ -161,12 +169,15 @@ impl Provider {
                         ));
                     }
                 };
-                Kind::Sim(Some(Arc::new(SimBehaviour {
-                    latency: Duration::from_millis(config.latency_ms.unwrap_or(0)),
-                    failure,
-                    fail_every: config.fail_every.unwrap_or(1).max(1),
-                    calls: std::sync::atomic::AtomicU64::new(0),
-                })))
+                Kind::Sim(
+                    Some(Arc::new(SimBehaviour {
+                        latency: Duration::from_millis(config.latency_ms.unwrap_or(0)),
+                        failure,
+                        fail_every: config.fail_every.unwrap_or(1).max(1),
+                        calls: std::sync::atomic::AtomicU64::new(0),
+                    })),
+                    Arc::new(sim::Script::embedded()),
+                )
             }
             "openai" | "anthropic" => {
                 let base_url = config
@@ -289,7 +300,7 @@ impl Provider {
         stream: bool,
     ) -> Result<Sent, CallError> {
         let (call, timeout) = match &self.kind {
-            Kind::Sim(behaviour) => {
+            Kind::Sim(behaviour, script) => {
                 if let Some(b) = behaviour {
                     tokio::time::sleep(b.latency).await;
                     let n = b.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -303,7 +314,7 @@ impl Provider {
                         return Err(self.error(failure.clone(), what.into()));
                     }
                 }
-                return Ok(Sent::Sim(sim::complete(request)));
+                return Ok(Sent::Sim(sim::complete(request, script)));
             }
             Kind::OpenAi {
                 base_url,

@@ -1,11 +1,14 @@
+use crate::flows::{FlowKind, Flows};
 use chrono::Duration;
 use mesh_queue::{TaskListQuery, TaskQueueClient};
 use mesh_registry::AgentRegistryClient;
 use mesh_service::{ApiError, Caller, ServiceContext};
+use mesh_types::matching::MatchQuery;
 use mesh_types::task::QueueStats;
 use mesh_types::time::{Timestamp, rfc3339_micros};
 use mesh_types::{NewTask, Page, Task, TaskStatus};
 use serde::Serialize;
+use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -16,6 +19,7 @@ pub struct Orchestrator {
     ctx: ServiceContext,
     queue: TaskQueueClient,
     agents: AgentRegistryClient,
+    flows: Arc<Flows>,
 }
 
 /// The seed's reply to a task submission.
@@ -33,28 +37,88 @@ impl Orchestrator {
         ctx: ServiceContext,
         queue: TaskQueueClient,
         agents: AgentRegistryClient,
+        flows: Arc<Flows>,
     ) -> Arc<Self> {
-        Arc::new(Self { ctx, queue, agents })
+        Arc::new(Self {
+            ctx,
+            queue,
+            agents,
+            flows,
+        })
+    }
+
+    pub fn flows(&self) -> &Arc<Flows> {
+        &self.flows
     }
 
     pub fn context(&self) -> &ServiceContext {
         &self.ctx
     }
 
-    pub async fn submit(&self, caller: &Caller, new: NewTask) -> Result<SubmitResponse, ApiError> {
+    pub async fn submit(
+        &self,
+        caller: &Caller,
+        mut new: NewTask,
+    ) -> Result<SubmitResponse, ApiError> {
         new.validate()?;
+        self.assign_flow(&mut new);
         // Read the queue before enqueueing: the estimate is for the work ahead of us.
         let stats = self
             .queue
             .stats(caller, &new.task_type, new.priority)
             .await?;
-        let summary = self.agents.summary(caller).await?;
+        let capable = self.capable_agents(caller, &new).await?;
         let task = self.queue.enqueue(caller, new).await?;
         Ok(SubmitResponse {
             task_id: task.id,
             status: task.status,
-            estimated_completion: estimate_completion(task.created_at, &stats, summary.active),
+            estimated_completion: estimate_completion(task.created_at, &stats, capable),
         })
+    }
+
+    /// How many agents could take the task's first step now (the registry's matcher:
+    /// capability, health, risk tier, `task.assign`): the estimate's parallelism.
+    async fn capable_agents(&self, caller: &Caller, new: &NewTask) -> Result<u64, ApiError> {
+        let flow = self
+            .flows
+            .select(&new.task_type, new.risk_tier.unwrap_or_default());
+        let first_step = match flow {
+            Some(f) if f.kind == FlowKind::Code => f.stages.plan.clone(),
+            _ => new.task_type.clone(),
+        };
+        let query = MatchQuery {
+            capabilities: vec![first_step],
+            risk_tier: new.risk_tier,
+            data_classification: new.data_classification,
+            limit: Some(100),
+            ..MatchQuery::default()
+        };
+        let found = self.agents.match_agents(caller, &query).await?;
+        Ok(found.candidates.len() as u64)
+    }
+
+    /// Names the task's flow in its metadata, and asks for a human's approval first if
+    /// the flow says so. The queue honours `requireApproval` whoever sets it: asking
+    /// for more scrutiny needs no privilege.
+    fn assign_flow(&self, new: &mut NewTask) {
+        let risk = new.risk_tier.unwrap_or_default();
+        let Some(flow) = self.flows.select(&new.task_type, risk) else {
+            return;
+        };
+        let metadata = new.metadata.get_or_insert_with(|| json!({}));
+        let Some(fields) = metadata.as_object_mut() else {
+            return;
+        };
+        fields.insert("flow".into(), json!(flow.name));
+        if flow.approval {
+            fields.insert(
+                "requireApproval".into(),
+                json!({
+                    "reason": format!("flow {} requires a human's approval for {risk}-risk tasks", flow.name),
+                    "approver": flow.approver,
+                }),
+            );
+        }
     }
 
     pub async fn get(&self, caller: &Caller, id: Uuid) -> Result<Task, ApiError> {

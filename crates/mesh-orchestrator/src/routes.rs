@@ -40,8 +40,10 @@ pub fn router(core: Arc<Orchestrator>) -> Router {
             post(reject).route_layer(auth.require(Permission::ApprovalDecide)),
         )
         .with_state(core.clone())
-        .merge(crate::keys_routes::router(core.context().clone()));
-    mesh_service::server::finish_router(core.context(), api, openapi())
+        .merge(crate::keys_routes::router(core.context().clone()))
+        .merge(crate::a2a_routes::router(core.clone()));
+    let doc = crate::a2a_routes::with_openapi(openapi());
+    mesh_service::server::finish_router(core.context(), api, doc)
 }
 
 async fn submit(

@@ -39,6 +39,9 @@ pub struct QueueConfig {
     /// `preempt_after_ms`, a running lower-priority task of its type is asked to yield.
     pub critical_priority: i32,
     pub preempt_after_ms: i64,
+    /// How long one attempt of a task type may run (`metadata.timeoutMs` when the
+    /// submitter gave none); past it the attempt fails and is retried elsewhere.
+    pub timeout_ms_by_type: HashMap<String, i64>,
 }
 
 impl Default for QueueConfig {
@@ -53,6 +56,7 @@ impl Default for QueueConfig {
             sweep_interval_ms: 250,
             critical_priority: 100,
             preempt_after_ms: 2_000,
+            timeout_ms_by_type: HashMap::new(),
         }
     }
 }
@@ -130,6 +134,15 @@ impl TaskQueue {
             .get(&new.task_type)
             .copied()
             .unwrap_or(self.config.default_max_attempts);
+        let mut new = new;
+        if let Some(limit) = self.config.timeout_ms_by_type.get(&new.task_type)
+            && let Some(fields) = new
+                .metadata
+                .get_or_insert_with(|| json!({}))
+                .as_object_mut()
+        {
+            fields.entry("timeoutMs").or_insert(json!(limit));
+        }
         let mut task = new.into_task(
             Uuid::now_v7(),
             &caller.tenant,
@@ -137,11 +150,14 @@ impl TaskQueue {
             mesh_types::time::now(),
         );
         let verdict = self.submission_verdict(caller, &mut task);
-        let parked = match verdict.decision.action {
+        let escalated = match verdict.decision.action {
             PolicyAction::Deny => return Err(self.policy.refuse(verdict).await),
             PolicyAction::EscalateToHuman => true,
             PolicyAction::Allow | PolicyAction::AllowWithRedactions => false,
         };
+        // A flow (or the submitter) may ask for a human's approval the policy did not.
+        let requested = task.metadata.get("requireApproval").cloned();
+        let parked = escalated || requested.is_some();
         if parked {
             task.status = TaskStatus::NeedsApproval;
         }
@@ -179,11 +195,20 @@ impl TaskQueue {
                 Some(task.id.to_string()),
             )
             .task(task.id)
-            .payload(json!({
-                "reason": d.reason,
-                "escalationTarget": d.escalation_target,
-                "decisionId": d.decision_id,
-            }))
+            .payload(if escalated {
+                json!({
+                    "reason": d.reason,
+                    "escalationTarget": d.escalation_target,
+                    "decisionId": d.decision_id,
+                })
+            } else {
+                let asked = requested.unwrap_or_default();
+                json!({
+                    "reason": asked.get("reason").cloned().unwrap_or(json!("approval requested at submission")),
+                    "escalationTarget": asked.get("approver"),
+                    "decisionId": d.decision_id,
+                })
+            })
         } else {
             EventDraft::new("task_queued", actor, "task", Some(task.id.to_string()))
                 .task(task.id)

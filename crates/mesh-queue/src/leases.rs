@@ -131,11 +131,27 @@ impl TaskQueue {
                 e
             }
         })?;
+        // `agent_retired`, `agent_unhealthy`: a worker tells a final refusal from one
+        // that lasts until the agent's next heartbeat or probe.
         if matches!(agent.status, AgentStatus::Retired | AgentStatus::Unhealthy) {
-            return Err(ApiError::conflict(format!(
-                "agent {} is {} and cannot take work",
-                agent.name, agent.status
-            )));
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                &format!("agent_{}", agent.status),
+                format!(
+                    "agent {} is {} and cannot take work",
+                    agent.name, agent.status
+                ),
+            ));
+        }
+        // A draining agent finishes what it holds and takes nothing new. (A long poll
+        // that began before the drain may still lease once; the registry retires the
+        // agent only when it holds no lease, so that task is finished too.)
+        if agent.draining_since.is_some() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "agent_draining",
+                format!("agent {} is draining and takes no new work", agent.name),
+            ));
         }
         // An agent takes only work it declared it can do.
         let task_types = body
@@ -219,14 +235,49 @@ impl TaskQueue {
         })
     }
 
+    /// Extends a lease, unless the attempt has run past the task's `metadata.timeoutMs`:
+    /// then the attempt fails with `agent_timeout` (retried, preferring another agent)
+    /// and the worker is told 409, which is its signal to abandon the work.
     pub async fn extend(&self, id: Uuid, body: ExtendBody) -> Result<Lease, ApiError> {
         let lease_ms = self.lease_ms(body.lease_ms)?;
+        self.enforce_timeout(id, body.lease_token).await?;
         Ok(self
             .ctx
             .store
             .queue
             .extend_lease(id, body.lease_token, mesh_types::time::now(), lease_ms)
             .await?)
+    }
+
+    async fn enforce_timeout(&self, id: Uuid, token: Uuid) -> Result<(), ApiError> {
+        let Some(task) = self.ctx.store.tasks.get_task(id).await? else {
+            return Ok(());
+        };
+        let Some(limit_ms) = task.metadata.get("timeoutMs").and_then(Value::as_i64) else {
+            return Ok(());
+        };
+        let Some(claimed_ms) = token.get_timestamp().map(|t| {
+            let (secs, nanos) = t.to_unix();
+            secs as i64 * 1000 + i64::from(nanos / 1_000_000)
+        }) else {
+            return Ok(()); // a token minted before tokens carried their time
+        };
+        let now = mesh_types::time::now();
+        let ran_ms = now.timestamp_millis() - claimed_ms;
+        if ran_ms <= limit_ms {
+            return Ok(());
+        }
+        let reason = format!(
+            "agent_timeout: the attempt ran {ran_ms} ms, over the task's timeoutMs {limit_ms}"
+        );
+        let (task, outcome) = self
+            .ctx
+            .store
+            .queue
+            .fail_task(id, token, &reason, true, now, self.config.retry, "system")
+            .await?;
+        tracing::warn!(task = %task.id, agent = ?task.last_failed_agent, ?outcome, "attempt timed out; the agent is told to stop");
+        Err(ApiError::conflict(format!("task {id}: {reason}")))
     }
 
     pub async fn complete(

@@ -2,6 +2,7 @@ use crate::agents::{AgentListQuery, AgentRegistry};
 use mesh_service::client::{Method, query_string};
 use mesh_service::{ApiError, Caller, HttpClient};
 use mesh_types::agent::AgentSummary;
+use mesh_types::matching::{MatchQuery, MatchResult};
 use mesh_types::{Agent, NewAgent, Page};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -98,6 +99,26 @@ impl AgentRegistryClient {
                     "/api/v1/agents/summary",
                     &caller.token,
                     None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Agents able to take work described by `query`, best first.
+    pub async fn match_agents(
+        &self,
+        caller: &Caller,
+        query: &MatchQuery,
+    ) -> Result<MatchResult, ApiError> {
+        match self {
+            Self::InProcess(core) => core.match_agents(query).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::POST,
+                    "/api/v1/agents/match",
+                    &caller.token,
+                    Some(query),
                 )
                 .await
             }

@@ -1,6 +1,6 @@
 use mesh_policy::{Enforcer, Point};
 use mesh_service::{ApiError, SecretDir, ServiceContext};
-use mesh_types::agent::{AgentFilter, AgentSummary};
+use mesh_types::agent::{A2aEndpoint, AgentFilter, AgentSummary};
 use mesh_types::{
     Agent, AgentRole, AgentStatus, EventDraft, NewAgent, Page, PageRequest, Principal,
 };
@@ -16,6 +16,9 @@ pub struct AgentRegistry {
     policy: Arc<Enforcer>,
     /// Mounted-secrets directory agents read from, if configured.
     secrets_dir: Option<SecretDir>,
+    /// For Agent Cards (import, probes). It follows no redirect: the egress policy
+    /// judged the host it was given, not wherever a redirect points.
+    http: reqwest::Client,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -24,6 +27,8 @@ pub struct AgentListQuery {
     pub status: Option<AgentStatus>,
     pub role: Option<AgentRole>,
     pub capability: Option<String>,
+    /// `true`: only agents imported over A2A; `false`: only the others.
+    pub a2a: Option<bool>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -38,11 +43,20 @@ impl AgentRegistry {
         policy: Arc<Enforcer>,
         secrets_dir: Option<SecretDir>,
     ) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
         Arc::new(Self {
             ctx,
             policy,
             secrets_dir,
+            http,
         })
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub(crate) fn policy(&self) -> &Enforcer {
@@ -60,6 +74,19 @@ impl AgentRegistry {
     /// Registers an agent if the `agent.register` policy point admits it; the decision
     /// is written with the registration.
     pub async fn register(&self, caller: &Principal, new: NewAgent) -> Result<Agent, ApiError> {
+        self.register_with(caller, new, None, Vec::new()).await
+    }
+
+    /// Registration, for agents of this process's own making too (imports): `a2a` is
+    /// where a remote agent is reached; `audit` holds decisions taken on the way, written
+    /// with the registration.
+    pub(crate) async fn register_with(
+        &self,
+        caller: &Principal,
+        new: NewAgent,
+        a2a: Option<A2aEndpoint>,
+        mut audit: Vec<EventDraft>,
+    ) -> Result<Agent, ApiError> {
         new.validate()?;
         let service = self.ctx.name.as_str();
         let (new, decision) = self
@@ -67,7 +94,8 @@ impl AgentRegistry {
             .admit_new(Point::AgentRegister, "agent", caller, service, new)
             .await?;
         new.validate()?;
-        let agent = new.into_agent(Uuid::now_v7(), mesh_types::time::now());
+        let mut agent = new.into_agent(Uuid::now_v7(), mesh_types::time::now());
+        agent.a2a = a2a;
         let event = EventDraft::new(
             "agent_registered",
             &caller.name,
@@ -82,13 +110,12 @@ impl AgentRegistry {
             "riskTier": agent.risk_tier,
             "capabilities": agent.capabilities,
             "modelPreference": agent.model_preference,
+            "maxConcurrency": agent.max_concurrency,
+            "a2a": agent.a2a,
             "keyId": caller.key_id,
         }));
-        self.ctx
-            .store
-            .agents
-            .insert_agent(&agent, vec![event, decision])
-            .await?;
+        audit.splice(0..0, [event, decision]);
+        self.ctx.store.agents.insert_agent(&agent, audit).await?;
         Ok(agent)
     }
 
@@ -106,6 +133,7 @@ impl AgentRegistry {
             status: query.status,
             role: query.role,
             capability: query.capability,
+            a2a: query.a2a,
         };
         let page = PageRequest::new(query.limit, query.cursor);
         Ok(self.ctx.store.agents.list_agents(&filter, &page).await?)
@@ -167,7 +195,8 @@ impl AgentRegistry {
     }
 }
 
-/// Sweeps for expired heartbeats every `interval` until `shutdown` fires.
+/// Every `interval` until `shutdown` fires: marks agents silent past `ttl` unhealthy,
+/// retires drained agents and balances busy ones.
 pub fn spawn_heartbeat_sweeper(
     registry: Arc<AgentRegistry>,
     ttl: Duration,
@@ -189,6 +218,14 @@ pub fn spawn_heartbeat_sweeper(
                     }
                 }
                 Err(err) => tracing::error!(error = %err, "heartbeat sweep failed"),
+            }
+            match registry.settle().await {
+                Ok(changed) => {
+                    for agent in changed {
+                        tracing::info!(agent = %agent.name, id = %agent.id, status = %agent.status, "agent lifecycle moved on");
+                    }
+                }
+                Err(err) => tracing::error!(error = %err, "lifecycle sweep failed"),
             }
         }
     })

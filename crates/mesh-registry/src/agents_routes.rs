@@ -1,3 +1,4 @@
+use crate::a2a_import::ImportBody;
 use crate::agents::{AgentListQuery, AgentRegistry};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -6,6 +7,7 @@ use axum::{Json, Router};
 use mesh_service::openapi::{Op, document};
 use mesh_service::{ApiError, Caller, IdPath, JsonBody, QueryParams, ServiceName};
 use mesh_types::agent::AgentSummary;
+use mesh_types::matching::{MatchQuery, MatchResult};
 use mesh_types::{Agent, NewAgent, Page, Permission};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -22,6 +24,18 @@ pub fn router(core: Arc<AgentRegistry>) -> Router {
         .route(
             "/api/v1/agents/summary",
             get(summary).route_layer(auth.require(Permission::AgentRead)),
+        )
+        .route(
+            "/api/v1/agents/match",
+            post(match_agents).route_layer(auth.require(Permission::AgentRead)),
+        )
+        .route(
+            "/api/v1/agents/import",
+            post(import).route_layer(auth.require(Permission::AgentRegister)),
+        )
+        .route(
+            "/api/v1/agents/{id}/drain",
+            post(drain).route_layer(auth.require(Permission::AgentRetire)),
         )
         .route(
             "/api/v1/agents/{id}",
@@ -63,6 +77,33 @@ async fn register(
         StatusCode::CREATED,
         Json(core.register(&caller.principal, new).await?),
     ))
+}
+
+async fn match_agents(
+    State(core): State<Arc<AgentRegistry>>,
+    _caller: Caller,
+    JsonBody(query): JsonBody<MatchQuery>,
+) -> Result<Json<MatchResult>, ApiError> {
+    Ok(Json(core.match_agents(&query).await?))
+}
+
+async fn import(
+    State(core): State<Arc<AgentRegistry>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<ImportBody>,
+) -> Result<(StatusCode, Json<Agent>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(core.import(&caller.principal, body).await?),
+    ))
+}
+
+async fn drain(
+    State(core): State<Arc<AgentRegistry>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<Agent>, ApiError> {
+    Ok(Json(core.drain(&caller.principal, id).await?))
 }
 
 async fn list(
@@ -115,6 +156,7 @@ fn new_agent_schema() -> Value {
             "role": {"enum": mesh_types::AgentRole::NAMES},
             "riskTier": {"enum": mesh_types::RiskTier::NAMES},
             "capabilities": {"type": "array", "items": {"type": "string"}},
+            "maxConcurrency": {"type": "integer", "minimum": 1, "description": "busy at this many leases"},
             "modelPreference": {
                 "type": "object",
                 "required": ["provider", "model"],
@@ -136,6 +178,36 @@ fn new_agent_schema() -> Value {
     })
 }
 
+fn match_schema() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "role": {"enum": mesh_types::AgentRole::NAMES},
+            "capabilities": {"type": "array", "items": {"type": "string"}, "description": "all required"},
+            "riskTier": {"enum": mesh_types::RiskTier::NAMES, "description": "the work's tier; the agent's must cover it"},
+            "dataClassification": {"enum": mesh_types::DataClassification::NAMES},
+            "limit": {"type": "integer", "minimum": 1, "maximum": mesh_types::matching::MAX_MATCH_LIMIT},
+        },
+    })
+}
+
+fn import_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["url"],
+        "additionalProperties": false,
+        "properties": {
+            "url": {"type": "string", "description": "the agent's base URL or its Agent Card's URL"},
+            "name": {"type": "string"},
+            "role": {"enum": mesh_types::AgentRole::NAMES, "default": "custom"},
+            "riskTier": {"enum": mesh_types::RiskTier::NAMES, "default": "low"},
+            "capabilities": {"type": "array", "items": {"type": "string"}, "description": "default: the card's skill ids and tags"},
+            "maxConcurrency": {"type": "integer", "minimum": 1},
+        },
+    })
+}
+
 fn openapi() -> Value {
     let op = Op::guarded;
     document(
@@ -152,10 +224,34 @@ fn openapi() -> Value {
             op(
                 "get",
                 "/api/v1/agents",
-                "List agents (filters: status, role, capability)",
+                "List agents (filters: status, role, capability, a2a)",
                 Permission::AgentRead,
                 None,
                 (200, "A page of agents"),
+            ),
+            op(
+                "post",
+                "/api/v1/agents/match",
+                "Agents that can take work (role, capabilities, riskTier), best first, each with its score and why; and those excluded, with why",
+                Permission::AgentRead,
+                Some(match_schema()),
+                (200, "{candidates, excluded}"),
+            ),
+            op(
+                "post",
+                "/api/v1/agents/import",
+                "Import a remote A2A agent from its Agent Card (400 naming what is wrong with the card, 502 if it cannot be fetched)",
+                Permission::AgentRegister,
+                Some(import_schema()),
+                (201, "The registered agent, with its a2a endpoint"),
+            ),
+            op(
+                "post",
+                "/api/v1/agents/{id}/drain",
+                "Drain an agent: no new work; retired once it holds no lease",
+                Permission::AgentRetire,
+                None,
+                (200, "The draining agent"),
             ),
             op(
                 "get",

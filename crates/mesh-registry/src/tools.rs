@@ -1,3 +1,5 @@
+use crate::agent_client::AgentRegistryClient;
+use crate::mcp::McpHub;
 use mesh_policy::{Enforcer, Point};
 use mesh_service::buckets::{Bucket, TokenBuckets};
 use mesh_service::{ApiError, ServiceContext};
@@ -5,17 +7,39 @@ use mesh_types::tool::ToolFilter;
 use mesh_types::{EventDraft, NewTool, Page, PageRequest, Principal, Tool, ToolStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use tokio::sync::watch;
 use uuid::Uuid;
+
+/// `[tools]`: what the built-in tools may touch.
+#[derive(Debug, Clone, Default)]
+pub struct ToolsConfig {
+    /// Directories `file_read` and `file_write` may use (and nothing outside them).
+    pub allowed_paths: Vec<PathBuf>,
+}
 
 /// The tool registry's core.
 pub struct ToolRegistry {
     ctx: ServiceContext,
     policy: Arc<Enforcer>,
-    /// Calls tools' endpoints (invocation proxying).
+    /// Calls tools' endpoints and `http_fetch` URLs. It never follows redirects: a
+    /// redirect would reach a host the egress decision never saw.
     http: reqwest::Client,
     /// Each tool's `rateLimit` (invocations per minute), in this process.
     limits: TokenBuckets,
+    pub(crate) config: ToolsConfig,
+    /// Registers the agent an MCP client acts as when it names none.
+    pub(crate) agents: AgentRegistryClient,
+    /// The agent each API key acts as over `/mcp`, once found or created.
+    pub(crate) mcp_agents: Mutex<HashMap<Uuid, Uuid>>,
+    /// Connections to registered MCP servers.
+    pub(crate) mcp: McpHub,
+    /// Set by [`ToolRegistry::start`]; background connections stop when it flips.
+    pub(crate) shutdown: OnceLock<watch::Receiver<bool>>,
+    /// Itself, for the background tasks a request starts (an MCP connection's keeper).
+    me: Weak<ToolRegistry>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -28,13 +52,58 @@ pub struct ToolListQuery {
 }
 
 impl ToolRegistry {
-    pub fn new(ctx: ServiceContext, policy: Arc<Enforcer>) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(
+        ctx: ServiceContext,
+        policy: Arc<Enforcer>,
+        config: ToolsConfig,
+        agents: AgentRegistryClient,
+    ) -> Arc<Self> {
+        // Building fails only when a TLS backend cannot start, and none is compiled in.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Arc::new_cyclic(|me| Self {
             ctx,
             policy,
-            http: reqwest::Client::new(),
+            http,
             limits: TokenBuckets::default(),
+            config,
+            agents,
+            mcp_agents: Mutex::new(HashMap::new()),
+            mcp: McpHub::default(),
+            shutdown: OnceLock::new(),
+            me: me.clone(),
         })
+    }
+
+    pub(crate) fn me(&self) -> Option<Arc<ToolRegistry>> {
+        self.me.upgrade()
+    }
+
+    /// What a serving tool registry does once: makes the default workspace, registers
+    /// the built-in tools if they are missing, and reconnects to the registered MCP
+    /// servers (in the background: a server that is down must not hold up start-up).
+    pub async fn start(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let _ = self.shutdown.set(shutdown);
+        for dir in &self.config.allowed_paths {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot create an allowed directory for the file tools");
+            }
+        }
+        if let Err(e) = crate::builtin::register_all(self).await {
+            tracing::error!(error = %e, "cannot register the built-in tools");
+        }
+        match self.ctx.store.mcp_servers.list_mcp_servers().await {
+            Ok(servers) => {
+                for server in servers {
+                    if server.status == mesh_types::McpServerStatus::Active {
+                        crate::mcp::supervise(self.clone(), server, None);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the registered MCP servers"),
+        }
     }
 
     pub(crate) fn policy(&self) -> &Enforcer {
@@ -84,13 +153,7 @@ impl ToolRegistry {
             .await?;
         new.validate()?;
         let tool = new.into_tool(Uuid::now_v7(), mesh_types::time::now());
-        let event = EventDraft::new(
-            "tool_registered",
-            &caller.name,
-            "tool",
-            Some(tool.id.to_string()),
-        )
-        .payload(json!({
+        let event = registered_event(&tool, &caller.name).payload(json!({
             "toolId": tool.id,
             "toolName": tool.name,
             "version": tool.version,
@@ -116,10 +179,35 @@ impl ToolRegistry {
             .ok_or_else(|| ApiError::not_found(format!("tool {id} not found")))
     }
 
+    /// A tool by id or, failing that, by name.
+    pub async fn resolve(&self, id_or_name: &str) -> Result<Tool, ApiError> {
+        if let Ok(id) = Uuid::parse_str(id_or_name) {
+            return self.get(id).await;
+        }
+        self.find_by_name(id_or_name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no tool named `{id_or_name}`")))
+    }
+
+    pub(crate) async fn find_by_name(&self, name: &str) -> Result<Option<Tool>, ApiError> {
+        let filter = ToolFilter {
+            name: Some(name.to_string()),
+            ..ToolFilter::default()
+        };
+        let page = self
+            .ctx
+            .store
+            .tools
+            .list_tools(&filter, &PageRequest::new(Some(1), None))
+            .await?;
+        Ok(page.items.into_iter().next())
+    }
+
     pub async fn list(&self, query: ToolListQuery) -> Result<Page<Tool>, ApiError> {
         let filter = ToolFilter {
             status: query.status,
             name: query.name,
+            mcp_server: None,
         };
         let page = PageRequest::new(query.limit, query.cursor);
         Ok(self.ctx.store.tools.list_tools(&filter, &page).await?)
@@ -132,9 +220,14 @@ impl ToolRegistry {
     }
 }
 
+/// The `tool_registered` event of `tool`, before its payload.
+pub(crate) fn registered_event(tool: &Tool, actor: &str) -> EventDraft {
+    EventDraft::new("tool_registered", actor, "tool", Some(tool.id.to_string()))
+}
+
 /// A schema must be a JSON Schema document: an object or boolean that validates
 /// against the metaschema of its `$schema` (2020-12 when absent).
-fn check_schema(field: &str, schema: &Value) -> Result<(), ApiError> {
+pub(crate) fn check_schema(field: &str, schema: &Value) -> Result<(), ApiError> {
     if !(schema.is_object() || schema.is_boolean()) {
         return Err(ApiError::invalid(
             field,

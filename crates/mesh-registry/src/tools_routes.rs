@@ -1,6 +1,6 @@
 use crate::invoke::{InvokeBody, InvokeReply};
 use crate::tools::{ToolListQuery, ToolRegistry};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,14 +24,15 @@ pub fn router(core: Arc<ToolRegistry>) -> Router {
             get(get_tool).route_layer(auth.require(Permission::ToolRead)),
         )
         .route(
-            "/api/v1/tools/{id}/invoke",
+            "/api/v1/tools/{tool}/invoke",
             post(invoke).route_layer(auth.require(Permission::ToolInvoke)),
         )
         .route(
             "/api/v1/tools/{id}/retire",
             post(retire).route_layer(auth.require(Permission::ToolRetire)),
         )
-        .with_state(core.clone());
+        .with_state(core.clone())
+        .merge(crate::mcp::routes(core.clone()));
     mesh_service::server::finish_router(core.context(), api, openapi())
 }
 
@@ -65,10 +66,10 @@ async fn get_tool(
 async fn invoke(
     State(core): State<Arc<ToolRegistry>>,
     _caller: Caller,
-    IdPath(id): IdPath,
+    Path(tool): Path<String>,
     JsonBody(body): JsonBody<InvokeBody>,
 ) -> Result<Json<InvokeReply>, ApiError> {
-    Ok(Json(core.invoke(id, body).await?))
+    Ok(Json(core.invoke(&tool, body).await?))
 }
 
 async fn retire(
@@ -142,16 +143,79 @@ fn openapi() -> Value {
             ),
             op(
                 "post",
-                "/api/v1/tools/{id}/invoke",
-                "Call the tool's endpoint for agent `agentId` (policy points tool.call and egress; 502 if the tool fails)",
+                "/api/v1/tools/{tool}/invoke",
+                "Invoke a tool (by id or name) for agent `agentId`: arguments checked against its inputSchema \
+                 (400 naming the path), its rate limit (429), policy points tool.call and egress (403); \
+                 its endpoint, built-in code or MCP server is called and the output checked against its \
+                 outputSchema (502 tool_output_invalid naming the path); 502 tool_failed if the tool fails, \
+                 503 mcp_unavailable if its MCP server is down; every call recorded as a ToolCall",
                 Permission::ToolInvoke,
                 Some(
                     json!({"type": "object", "required": ["agentId", "arguments"], "additionalProperties": false,
                     "properties": {"agentId": {"type": "string", "format": "uuid"}, "arguments": {},
                                    "taskId": {"type": "string", "format": "uuid"}}}),
                 ),
-                (200, "{toolCallId, output, latencyMs, redacted}"),
+                (
+                    200,
+                    "{toolCallId, output, latencyMs, redacted, cost, currency}",
+                ),
+            ),
+            op(
+                "post",
+                "/api/v1/mcp/servers",
+                "Register an MCP server: `command` (argv, stdio) or `url` (Streamable HTTP); its tools \
+                 become `<name>.<tool>`. 502 mcp_unreachable if it cannot be started or reached",
+                Permission::ToolRegister,
+                Some(new_mcp_server_schema()),
+                (201, "{server, tools, skipped}"),
+            ),
+            op(
+                "get",
+                "/api/v1/mcp/servers",
+                "List MCP servers, with this process's connection to each",
+                Permission::ToolRead,
+                None,
+                (
+                    200,
+                    "{items: [{id, name, transport, command|url, connected, protocolVersion, lastError, …}]}",
+                ),
+            ),
+            op(
+                "post",
+                "/api/v1/mcp/servers/{name}/retire",
+                "Retire an MCP server and its tools; the connection is closed",
+                Permission::ToolRetire,
+                None,
+                (200, "The retired server"),
+            ),
+            op(
+                "post",
+                "/mcp",
+                "MCP (Streamable HTTP, revisions 2026-07-28 and 2025-11-25): one JSON-RPC message per POST \
+                 (initialize, ping, server/discover, tools/list, tools/call); `X-Mesh-Agent-Id` names the \
+                 calling agent, else the key's own agent is used. Notifications answer 202; GET is 405",
+                Permission::ToolInvoke,
+                Some(json!({"type": "object", "required": ["jsonrpc", "method"],
+                            "properties": {"jsonrpc": {"const": "2.0"}, "id": {"type": ["string", "integer"]},
+                                           "method": {"type": "string"}, "params": {"type": "object"}}})),
+                (200, "A JSON-RPC response (202 for a notification)"),
             ),
         ],
     )
+}
+
+fn new_mcp_server_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": false,
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "url": {"type": "string", "format": "uri"},
+            "riskTier": {"enum": mesh_types::RiskTier::NAMES, "default": "medium"},
+            "rateLimit": {"type": "integer", "minimum": 1, "description": "Invocations per minute, per tool"},
+            "costModel": {"type": "object", "description": "As a tool's costModel, for each of its tools"},
+        },
+    })
 }

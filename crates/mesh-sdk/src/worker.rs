@@ -29,6 +29,13 @@ pub struct WorkerOptions {
     pub claim_wait: Duration,
     /// How often the agent tells the registry it is alive.
     pub heartbeat_interval: Duration,
+    /// Whether the worker heartbeats at all: off for agents whose health the registry
+    /// learns another way (it probes remote A2A agents).
+    pub heartbeats: bool,
+    /// Work as this already-registered agent instead of registering a new one. The
+    /// worker then leaves the agent registered when it stops: it retires only agents
+    /// it registered itself.
+    pub attach_to: Option<uuid::Uuid>,
 }
 
 impl Default for WorkerOptions {
@@ -40,6 +47,8 @@ impl Default for WorkerOptions {
             poll_interval: Duration::from_millis(50),
             claim_wait: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(5),
+            heartbeats: true,
+            attach_to: None,
         }
     }
 }
@@ -78,24 +87,46 @@ impl<A: BaseAgent> Worker<A> {
         }
     }
 
-    /// Registers the agent, then claims and runs tasks until `shutdown` resolves; then
-    /// finishes what it holds, calls `on_retire` and retires the agent.
+    /// Registers the agent (or attaches to `attach_to`), then claims and runs tasks
+    /// until `shutdown` resolves or the agent is drained or retired; then finishes what
+    /// it holds and calls `on_retire`. An agent it registered it retires on shutdown;
+    /// a drained one the registry retires once its last lease is done.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<WorkerReport, ApiError> {
-        let me = self
-            .client
-            .agents
-            .register(&self.client.caller, self.agent.descriptor())
-            .await?;
-        tracing::info!(agent = %me.name, id = %me.id, "agent registered");
-        let heartbeat = tokio::spawn(heartbeat_loop(
-            self.agent.clone(),
-            self.client.clone(),
-            me.id,
-            self.options.heartbeat_interval,
-        ));
+        let caller = &self.client.caller;
+        let me = match self.options.attach_to {
+            Some(id) => {
+                let agent = self.client.agents.get(caller, id).await?;
+                if agent.status == mesh_types::AgentStatus::Retired {
+                    return Err(ApiError::conflict(format!(
+                        "agent {} is retired; a worker cannot attach to it",
+                        agent.name
+                    )));
+                }
+                tracing::info!(agent = %agent.name, id = %agent.id, "worker attached to a registered agent");
+                agent
+            }
+            None => {
+                let agent = self
+                    .client
+                    .agents
+                    .register(caller, self.agent.descriptor())
+                    .await?;
+                tracing::info!(agent = %agent.name, id = %agent.id, "agent registered");
+                agent
+            }
+        };
+        let heartbeat = self.options.heartbeats.then(|| {
+            tokio::spawn(heartbeat_loop(
+                self.agent.clone(),
+                self.client.clone(),
+                me.id,
+                self.options.heartbeat_interval,
+            ))
+        });
+        let mut retire_on_exit = self.options.attach_to.is_none();
         let types = self
             .options
             .task_types
@@ -124,6 +155,13 @@ impl<A: BaseAgent> Worker<A> {
                 Ok(leases) => {
                     failed_claims = 0;
                     leases
+                }
+                Err(err) if matches!(err.code.as_str(), "agent_draining" | "agent_retired") => {
+                    // Drained (or retired by someone else): take nothing more, finish
+                    // what is running; the registry retires a drained agent itself.
+                    tracing::info!(agent = %me.name, reason = %err.message, "agent takes no more work; finishing");
+                    retire_on_exit = false;
+                    break;
                 }
                 Err(err) => {
                     // Back off exponentially: a queue whose waiting work the policy
@@ -175,9 +213,11 @@ impl<A: BaseAgent> Worker<A> {
         }
         tracing::info!(agent = %me.name, in_flight = running.len(), "worker draining");
         while running.join_next().await.is_some() {}
-        heartbeat.abort();
+        if let Some(heartbeat) = heartbeat {
+            heartbeat.abort();
+        }
         self.agent.on_retire().await;
-        if let Err(err) = self.client.agents.retire(&self.client.caller, me.id).await {
+        if retire_on_exit && let Err(err) = self.client.agents.retire(caller, me.id).await {
             tracing::warn!(error = %err, "could not retire the agent");
         }
         Ok(WorkerReport {
@@ -239,10 +279,11 @@ async fn run_one<A: BaseAgent>(
         agent_name: me.name.clone(),
         attempt: lease.attempt,
     };
-    // Keep the lease alive while the handler runs.
-    // Keep the lease alive while the handler runs; if the scheduler asks this task to
-    // yield to a critical one, say so and stop.
-    let (yield_tx, yield_rx) = tokio::sync::oneshot::channel::<()>();
+    // Keep the lease alive while the handler runs. The keeper stops the handler when
+    // the scheduler asks this task to yield to a critical one, or when the queue
+    // refuses the extension (the attempt timed out or the lease was taken back): the
+    // work is someone else's now, so carrying on would only waste it.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Stop>();
     let keeper = {
         let client = client.clone();
         let id = task.id;
@@ -256,15 +297,16 @@ async fn run_one<A: BaseAgent>(
                 };
                 match client.queue.extend(&client.caller, id, body).await {
                     Ok(lease) if lease.task.yield_requested => {
-                        let _ = yield_tx.send(());
+                        let _ = stop_tx.send(Stop::Yield);
                         return;
                     }
                     Ok(_) => {}
+                    Err(err) if err.status.as_u16() == 409 => {
+                        let _ = stop_tx.send(Stop::LeaseLost(err.message));
+                        return;
+                    }
                     Err(err) => {
                         tracing::warn!(task = %id, error = %err, "could not extend the lease");
-                        if err.status.as_u16() == 409 {
-                            return;
-                        }
                     }
                 }
             }
@@ -286,15 +328,23 @@ async fn run_one<A: BaseAgent>(
     // Cooperative cancellation: the handler is dropped at its next await point.
     let result = tokio::select! {
         result = handled => result,
-        Ok(()) = yield_rx => {
+        Ok(stop) = stop_rx => {
             keeper.abort();
-            let body = ExtendBody { lease_token: token, lease_ms: None };
-            match client.queue.yield_task(&client.caller, task.id, body).await {
-                Ok(_) => {
-                    tracing::info!(task = %task.id, "yielded to a critical task");
-                    counters.yielded.fetch_add(1, Ordering::Relaxed);
+            match stop {
+                Stop::LeaseLost(why) => {
+                    tracing::warn!(task = %task.id, reason = %why, "lease lost; abandoning the task");
+                    counters.lost.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(err) => tracing::warn!(task = %task.id, error = %err, "could not yield; the lease will expire instead"),
+                Stop::Yield => {
+                    let body = ExtendBody { lease_token: token, lease_ms: None };
+                    match client.queue.yield_task(&client.caller, task.id, body).await {
+                        Ok(_) => {
+                            tracing::info!(task = %task.id, "yielded to a critical task");
+                            counters.yielded.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(err) => tracing::warn!(task = %task.id, error = %err, "could not yield; the lease will expire instead"),
+                    }
+                }
             }
             return;
         }
@@ -347,6 +397,12 @@ async fn run_one<A: BaseAgent>(
     };
 }
 
+/// Why the lease keeper stopped a running handler.
+enum Stop {
+    Yield,
+    LeaseLost(String),
+}
+
 /// `Some(true)` completed, `Some(false)` failed, `None` parked for its subtasks.
 type Reported = Result<Option<bool>, ApiError>;
 
@@ -375,7 +431,7 @@ async fn fail(
 ) -> Reported {
     let body = FailBody {
         lease_token: token,
-        reason: error.message.clone(),
+        reason: one_line(&error.message),
         retryable: error.retryable,
     };
     client
@@ -383,6 +439,24 @@ async fn fail(
         .fail(&client.caller, *id, body)
         .await
         .map(|_| Some(false))
+}
+
+/// Longest failure reason the queue accepts.
+const MAX_REASON_CHARS: usize = 2_000;
+
+/// A reason the queue accepts: one line (handlers quote model replies and tool output,
+/// which carry newlines), at most [`MAX_REASON_CHARS`].
+fn one_line(reason: &str) -> String {
+    let flat: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON_CHARS)
+        .collect();
+    if flat.trim().is_empty() {
+        "the handler failed without a reason".into()
+    } else {
+        flat
+    }
 }
 
 /// Every subtask of `parent`.
@@ -419,4 +493,14 @@ async fn spawn(
         ids.push(client.queue.enqueue(&client.caller, sub).await?.id);
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reasons_are_flattened_and_bounded() {
+        assert_eq!(super::one_line("bad\nreply:\t\"x\""), "bad reply: \"x\"");
+        assert_eq!(super::one_line(&"é".repeat(3_000)).chars().count(), 2_000);
+        assert_eq!(super::one_line("\n"), "the handler failed without a reason");
+    }
 }

@@ -166,8 +166,8 @@ async fn an_in_process_worker_runs_tasks_end_to_end() {
     let parent = by_id(ids[2]);
     assert_eq!(parent.status, TaskStatus::Completed);
     assert_eq!(
-        parent.attempts, 2,
-        "spawned on the first claim, finished on the second"
+        parent.attempts, 1,
+        "spawned on the first claim, finished on the second; parking refunded the first"
     );
     let output = parent.output.clone().unwrap();
     assert_eq!(output["output"], "split in two");

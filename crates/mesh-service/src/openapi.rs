@@ -65,7 +65,15 @@ pub fn document(service: ServiceName, ops: &[Op]) -> Value {
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}))
+            .map(|name| {
+                // Ids are UUIDs; other segments (a tool's id or name, a topic) are text.
+                let schema = if name == "id" || name.ends_with("Id") {
+                    json!({"type": "string", "format": "uuid"})
+                } else {
+                    json!({"type": "string"})
+                };
+                json!({"name": name, "in": "path", "required": true, "schema": schema})
+            })
             .collect();
         if !params.is_empty() {
             operation["parameters"] = Value::Array(params);

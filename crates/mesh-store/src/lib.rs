@@ -11,6 +11,7 @@
 
 mod budget;
 mod bus;
+mod columns;
 mod error;
 mod paging;
 pub mod postgres;
@@ -22,7 +23,7 @@ mod url;
 pub use budget::{BudgetScope, BudgetStore, BudgetUsage, Spend};
 pub use bus::{BusStore, GroupRead, Outgoing};
 pub use error::StoreError;
-pub use queue::{ClaimGate, ClaimOutcome, GateVerdict, QueueStore};
+pub use queue::{ClaimGate, ClaimOutcome, GateVerdict, QueueStore, RETRY_ELSEWHERE_MS};
 pub use traits::*;
 pub use url::StoreUrl;
 
@@ -37,6 +38,7 @@ pub struct Store {
     pub bus: Arc<dyn BusStore>,
     pub agents: Arc<dyn AgentStore>,
     pub tools: Arc<dyn ToolStore>,
+    pub mcp_servers: Arc<dyn McpServerStore>,
     pub keys: Arc<dyn KeyStore>,
     pub provenance: Arc<dyn ProvenanceLog>,
     pub budgets: Arc<dyn BudgetStore>,
@@ -54,6 +56,7 @@ impl Store {
             + BusStore
             + AgentStore
             + ToolStore
+            + McpServerStore
             + KeyStore
             + ProvenanceLog
             + BudgetStore
@@ -65,6 +68,7 @@ impl Store {
             bus: backend.clone(),
             agents: backend.clone(),
             tools: backend.clone(),
+            mcp_servers: backend.clone(),
             keys: backend.clone(),
             budgets: backend.clone(),
             provenance: backend,

@@ -33,6 +33,17 @@ pub struct ClaimOutcome {
 /// Extra candidates read when a gate may refuse some.
 pub(crate) const GATE_SLACK: u32 = 16;
 
+/// How long a retried task is left for other agents before the agent whose attempt
+/// failed (crashed, timed out) may claim it again: the seed retries "on a different
+/// agent", but an agent that is the only one able to take the task still gets it.
+pub const RETRY_ELSEWHERE_MS: i64 = 3_000;
+
+/// Whether `req`'s agent should pass over `task` for now (see [`RETRY_ELSEWHERE_MS`]).
+pub(crate) fn left_for_others(task: &Task, req: &ClaimRequest) -> bool {
+    task.last_failed_agent == Some(req.agent_id)
+        && req.now < task.available_at + mesh_types::time::millis(RETRY_ELSEWHERE_MS)
+}
+
 #[async_trait]
 pub trait QueueStore: Send + Sync {
     /// Woken whenever claimable work may have appeared: in this process, and on

@@ -5,13 +5,19 @@ use mesh_types::provenance::ChainHead;
 use mesh_types::task::{QueueStats, TaskFilter};
 use mesh_types::time::Timestamp;
 use mesh_types::tool::ToolFilter;
-use mesh_types::{Agent, EventDraft, Page, PageRequest, ProvenanceEvent, Role, Task, Tool};
+use mesh_types::{
+    Agent, EventDraft, McpServer, Page, PageRequest, ProvenanceEvent, Role, Task, Tool,
+};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Builds the provenance event for one row a bulk change touched.
 pub type EventFor<T> = std::sync::Arc<dyn Fn(&T) -> EventDraft + Send + Sync>;
+
+/// Builds the provenance events for one row a bulk change touched.
+pub type EventsFor<T> = std::sync::Arc<dyn Fn(&T) -> Vec<EventDraft> + Send + Sync>;
 
 #[async_trait]
 pub trait TaskStore: Send + Sync {
@@ -53,6 +59,20 @@ pub trait AgentStore: Send + Sync {
         event: EventFor<Agent>,
     ) -> Result<Vec<Agent>>;
     async fn agent_summary(&self) -> Result<AgentSummary>;
+    /// Starts a drain: the agent is to take no new work. `audit` is written only when
+    /// the drain starts (draining again changes nothing). `Conflict` when retired.
+    async fn drain_agent(&self, id: Uuid, now: Timestamp, audit: Vec<EventDraft>) -> Result<Agent>;
+    /// Retires every draining agent that holds no lease (no running task is leased to
+    /// it), with `events` for each.
+    async fn retire_drained(&self, events: EventsFor<Agent>) -> Result<Vec<Agent>>;
+    /// Moves agents that declare a concurrency between `active` and `busy` by the leases
+    /// they hold (busy at or above it), one event each; returns the changed agents.
+    async fn balance_busy(&self, event: EventFor<Agent>) -> Result<Vec<Agent>>;
+    /// How many leases (running tasks) each agent holds; agents holding none are absent.
+    async fn agent_loads(&self) -> Result<HashMap<Uuid, u32>>;
+    /// A failed health probe: an active or busy agent becomes unhealthy and `event` is
+    /// appended; any other agent is left alone (`None`).
+    async fn mark_unhealthy(&self, id: Uuid, event: EventDraft) -> Result<Option<Agent>>;
 }
 
 #[async_trait]
@@ -63,6 +83,33 @@ pub trait ToolStore: Send + Sync {
     async fn list_tools(&self, filter: &ToolFilter, page: &PageRequest) -> Result<Page<Tool>>;
     /// `Conflict` when already retired.
     async fn retire_tool(&self, id: Uuid, audit: Vec<EventDraft>) -> Result<Tool>;
+    /// Replaces a tool's definition — everything but its id, name and registration
+    /// time — for tools kept in step with their source (an MCP server), and returns it.
+    /// `NotFound`; `Conflict` for a retired tool, since retirement is final.
+    async fn update_tool(&self, tool: &Tool, audit: Vec<EventDraft>) -> Result<Tool>;
+}
+
+#[async_trait]
+pub trait McpServerStore: Send + Sync {
+    /// Stores a server together with the tools it offers, all or nothing. `Conflict`
+    /// when the server's name or a tool's name is taken.
+    async fn insert_mcp_server(
+        &self,
+        server: &McpServer,
+        tools: &[Tool],
+        audit: Vec<EventDraft>,
+    ) -> Result<()>;
+    async fn get_mcp_server(&self, name: &str) -> Result<Option<McpServer>>;
+    /// Every server, retired ones too, in registration order.
+    async fn list_mcp_servers(&self) -> Result<Vec<McpServer>>;
+    /// Retires the server and every tool of it that is not yet retired (one
+    /// `tool_event` each). `NotFound`; `Conflict` when already retired.
+    async fn retire_mcp_server(
+        &self,
+        name: &str,
+        tool_event: EventFor<Tool>,
+        audit: Vec<EventDraft>,
+    ) -> Result<McpServer>;
 }
 
 /// An API key as stored: only its SHA-256 hash, never the key.

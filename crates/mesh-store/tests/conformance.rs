@@ -10,17 +10,19 @@ macro_rules! conformance {
             conformance!(@tests $harness;
                 tasks_round_trip, task_pagination_and_filters, cancel_cascades_to_descendants,
                 task_lifecycle_and_queue_stats, agents_lifecycle, agent_heartbeat_expiry,
-                tools_lifecycle, keys_lifecycle, rejected_writes_leave_nothing,
+                tools_lifecycle, mcp_servers_and_their_tools, keys_lifecycle, rejected_writes_leave_nothing,
                 concurrent_appends_never_fork, tampering_is_detected, events_for_task_timeline,
                 claims_follow_types_priority_and_limit, old_low_priority_tasks_age_past_new_ones,
                 stale_lease_tokens_are_refused, failures_retry_with_backoff_then_dead_letter,
-                expired_leases_go_to_another_agent, missed_deadlines_fail_with_slo_timeout,
+                expired_leases_go_to_another_agent, retries_wait_for_another_agent_first,
+                missed_deadlines_fail_with_slo_timeout,
                 idempotency_keys_return_the_first_task, concurrent_claims_never_lease_a_task_twice,
                 bus_topics_are_ordered_and_replayable, consumer_groups_deliver_at_least_once,
                 cursors_move_with_their_batch, parents_resume_when_subtasks_finish,
                 concurrent_writes_fail_alone, critical_tasks_preempt_lower_priority_work,
                 new_work_wakes_waiters, events_are_read_by_action,
-                budgets_are_exact_under_concurrency, a_reservation_takes_every_scope_or_none);
+                budgets_are_exact_under_concurrency, a_reservation_takes_every_scope_or_none,
+                agents_drain_busy_and_probes);
         }
     };
     (@tests $harness:path; $($test:ident),+) => {

@@ -100,9 +100,13 @@ pub struct NewAgent {
     pub model_preference: Option<ModelPreference>,
     #[serde(default)]
     pub cost_profile: Option<AgentCostProfile>,
+    /// Leases the agent works on at once; holding this many makes it `busy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
 }
 
 pub const MAX_CAPABILITIES: usize = 64;
+pub const MAX_CONCURRENCY: u32 = 10_000;
 
 impl NewAgent {
     pub fn validate(&self) -> Result<(), FieldError> {
@@ -123,6 +127,14 @@ impl NewAgent {
         if let Some(cost) = &self.cost_profile {
             cost.validate()?;
         }
+        if let Some(n) = self.max_concurrency
+            && !(1..=MAX_CONCURRENCY).contains(&n)
+        {
+            return Err(FieldError::new(
+                "maxConcurrency",
+                format!("must be between 1 and {MAX_CONCURRENCY}"),
+            ));
+        }
         Ok(())
     }
 
@@ -139,8 +151,22 @@ impl NewAgent {
             status: AgentStatus::Active,
             registered_at: now,
             last_heartbeat: None,
+            max_concurrency: self.max_concurrency,
+            draining_since: None,
+            a2a: None,
         }
     }
+}
+
+/// Where a remote agent imported over A2A is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct A2aEndpoint {
+    /// Its Agent Card: fetched at import, and by the registry's health probes.
+    pub card_url: String,
+    /// Its JSON-RPC interface, where work is sent.
+    pub url: String,
+    pub protocol_version: String,
 }
 
 /// A registered agent.
@@ -160,6 +186,23 @@ pub struct Agent {
     pub registered_at: Timestamp,
     #[serde(default, with = "crate::task::optional_micros")]
     pub last_heartbeat: Option<Timestamp>,
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// When a drain began: the agent takes no new work and is retired once it holds
+    /// no lease.
+    #[serde(default, with = "crate::task::optional_micros")]
+    pub draining_since: Option<Timestamp>,
+    /// Set for agents imported from an A2A Agent Card.
+    #[serde(default)]
+    pub a2a: Option<A2aEndpoint>,
+}
+
+impl Agent {
+    /// The last sign of life: its latest heartbeat (or successful probe), else its
+    /// registration — what the heartbeat expiry measures too.
+    pub fn last_seen(&self) -> Timestamp {
+        self.last_heartbeat.unwrap_or(self.registered_at)
+    }
 }
 
 /// Filters of `GET /api/v1/agents`.
@@ -168,6 +211,8 @@ pub struct AgentFilter {
     pub status: Option<AgentStatus>,
     pub role: Option<AgentRole>,
     pub capability: Option<String>,
+    /// Only agents imported over A2A (`true`) or only the others (`false`).
+    pub a2a: Option<bool>,
 }
 
 /// How many agents are in each state.

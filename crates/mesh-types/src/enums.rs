@@ -108,9 +108,20 @@ seed_enum!(
 );
 
 seed_enum!(
-    /// Lifecycle of a registered tool.
+    /// Lifecycle of a registered MCP server (whether it is reachable is not stored:
+    /// each tool-registry process keeps its own connection).
+    McpServerStatus, "MCP server status" {
+        Active => "active",
+        Retired => "retired",
+    }
+);
+
+seed_enum!(
+    /// Lifecycle of a registered tool. `unhealthy`: its MCP server cannot be reached,
+    /// and calls answer 503 until it is back.
     ToolStatus, "tool status" {
         Active => "active",
+        Unhealthy => "unhealthy",
         Retired => "retired",
     }
 );

@@ -10,6 +10,8 @@ pub mod auth;
 pub mod bus;
 pub mod canonical;
 pub mod enums;
+pub mod matching;
+pub mod mcp;
 pub mod page;
 pub mod provenance;
 pub mod queue;
@@ -21,9 +23,11 @@ pub mod validate;
 pub use agent::{Agent, AgentCostProfile, ModelPreference, NewAgent};
 pub use auth::{Permission, Principal, Role};
 pub use enums::{
-    AgentRole, AgentStatus, DataClassification, PolicyAction, RiskTier, TaskStatus, ToolStatus,
+    AgentRole, AgentStatus, DataClassification, McpServerStatus, PolicyAction, RiskTier,
+    TaskStatus, ToolStatus,
 };
+pub use mcp::{McpServer, McpTransport, NewMcpServer};
 pub use page::{Page, PageRequest};
 pub use provenance::{ChainHead, EventDraft, ProvenanceEvent};
 pub use task::{NewTask, Task};
-pub use tool::{NewTool, Tool, ToolCostModel};
+pub use tool::{NewTool, Tool, ToolBackend, ToolCostModel};

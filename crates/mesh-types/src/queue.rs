@@ -245,7 +245,9 @@ impl Task {
         Lease {
             attempt: self.attempts,
             task: self,
-            lease_token: Uuid::new_v4(),
+            // Version 7: the token carries the time it was minted, so the queue can
+            // tell how long the current attempt has run without another column.
+            lease_token: Uuid::now_v7(),
             lease_expires_at: expires,
         }
     }
@@ -294,6 +296,9 @@ impl Task {
     /// output so far kept (a claim of a task with an output is a resumption).
     pub fn wait_for_children(&mut self, output: serde_json::Value, now: Timestamp) {
         self.status = crate::enums::TaskStatus::Pending;
+        // Parking is progress, not a failed attempt: a task that resumes many times
+        // (a flow going through its stages) must not run out of attempts by doing so.
+        self.attempts = (self.attempts - 1).max(0);
         self.output = Some(output);
         self.updated_at = now;
         self.release();

@@ -24,7 +24,7 @@ pub struct ToolCostModel {
 }
 
 impl ToolCostModel {
-    fn validate(&self) -> Result<(), FieldError> {
+    pub(crate) fn validate(&self) -> Result<(), FieldError> {
         non_negative("costModel.perInvocation", self.per_invocation)?;
         non_negative("costModel.perInputUnit", self.per_input_unit)?;
         match &self.input_unit_type {
@@ -38,6 +38,39 @@ impl ToolCostModel {
             None => {}
         }
         validate_currency("costModel.currency", &self.currency)
+    }
+}
+
+/// What runs when a tool is invoked.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ToolBackend {
+    /// The tool's `endpoint` is POSTed the arguments; without an endpoint, agents call
+    /// the tool themselves.
+    #[default]
+    Http,
+    /// Built into the tool registry and run in its process (`file_read`, …).
+    Builtin,
+    /// A tool of a registered MCP server, called with `tools/call`.
+    Mcp {
+        /// The MCP server's name in the mesh.
+        server: String,
+        /// The tool's name on that server.
+        tool: String,
+    },
+}
+
+impl ToolBackend {
+    pub fn is_http(&self) -> bool {
+        matches!(self, ToolBackend::Http)
+    }
+
+    /// The name of the backing MCP server, if there is one.
+    pub fn mcp_server(&self) -> Option<&str> {
+        match self {
+            ToolBackend::Mcp { server, .. } => Some(server),
+            _ => None,
+        }
     }
 }
 
@@ -112,6 +145,7 @@ impl NewTool {
             rate_limit: self.rate_limit,
             cost_model: self.cost_model,
             endpoint: self.endpoint,
+            backend: ToolBackend::Http,
             status: ToolStatus::Active,
             registered_at: now,
         }
@@ -133,6 +167,9 @@ pub struct Tool {
     pub cost_model: Option<ToolCostModel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Absent for HTTP (and agent-called) tools.
+    #[serde(default, skip_serializing_if = "ToolBackend::is_http")]
+    pub backend: ToolBackend,
     pub status: ToolStatus,
     #[serde(with = "rfc3339_micros")]
     pub registered_at: Timestamp,
@@ -143,4 +180,6 @@ pub struct Tool {
 pub struct ToolFilter {
     pub status: Option<ToolStatus>,
     pub name: Option<String>,
+    /// Only the tools of this MCP server.
+    pub mcp_server: Option<String>,
 }

@@ -77,6 +77,61 @@ pub enum Command {
     /// Measure the mesh on this machine
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run a code_refactor task through planner, coders and critic on a mesh started
+    /// in this process, showing progress, the timeline and the provenance graph
+    Demo(DemoArgs),
+    /// Run one built-in agent (planner, coder or critic) against a running mesh over
+    /// HTTP; the API key comes from MESH_API_KEY
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Give up if the task has not finished after this many seconds
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// planner, coder or critic
+    #[arg(long)]
+    pub kind: String,
+    /// Name to register under [default: <kind>-<pid>]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Model to ask through the routing gateway
+    #[arg(long, default_value = "sim-small")]
+    pub model: String,
+    #[arg(long, default_value = "high", value_parser = parse_enum::<RiskTier>)]
+    pub risk_tier: RiskTier,
+    /// Task types to claim, comma-separated [default: the kind's flow stage]
+    #[arg(long, value_delimiter = ',')]
+    pub capabilities: Vec<String>,
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Lease asked for each claimed task; renewed while the task runs
+    #[arg(long, default_value_t = 30_000)]
+    pub lease_ms: i64,
+    /// Task queue base URL
+    #[arg(long, default_value = "http://127.0.0.1:5007")]
+    pub queue: String,
+    /// Agent registry base URL
+    #[arg(long, default_value = "http://127.0.0.1:5004")]
+    pub registry: String,
+    /// Routing gateway base URL
+    #[arg(long, default_value = "http://127.0.0.1:5001")]
+    pub gateway: String,
+    /// Tool registry base URL
+    #[arg(long, default_value = "http://127.0.0.1:5005")]
+    pub tools: String,
+    /// Directory overriding the built-in prompts
+    #[arg(long, value_name = "DIR")]
+    pub prompts_dir: Option<PathBuf>,
+    /// Drain and stop when the process that started this one goes away (set by the
+    /// mesh for the agents it supervises, so none outlives a killed mesh)
+    #[arg(long)]
+    pub exit_with_parent: bool,
 }
 
 #[derive(Debug, Subcommand)]

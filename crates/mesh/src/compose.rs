@@ -1,11 +1,12 @@
 //! Composition: which services run in this process, how each reaches the others, and
 //! their lifecycle from bind to drain. Only this module knows the deployment mode.
 
+use crate::agents::{AgentHost, Endpoints};
 use crate::config::Config;
 use anyhow::{Context, Result};
 use axum::Router;
 use mesh_bus::EventsBus;
-use mesh_gateway::{Gateway, Provider, RateLimiter};
+use mesh_gateway::{Gateway, GatewayOptions, Provider, RateLimiter};
 use mesh_orchestrator::Orchestrator;
 use mesh_policy::{DecisionLogger, Enforcer, PolicyService};
 use mesh_provenance::ProvenanceService;
@@ -80,8 +81,16 @@ impl Cores {
         } else {
             None
         };
-        let tools = here(ServiceName::ToolRegistry)
-            .then(|| ToolRegistry::new(ctx(ServiceName::ToolRegistry), policy.clone()));
+        let tools = if here(ServiceName::ToolRegistry) {
+            Some(ToolRegistry::new(
+                ctx(ServiceName::ToolRegistry),
+                policy.clone(),
+                config.tools.clone(),
+                agent_client()?,
+            ))
+        } else {
+            None
+        };
         let provenance = here(ServiceName::Provenance)
             .then(|| ProvenanceService::new(ctx(ServiceName::Provenance), policy.clone()));
         let (policy_service, decision_log) = if here(ServiceName::PolicyEnforcer) {
@@ -101,7 +110,12 @@ impl Cores {
                 None => TaskQueueClient::Http(peer(config, ServiceName::TaskQueue)?),
             };
             let ctx = ctx(ServiceName::Orchestrator);
-            Some(Orchestrator::new(ctx, queue_client, agent_client()?))
+            Some(Orchestrator::new(
+                ctx,
+                queue_client,
+                agent_client()?,
+                config.flows.clone(),
+            ))
         } else {
             None
         };
@@ -139,9 +153,12 @@ impl Cores {
                     policy.clone(),
                     providers,
                     records,
-                    limiter,
-                    config.budgets.clone(),
-                    config.routes.clone(),
+                    GatewayOptions {
+                        limiter,
+                        budgets: config.budgets.clone(),
+                        rules: config.routes.clone(),
+                        sim_script: config.sim_script.clone(),
+                    },
                 )
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             )
@@ -184,6 +201,10 @@ fn peer(config: &Config, service: ServiceName) -> Result<HttpClient> {
 /// A set of services serving on their listeners.
 pub struct Running {
     pub endpoints: Vec<(ServiceName, SocketAddr)>,
+    /// The flow runner and declared agents this process runs, stopped before the
+    /// services so they can finish their tasks through them.
+    agents: Option<AgentHost>,
+    agents_stop: watch::Sender<bool>,
     log_writers: Vec<JoinHandle<()>>,
     servers: JoinSet<(ServiceName, std::io::Result<()>)>,
     shutdown: watch::Sender<bool>,
@@ -230,9 +251,15 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
             sweep,
             watcher.clone(),
         );
+        // Remote (A2A) agents send no heartbeats: they are probed as often as swept.
+        mesh_registry::spawn_agent_prober(agents.clone(), sweep, watcher.clone());
     }
     if let Some(queue) = &cores.queue {
         mesh_queue::spawn_queue_sweeper(queue.clone(), watcher.clone());
+    }
+    if let Some(tools) = &cores.tools {
+        // Built-in tools and MCP connections; CLI commands build cores without them.
+        tools.start(watcher.clone()).await;
     }
     if let Some(bus) = &cores.bus {
         mesh_bus::spawn_relay(bus.clone(), watcher.clone());
@@ -242,8 +269,21 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
         config.policy.reload_interval,
         watcher.clone(),
     );
+    let (agents_stop, agents_watch) = watch::channel(false);
+    let mut urls: Endpoints = config.peers.clone();
+    for (service, addr) in &endpoints {
+        urls.insert(*service, format!("http://{addr}"));
+    }
+    // Agents run where the orchestrator runs: it spawns and supervises them.
+    let agents = if cores.orchestrator.is_some() {
+        Some(AgentHost::start(store, &cores, config, &urls, agents_watch).await?)
+    } else {
+        None
+    };
     readiness.set_ready(true);
     Ok(Running {
+        agents,
+        agents_stop,
         endpoints,
         log_writers: std::mem::take(&mut cores.log_writers),
         servers,
@@ -280,6 +320,17 @@ impl Running {
     /// Drops readiness, stops accepting, and gives in-flight requests `grace` to finish.
     pub async fn drain(&mut self, grace: Duration) {
         self.readiness.set_ready(false);
+        let deadline = tokio::time::Instant::now() + grace;
+        let _ = self.agents_stop.send(true);
+        if let Some(agents) = self.agents.take()
+            && tokio::time::timeout_at(deadline, agents.finish())
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                "grace period over; agents abandoned their tasks (their leases will expire)"
+            );
+        }
         let _ = self.shutdown.send(true);
         let log_writers = std::mem::take(&mut self.log_writers);
         let all_done = async {
@@ -290,7 +341,7 @@ impl Running {
                 let _ = writer.await;
             }
         };
-        if tokio::time::timeout(grace, all_done).await.is_err() {
+        if tokio::time::timeout_at(deadline, all_done).await.is_err() {
             tracing::warn!("grace period over; abandoning in-flight requests");
             self.servers.abort_all();
         }

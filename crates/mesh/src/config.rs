@@ -3,15 +3,21 @@
 //! Parsing binds nothing and reads no environment: the file's text is passed in, so
 //! tests can resolve configurations from strings.
 
+use crate::agents::AgentDecl;
 use anyhow::{Context, Result, bail};
+use mesh_agents::Prompts;
+use mesh_gateway::sim::Script;
 use mesh_gateway::{BudgetsConfig, LimitsConfig, ProviderConfig, RouteRule};
+use mesh_orchestrator::flows::{FlowDef, Flows};
 use mesh_policy::PolicyLocation;
 use mesh_queue::QueueConfig;
+use mesh_registry::ToolsConfig;
 use mesh_service::ServiceName;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The file format (`--config FILE`).
@@ -35,7 +41,16 @@ pub struct FileConfig {
     #[serde(default)]
     pub secrets: SecretsFileConfig,
     #[serde(default)]
+    pub tools: ToolsFileConfig,
+    #[serde(default)]
     pub gateway: GatewayFileConfig,
+    /// Task flows in matching order; absent means the built-in set.
+    pub flows: Option<Vec<FlowDef>>,
+    /// Agents the mesh spawns; absent means a planner, two coders and a critic.
+    pub agents: Option<Vec<AgentDecl>>,
+    /// Directory overriding the built-in agents' prompts (`planner.md`, `coder.md`,
+    /// `critic.md`).
+    pub prompts_dir: Option<PathBuf>,
 }
 
 /// `[gateway]`: model providers besides the built-in `sim`.
@@ -50,6 +65,8 @@ pub struct GatewayFileConfig {
     pub budgets: BudgetsConfig,
     #[serde(default)]
     pub routes: Vec<RouteRule>,
+    /// Scripted replies for the `sim` provider (TOML); the embedded fixture otherwise.
+    pub sim_script: Option<PathBuf>,
 }
 
 /// `[secrets]`: the mounted-secrets directory agents read from (one file per secret).
@@ -57,6 +74,14 @@ pub struct GatewayFileConfig {
 #[serde(deny_unknown_fields)]
 pub struct SecretsFileConfig {
     pub dir: Option<PathBuf>,
+}
+
+/// `[tools]`: what the built-in tools may touch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsFileConfig {
+    /// Directories `file_read` and `file_write` may use; default `<data_dir>/workspace`.
+    pub allowed_paths: Option<Vec<PathBuf>>,
 }
 
 /// `[policy]`: where the Rego policies come from.
@@ -93,6 +118,9 @@ pub struct QueueFileConfig {
     /// Attempts for particular task types, e.g. `{ code_refactor = 5 }`.
     #[serde(default)]
     pub max_attempts_by_type: BTreeMap<String, i32>,
+    /// How long one attempt may run, per task type, e.g. `{ implement = 120000 }`.
+    #[serde(default)]
+    pub timeout_ms_by_type: BTreeMap<String, i64>,
 }
 
 impl QueueFileConfig {
@@ -130,6 +158,10 @@ impl QueueFileConfig {
                 bail!("[queue] preempt_after_ms must not be negative");
             }
             q.preempt_after_ms = v;
+        }
+        for (task_type, ms) in self.timeout_ms_by_type {
+            positive(&format!("timeout_ms_by_type.{task_type}"), ms)?;
+            q.timeout_ms_by_type.insert(task_type, ms);
         }
         for (task_type, n) in self.max_attempts_by_type {
             positive(&format!("max_attempts_by_type.{task_type}"), i64::from(n))?;
@@ -175,6 +207,8 @@ pub struct Config {
     pub policy: PolicySettings,
     /// `None`: no secret store; secret reads answer 404.
     pub secrets_dir: Option<PathBuf>,
+    /// `[tools]`.
+    pub tools: ToolsConfig,
     /// `[[gateway.providers]]`, checked at start-up (credentials resolved then).
     pub providers: Vec<ProviderConfig>,
     /// `[gateway.limits]`.
@@ -183,6 +217,14 @@ pub struct Config {
     pub budgets: BudgetsConfig,
     /// `[[gateway.routes]]`, in order.
     pub routes: Vec<RouteRule>,
+    /// The `sim` provider's scripted replies.
+    pub sim_script: Arc<Script>,
+    pub flows: Arc<Flows>,
+    /// `[[agents]]`, checked.
+    pub agents: Vec<AgentDecl>,
+    pub prompts: Arc<Prompts>,
+    /// Where `prompts` came from, for agents started as processes.
+    pub prompts_dir: Option<PathBuf>,
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".mesh";
@@ -252,10 +294,38 @@ impl Config {
                 .unwrap_or(PolicyLocation::Embedded),
             reload_interval: Duration::from_millis(file.policy.reload_ms.unwrap_or(1000).max(50)),
         };
+        let sim_script = match &file.gateway.sim_script {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read [gateway] sim_script {}", path.display())
+                })?;
+                Script::parse(&path.display().to_string(), &text).map_err(anyhow::Error::msg)?
+            }
+            None => Script::embedded(),
+        };
+        let flows = match file.flows {
+            Some(list) => Flows::new(list).map_err(anyhow::Error::msg)?,
+            None => Flows::default(),
+        };
+        let agents = file.agents.unwrap_or_else(AgentDecl::defaults);
+        AgentDecl::check(&agents)?;
+        let prompts = Prompts::load(file.prompts_dir.as_deref())
+            .map_err(|e| anyhow::anyhow!("prompts_dir: {e}"))?;
         Ok(Config {
+            sim_script: Arc::new(sim_script),
+            flows: Arc::new(flows),
+            agents,
+            prompts: Arc::new(prompts),
+            prompts_dir: file.prompts_dir,
             queue,
             policy,
             secrets_dir: file.secrets.dir,
+            tools: ToolsConfig {
+                allowed_paths: file
+                    .tools
+                    .allowed_paths
+                    .unwrap_or_else(|| vec![data_dir.join("workspace")]),
+            },
             providers: file.gateway.providers,
             limits: file.gateway.limits,
             budgets: file.gateway.budgets,
@@ -285,6 +355,21 @@ pub fn service_pair(arg: &str) -> Result<(ServiceName, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_tools_default_to_the_data_dirs_workspace() {
+        let defaults = Config::resolve(None, &Overrides::default()).unwrap();
+        assert_eq!(
+            defaults.tools.allowed_paths,
+            vec![PathBuf::from(".mesh/workspace")]
+        );
+        let file = "[tools]\nallowed_paths = [\"/srv/a\", \"b\"]";
+        let c = Config::resolve(Some(("m.toml", file)), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.tools.allowed_paths,
+            vec![PathBuf::from("/srv/a"), PathBuf::from("b")]
+        );
+    }
 
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {

@@ -3,6 +3,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod agents;
 mod cli;
 mod commands;
 mod compose;

@@ -179,7 +179,12 @@ async fn seed_contracts_round_trip() {
     let listed = api
         .get(&format!("{tools}/api/v1/tools?status=active"), &key)
         .await;
-    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    let active = listed.body["items"].as_array().unwrap();
+    assert!(
+        active.iter().any(|t| t["name"] == "web-search"),
+        "{active:?}"
+    );
+    assert!(active.iter().all(|t| t["status"] == "active"), "{active:?}");
     let retired = api
         .post(&format!("{tools}/api/v1/tools/{tool_id}/retire"), &key, "")
         .await;
@@ -223,21 +228,33 @@ async fn estimated_completion_grows_with_the_queue() {
     );
     // Five tasks ahead with no observed durations: six default-length waves.
     assert_eq!(sixth, 6 * first, "first {first} ms, sixth {sixth} ms");
-    // More active agents drain the queue in parallel.
+    // More agents able to take the task drain the queue in parallel; agents that cannot
+    // take it change nothing.
     let reg = mesh.url("agent-registry");
+    let register = |name: String, capability: &'static str| {
+        let body = SEED_AGENT
+            .replace("coder-agent-v1", &name)
+            .replace("\"refactoring\"", &format!("\"{capability}\""));
+        let url = format!("{reg}/api/v1/agents");
+        let (api, key) = (&api, &key);
+        async move { assert_eq!(api.post(&url, key, &body).await.status, 201) }
+    };
     for i in 0..5 {
-        let body = SEED_AGENT.replace("coder-agent-v1", &format!("coder-{i}"));
-        assert_eq!(
-            api.post(&format!("{reg}/api/v1/agents"), &key, &body)
-                .await
-                .status,
-            201
-        );
+        register(format!("reviewer-{i}"), "code_review").await;
+    }
+    let unhelped = submit().await;
+    assert_eq!(
+        unhelped,
+        7 * first,
+        "agents of another capability do not help"
+    );
+    for i in 0..5 {
+        register(format!("coder-{i}"), "code_refactor").await;
     }
     let parallel = submit().await;
     assert!(
-        parallel < sixth,
-        "five agents should shorten the estimate: {parallel} ms vs {sixth} ms"
+        parallel < unhelped,
+        "five capable agents should shorten the estimate: {parallel} ms vs {unhelped} ms"
     );
 }
 

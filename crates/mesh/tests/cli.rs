@@ -84,7 +84,7 @@ async fn task_commands_and_tables() {
         "--priority",
         "2",
         "--risk-tier",
-        "high",
+        "medium",
         "--data-dir",
         data,
     ]))
@@ -106,7 +106,7 @@ async fn task_commands_and_tables() {
             got["riskTier"].as_str(),
             got["priority"].as_i64()
         ),
-        (Some("queued"), Some("high"), Some(2))
+        (Some("queued"), Some("medium"), Some(2))
     );
     let table = stdout(&mesh(&["task", "list", "--data-dir", data]));
     assert!(

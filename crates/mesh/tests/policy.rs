@@ -160,6 +160,8 @@ fn tool_with_endpoint(name: &str, tier: &str, endpoint: &str) -> String {
     tool["name"] = json!(name);
     tool["riskTier"] = json!(tier);
     tool["endpoint"] = json!(endpoint);
+    // What `echo_tool` answers; invocation checks replies against the output schema.
+    tool["outputSchema"] = json!({"type": "object", "required": ["echo"]});
     tool.to_string()
 }
 
@@ -229,11 +231,12 @@ async fn every_enforcement_point_refuses_what_its_policy_denies() {
     m.assert_refused(r, "agent.register").await;
     assert_eq!(m.count("agent-registry", "/api/v1/agents").await, before);
 
-    // tool.register: 403, no tool.
+    // tool.register: 403, no tool (the built-in tools are there from the start).
+    let before = m.count("tool-registry", "/api/v1/tools").await;
     m.swap_policy(&deny_only("tool.register")).await;
     let r = m.post("tool-registry", "/api/v1/tools", SEED_TOOL).await;
     m.assert_refused(r, "tool.register").await;
-    assert_eq!(m.count("tool-registry", "/api/v1/tools").await, 0);
+    assert_eq!(m.count("tool-registry", "/api/v1/tools").await, before);
 
     // data.export: 403, nothing exported.
     m.swap_policy(&deny_only("data.export")).await;

@@ -329,9 +329,10 @@ async fn failures_retry_then_dead_letter_and_requeue() {
         "{}",
         r.body
     );
-    // Claimable again once the backoff passes.
+    // Claimable again by the same agent once the backoff passes and no other agent has
+    // taken it within the queue's retry-elsewhere grace (3 s).
     let mut retry = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..400 {
         let got = f.claim(&a, &["flaky"], json!({})).await.body;
         if let Some(l) = got.get(0) {
             retry = l.clone();

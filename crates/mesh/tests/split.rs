@@ -96,7 +96,7 @@ async fn orchestrator_reaches_queue_and_registry_over_http() {
         .call("GET", &format!("{registry_url}/metrics"), None, None)
         .await;
     assert_eq!(
-        counter(rm.body.as_str().unwrap(), "/api/v1/agents/summary", 200),
+        counter(rm.body.as_str().unwrap(), "/api/v1/agents/match", 200),
         1
     );
 

@@ -7,6 +7,7 @@ mod budget;
 mod bus;
 mod keys;
 mod listen;
+mod mcp;
 mod provenance;
 mod queue;
 mod rows;
@@ -29,6 +30,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "provenance by action", include_str!("migrate_6.sql")),
     (7, "tool endpoints", include_str!("migrate_7.sql")),
     (8, "budgets", include_str!("migrate_8.sql")),
+    (
+        9,
+        "mcp servers and tool backends",
+        include_str!("migrate_9.sql"),
+    ),
+    (10, "agent lifecycle", include_str!("migrate_10.sql")),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

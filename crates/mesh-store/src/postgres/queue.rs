@@ -160,6 +160,9 @@ impl QueueStore for PgStore {
                 break;
             }
             let (task, _) = lock(&tx, id).await?;
+            if steps::left_for_others(&task, req) {
+                continue;
+            }
             if let Some(gate) = gate {
                 let verdict = gate(&task);
                 append_in_tx(&tx, verdict.audit.into_iter().collect()).await?;

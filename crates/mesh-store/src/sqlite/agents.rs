@@ -1,16 +1,20 @@
 use super::SqliteStore;
 use super::provenance::append_in_tx;
 use super::rows::{self, fmt_ts, json, opt_json, opt_ts, parsed, to_json, ts, uuid};
-use crate::{AgentStore, EventFor, Result, StoreError};
+use crate::{AgentStore, EventFor, EventsFor, Result, StoreError};
 use async_trait::async_trait;
 use mesh_types::agent::{AgentFilter, AgentSummary};
 use mesh_types::time::Timestamp;
 use mesh_types::{Agent, AgentStatus, EventDraft, Page, PageRequest};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 const AGENT_COLUMNS: &str = "id, name, version, role, risk_tier, capabilities, model_preference, \
-     cost_profile, status, registered_at, last_heartbeat";
+     cost_profile, status, registered_at, last_heartbeat, max_concurrency, draining_since, a2a_endpoint";
+/// Leases `agents.id` holds (for use inside a statement on `agents`).
+const LEASES_HELD: &str =
+    "(SELECT COUNT(*) FROM tasks WHERE tasks.status = 'running' AND tasks.leased_by = agents.id)";
 
 fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
     Ok(Agent {
@@ -25,6 +29,11 @@ fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
         status: parsed(row, 8)?,
         registered_at: ts(row, 9)?,
         last_heartbeat: opt_ts(row, 10)?,
+        max_concurrency: row
+            .get::<_, Option<i64>>(11)?
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        draining_since: opt_ts(row, 12)?,
+        a2a: opt_json(row, 13)?,
     })
 }
 
@@ -33,6 +42,17 @@ fn load(tx: &Transaction<'_>, id: Uuid) -> Result<Agent> {
         .query_row(params![id.to_string()], agent_from_row)
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("agent {id}")))
+}
+
+/// Runs an `UPDATE … RETURNING` of agents; the rows in id order, so the events they
+/// produce are in a stable order.
+fn update_returning(tx: &Transaction<'_>, sql: &str) -> Result<Vec<Agent>> {
+    let mut stmt = tx.prepare(sql)?;
+    let mut agents = stmt
+        .query_map([], agent_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    agents.sort_by_key(|a| a.id);
+    Ok(agents)
 }
 
 #[async_trait]
@@ -48,7 +68,7 @@ impl AgentStore for SqliteStore {
                     agent.name
                 )));
             }
-            tx.prepare_cached(&format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))?.execute(params![
+            tx.prepare_cached(&format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"))?.execute(params![
                     agent.id.to_string(),
                     agent.name,
                     agent.version,
@@ -60,6 +80,9 @@ impl AgentStore for SqliteStore {
                     agent.status.as_str(),
                     fmt_ts(&agent.registered_at),
                     agent.last_heartbeat.as_ref().map(fmt_ts),
+                    agent.max_concurrency,
+                    agent.draining_since.as_ref().map(fmt_ts),
+                    agent.a2a.as_ref().map(to_json),
                 ],)?;
             append_in_tx(tx, audit)?;
             Ok(())
@@ -97,6 +120,9 @@ impl AgentStore for SqliteStore {
                     "EXISTS (SELECT 1 FROM json_each(capabilities) WHERE value = ?)",
                     cap,
                 );
+            }
+            if let Some(a2a) = filter.a2a {
+                q.and("(a2a_endpoint IS NOT NULL) = ?", a2a);
             }
             q.page(conn, cursor, limit, agent_from_row, |a| a.id)
         })
@@ -181,6 +207,88 @@ impl AgentStore for SqliteStore {
                 }
             }
             Ok(summary)
+        })
+        .await
+    }
+    async fn drain_agent(&self, id: Uuid, now: Timestamp, audit: Vec<EventDraft>) -> Result<Agent> {
+        self.write(move |tx| {
+            let agent = load(tx, id)?;
+            if agent.status == AgentStatus::Retired {
+                return Err(StoreError::Conflict(format!("agent {id} is retired")));
+            }
+            if agent.draining_since.is_none() {
+                tx.prepare_cached("UPDATE agents SET draining_since = ?2 WHERE id = ?1")?
+                    .execute(params![id.to_string(), fmt_ts(&now)])?;
+                append_in_tx(tx, audit)?;
+            }
+            load(tx, id)
+        })
+        .await
+    }
+
+    async fn retire_drained(&self, events: EventsFor<Agent>) -> Result<Vec<Agent>> {
+        self.write(move |tx| {
+            let retired = update_returning(
+                tx,
+                &format!(
+                    "UPDATE agents SET status = 'retired'
+                     WHERE draining_since IS NOT NULL AND status <> 'retired' AND {LEASES_HELD} = 0
+                     RETURNING {AGENT_COLUMNS}"
+                ),
+            )?;
+            append_in_tx(tx, retired.iter().flat_map(|a| events(a)).collect())?;
+            Ok(retired)
+        })
+        .await
+    }
+
+    async fn balance_busy(&self, event: EventFor<Agent>) -> Result<Vec<Agent>> {
+        self.write(move |tx| {
+            let changed = update_returning(
+                tx,
+                &format!(
+                    "UPDATE agents SET status = CASE status WHEN 'active' THEN 'busy' ELSE 'active' END
+                     WHERE max_concurrency IS NOT NULL
+                       AND ((status = 'active' AND {LEASES_HELD} >= max_concurrency)
+                         OR (status = 'busy' AND {LEASES_HELD} < max_concurrency))
+                     RETURNING {AGENT_COLUMNS}"
+                ),
+            )?;
+            append_in_tx(tx, changed.iter().map(|a| event(a)).collect())?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn agent_loads(&self) -> Result<HashMap<Uuid, u32>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT leased_by, COUNT(*) FROM tasks
+                 WHERE status = 'running' AND leased_by IS NOT NULL GROUP BY leased_by",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((uuid(r, 0)?, r.get::<_, i64>(1)?)))?;
+            let mut loads = HashMap::new();
+            for row in rows {
+                let (agent, n) = row?;
+                loads.insert(agent, u32::try_from(n).unwrap_or(u32::MAX));
+            }
+            Ok(loads)
+        })
+        .await
+    }
+
+    async fn mark_unhealthy(&self, id: Uuid, event: EventDraft) -> Result<Option<Agent>> {
+        self.write(move |tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE agents SET status = 'unhealthy' WHERE id = ?1 AND status IN ('active', 'busy')",
+                )?
+                .execute(params![id.to_string()])?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            append_in_tx(tx, vec![event])?;
+            load(tx, id).map(Some)
         })
         .await
     }

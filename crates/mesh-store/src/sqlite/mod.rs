@@ -10,6 +10,7 @@ mod agents;
 mod budget;
 mod bus;
 mod keys;
+mod mcp;
 mod provenance;
 mod queue;
 mod rows;
@@ -32,6 +33,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "provenance by action", include_str!("migrate_6.sql")),
     (7, "tool endpoints", include_str!("migrate_7.sql")),
     (8, "budgets", include_str!("migrate_8.sql")),
+    (
+        9,
+        "mcp servers and tool backends",
+        include_str!("migrate_9.sql"),
+    ),
+    (10, "agent lifecycle", include_str!("migrate_10.sql")),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.

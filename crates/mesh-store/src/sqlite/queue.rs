@@ -155,6 +155,9 @@ impl QueueStore for SqliteStore {
                     break;
                 }
                 let (task, _) = load(tx, id)?;
+                if steps::left_for_others(&task, &req) {
+                    continue;
+                }
                 if let Some(gate) = &gate {
                     let verdict = gate(&task);
                     append_in_tx(tx, verdict.audit.into_iter().collect())?;

@@ -7,7 +7,10 @@ use serde::de::DeserializeOwned;
 use std::str::FromStr;
 use uuid::Uuid;
 
-fn conversion<E: std::error::Error + Send + Sync + 'static>(idx: usize, err: E) -> rusqlite::Error {
+pub(crate) fn conversion<E: std::error::Error + Send + Sync + 'static>(
+    idx: usize,
+    err: E,
+) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(err))
 }
 

@@ -2,17 +2,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agent_lifecycle;
 mod budget;
 mod bus;
 mod harness;
+mod mcp;
 mod provenance;
 pub mod queue;
 mod registry;
 mod tasks;
 
+pub use agent_lifecycle::*;
 pub use budget::*;
 pub use bus::*;
 pub use harness::{Harness, postgres_harness, sqlite_harness};
+pub use mcp::*;
 pub use provenance::*;
 pub use queue::*;
 pub use registry::*;

@@ -323,6 +323,54 @@ pub async fn expired_leases_go_to_another_agent(h: &Harness) {
     assert_eq!((other[0].task.id, other[0].attempt), (orphan.id, 2));
 }
 
+/// A failed attempt's agent leaves the retry to others for a while, then may take it
+/// again if nobody did (it may be the only agent able to).
+pub async fn retries_wait_for_another_agent_first(h: &Harness) {
+    let s = &h.store;
+    let failed_by = Uuid::now_v7();
+    let task = new_task("solo", 0, None);
+    s.tasks.insert_task(&task, vec![]).await.unwrap();
+    let now = mesh_types::time::now();
+    let lease = s
+        .queue
+        .claim(&request(failed_by, &["solo"], 1, now))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let policy = RetryPolicy {
+        base_ms: 1,
+        max_ms: 1,
+    };
+    let (retried, _) = s
+        .queue
+        .fail_task(
+            task.id,
+            lease.lease_token,
+            "boom",
+            true,
+            now,
+            policy,
+            "agent",
+        )
+        .await
+        .unwrap();
+    let open = retried.available_at;
+    let soon = s
+        .queue
+        .claim(&request(failed_by, &["solo"], 1, later(open, 10)))
+        .await
+        .unwrap();
+    assert!(soon.is_empty(), "left for another agent at first");
+    let grace = mesh_store::RETRY_ELSEWHERE_MS;
+    let eventually = s
+        .queue
+        .claim(&request(failed_by, &["solo"], 1, later(open, grace + 10)))
+        .await
+        .unwrap();
+    assert_eq!(eventually[0].task.id, task.id, "nobody else came");
+}
+
 pub async fn missed_deadlines_fail_with_slo_timeout(h: &Harness) {
     let s = &h.store;
     let now = mesh_types::time::now();
@@ -498,9 +546,10 @@ pub async fn parents_resume_when_subtasks_finish(h: &Harness) {
         "the last subtask finished"
     );
     let again = claim_one(h, "plan", mesh_types::time::now()).await.unwrap();
+    // Parking refunded the first attempt: resuming is not a retry.
     assert_eq!(
         (again.attempt, again.task.output.clone()),
-        (2, Some(json!({"plan": 1})))
+        (1, Some(json!({"plan": 1})))
     );
     let actions: Vec<String> = s
         .provenance

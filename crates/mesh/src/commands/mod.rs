@@ -1,12 +1,14 @@
 //! One function per command; each resolves configuration and the store the same way.
 
 mod bench;
+mod demo;
 mod keys;
 mod policy;
 mod provenance;
 mod registry;
 mod run;
 mod tasks;
+mod worker;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{Config, Overrides};
@@ -35,6 +37,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Policy(cmd) => policy::run(g, cmd),
         Command::Approvals(cmd) => policy::approvals(g, cmd).await,
         Command::Bench(cmd) => bench::run(g, cmd).await,
+        Command::Demo(args) => demo::run(g, args).await,
+        Command::Worker(args) => worker::run(args).await,
     }
 }
 

@@ -22,7 +22,7 @@ pub async fn agents(g: &GlobalArgs, cmd: AgentsCommand) -> Result<ExitCode> {
             role,
             capability,
             limit,
-            cursor: None,
+            ..AgentListQuery::default()
         })
         .await?;
     if g.json {

@@ -36,6 +36,9 @@ async fn start(
     services: &[ServiceName],
     config: &crate::config::Config,
 ) -> Result<ExitCode> {
+    // Before the services start: the mesh's own agents get keys of their own, and the
+    // bootstrap admin key is for a store that has none.
+    let admin_key = mesh_service::auth::bootstrap_admin_key(store).await?;
     let running = compose::start(store, services, config).await?;
     // Listen for SIGTERM before announcing readiness: a supervisor may signal at once.
     let signal = mesh_service::server::shutdown_signal();
@@ -43,7 +46,7 @@ async fn start(
     for (service, addr) in &running.endpoints {
         println!("  {:<20} http://{addr}", service.as_str());
     }
-    if let Some(key) = mesh_service::auth::bootstrap_admin_key(store).await? {
+    if let Some(key) = admin_key {
         println!("Admin API key (created because the store had none; shown once, keep it):");
         println!("  {key}");
     }

@@ -55,8 +55,26 @@ pub struct MeshProcess {
 }
 
 impl MeshProcess {
-    /// `mesh <args>` (up or serve), waiting until it prints its endpoints.
+    /// `mesh <args>` (up or serve) without the built-in agents and flows, which would
+    /// take the tests' tasks (see [`without_builtins`]); waits until it is up.
     pub fn start(dir: &Path, args: &[&str]) -> MeshProcess {
+        let args = without_builtins(dir, args);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_as_configured(dir, &refs)
+    }
+
+    /// `mesh up` with every service on an ephemeral port, agents and flows as the
+    /// configuration says (the built-in planner, coders, critic and flows by default).
+    pub fn up_with_builtins(dir: &Path, extra: &[&str]) -> MeshProcess {
+        let mut args = vec!["up".to_string()];
+        args.extend(ephemeral_listen_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_as_configured(dir, &refs)
+    }
+
+    /// `mesh <args>` exactly as given, waiting until it prints its endpoints.
+    pub fn start_as_configured(dir: &Path, args: &[&str]) -> MeshProcess {
         let stderr_path = dir.join(format!("mesh-{}.log", uuid::Uuid::new_v4().simple()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut child = Command::new(mesh_bin())
@@ -152,6 +170,29 @@ impl Drop for MeshProcess {
 }
 
 /// A tiny blocking-free HTTP helper over reqwest.
+/// `args` with a configuration declaring no agents and no flows: the given `--config`
+/// file's text after `agents = []` and `flows = []` (top-level keys come before any
+/// table), or a file holding only those. Tests of other services use their own agents.
+pub fn without_builtins(dir: &Path, args: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let bare = "agents = []\nflows = []\n";
+    let path = dir.join(format!("bare-{}.toml", uuid::Uuid::new_v4().simple()));
+    match args.iter().position(|a| a == "--config") {
+        Some(i) => {
+            let given = dir.join(&args[i + 1]);
+            let text = std::fs::read_to_string(&given).unwrap();
+            std::fs::write(&path, format!("{bare}{text}")).unwrap();
+            args[i + 1] = path.display().to_string();
+        }
+        None => {
+            std::fs::write(&path, bare).unwrap();
+            args.push("--config".into());
+            args.push(path.display().to_string());
+        }
+    }
+    args
+}
+
 #[derive(Clone)]
 pub struct Api {
     pub http: reqwest::Client,

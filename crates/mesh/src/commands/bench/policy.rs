@@ -50,6 +50,9 @@ fn tool_call(i: usize) -> (Agent, PolicyContext) {
         status: AgentStatus::Active,
         registered_at: mesh_types::time::now(),
         last_heartbeat: None,
+        max_concurrency: None,
+        draining_since: None,
+        a2a: None,
     };
     let body = if i.is_multiple_of(5) {
         json!({"query": format!("mail ann{i}@example.com the report"), "page": i})

@@ -1,0 +1,294 @@
+//! The Streamable HTTP transport: each message is a POST to the server's one URL; a
+//! request is answered by `application/json` or by a `text/event-stream` whose events
+//! carry JSON-RPC messages, among them the response. The session id the server issues
+//! at initialization goes with every later request, and so does the negotiated
+//! `MCP-Protocol-Version` (under 2026-07-28 also `Mcp-Method` and `Mcp-Name`).
+//!
+//! A refused connection, a 5xx without a JSON-RPC body, or a session the server has
+//! ended closes the transport: the server is unreachable until reconnected.
+
+use super::LATEST;
+use super::client::McpError;
+use crate::invoke::MAX_TOOL_REPLY;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde_json::Value;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const SESSION: &str = "mcp-session-id";
+
+pub(crate) struct HttpTransport {
+    url: reqwest::Url,
+    http: reqwest::Client,
+    session: Mutex<Option<String>>,
+    version: Mutex<Option<String>>,
+    closed: watch::Sender<Option<String>>,
+}
+
+impl HttpTransport {
+    pub fn new(url: &str, http: &reqwest::Client) -> Result<Self, McpError> {
+        let url = reqwest::Url::parse(url)
+            .map_err(|e| McpError::Unreachable(format!("`{url}` is not a URL: {e}")))?;
+        Ok(HttpTransport {
+            url,
+            http: http.clone(),
+            session: Mutex::new(None),
+            version: Mutex::new(None),
+            closed: watch::channel(None).0,
+        })
+    }
+
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
+    pub fn set_protocol_version(&self, version: &str) {
+        if let Ok(mut v) = self.version.lock() {
+            *v = Some(version.to_string());
+        }
+    }
+
+    fn gone(&self) -> Option<String> {
+        self.closed.borrow().clone()
+    }
+
+    /// Marks the transport closed (the first reason sticks) and returns the error.
+    fn fail(&self, reason: String) -> McpError {
+        self.closed.send_if_modified(|closed| {
+            if closed.is_none() {
+                *closed = Some(reason.clone());
+                true
+            } else {
+                false
+            }
+        });
+        McpError::Unreachable(reason)
+    }
+
+    fn post(&self, message: &Value) -> reqwest::RequestBuilder {
+        let mut post = self
+            .http
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json, text/event-stream")
+            .body(serde_json::to_vec(message).unwrap_or_default());
+        if let Ok(session) = self.session.lock()
+            && let Some(session) = session.as_deref()
+        {
+            post = post.header(SESSION, session);
+        }
+        let version = self.version.lock().ok().and_then(|v| v.clone());
+        if let Some(version) = version {
+            if version == LATEST
+                && let Some(method) = message["method"].as_str()
+            {
+                post = post.header("mcp-method", method);
+                if let Some(name) = message["params"]["name"].as_str() {
+                    post = post.header("mcp-name", name);
+                }
+            }
+            post = post.header("mcp-protocol-version", version);
+        }
+        post
+    }
+
+    async fn send(&self, message: &Value) -> Result<reqwest::Response, McpError> {
+        if let Some(reason) = self.gone() {
+            return Err(McpError::Unreachable(reason));
+        }
+        let response = self
+            .post(message)
+            .send()
+            .await
+            .map_err(|e| self.fail(format!("{}: {e}", self.url)))?;
+        if let Some(session) = response
+            .headers()
+            .get(SESSION)
+            .and_then(|v| v.to_str().ok())
+            && let Ok(mut kept) = self.session.lock()
+        {
+            *kept = Some(session.to_string());
+        }
+        let has_session = self.session.lock().map(|s| s.is_some()).unwrap_or(false);
+        if response.status() == reqwest::StatusCode::NOT_FOUND && has_session {
+            return Err(self.fail(format!("{} ended the session", self.url)));
+        }
+        Ok(response)
+    }
+
+    pub async fn request(
+        &self,
+        id: u64,
+        message: &Value,
+        timeout: Duration,
+    ) -> Result<Value, McpError> {
+        let exchange = async {
+            let mut response = self.send(message).await?;
+            let status = response.status();
+            let is_stream = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            if is_stream && status.is_success() {
+                return self.read_stream(&mut response, id).await;
+            }
+            let body = read_body(&mut response)
+                .await
+                .map_err(|e| self.fail(format!("{}: {e}", self.url)))?;
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(reply) if reply.get("result").is_some() || reply.get("error").is_some() => {
+                    Ok(reply)
+                }
+                _ if status.is_server_error() => {
+                    Err(self.fail(format!("{} answered HTTP {status}", self.url)))
+                }
+                _ => Err(McpError::Protocol(format!(
+                    "{} answered HTTP {status} without a JSON-RPC response",
+                    self.url
+                ))),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(McpError::Timeout(format!(
+                    "no answer within {} s",
+                    timeout.as_secs()
+                )))
+            })
+    }
+
+    /// Reads server-sent events until the one carrying the response to `id`.
+    async fn read_stream(
+        &self,
+        response: &mut reqwest::Response,
+        id: u64,
+    ) -> Result<Value, McpError> {
+        let mut buffer: Vec<u8> = Vec::new();
+        loop {
+            while let Some(end) = event_end(&buffer) {
+                let event: Vec<u8> = buffer.drain(..end).collect();
+                if let Some(reply) = response_in(&event, id) {
+                    return Ok(reply);
+                }
+            }
+            match response.chunk().await {
+                Ok(Some(chunk)) if buffer.len() + chunk.len() <= MAX_TOOL_REPLY => {
+                    buffer.extend_from_slice(&chunk);
+                }
+                Ok(Some(_)) => {
+                    return Err(McpError::Protocol(format!(
+                        "an event from {} exceeds {MAX_TOOL_REPLY} bytes",
+                        self.url
+                    )));
+                }
+                Ok(None) => {
+                    // The stream ended; a last event may lack its blank line.
+                    return response_in(&buffer, id).ok_or_else(|| {
+                        McpError::Protocol(format!(
+                            "{}'s event stream ended without the response",
+                            self.url
+                        ))
+                    });
+                }
+                Err(e) => return Err(self.fail(format!("{}: the stream broke off: {e}", self.url))),
+            }
+        }
+    }
+
+    pub async fn notify(&self, message: &Value) -> Result<(), McpError> {
+        let response = self.send(message).await?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(McpError::Protocol(format!(
+                "{} answered the notification with HTTP {status}",
+                self.url
+            )))
+        }
+    }
+
+    pub async fn closed(&self) -> String {
+        let mut closed = self.closed.subscribe();
+        match closed.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "the transport was dropped".into(),
+        }
+    }
+
+    /// Ends the session (best effort) and closes the transport.
+    pub fn close(&self) {
+        let session = self.session.lock().ok().and_then(|s| s.clone());
+        if let Some(session) = session {
+            let delete = self.http.delete(self.url.clone()).header(SESSION, session);
+            tokio::spawn(async move {
+                let _ = delete.timeout(Duration::from_secs(5)).send().await;
+            });
+        }
+        let _ = self.fail("closed by the mesh".into());
+    }
+}
+
+async fn read_body(response: &mut reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_TOOL_REPLY {
+            return Err(format!("reply larger than {MAX_TOOL_REPLY} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Where the first complete event in `buffer` ends (after its blank line).
+fn event_end(buffer: &[u8]) -> Option<usize> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The JSON-RPC response to `id` in one event's `data:` lines, if that is what it holds.
+fn response_in(event: &[u8], id: u64) -> Option<Value> {
+    let text = String::from_utf8_lossy(event);
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    if data.is_empty() {
+        return None;
+    }
+    let message: Value = serde_json::from_str(&data.join("\n")).ok()?;
+    let answers = message["id"].as_u64() == Some(id)
+        && (message.get("result").is_some() || message.get("error").is_some());
+    answers.then_some(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_response_is_found_among_other_events() {
+        let stream = b": keep-alive\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\nid: 7\r\ndata: {\"jsonrpc\":\"2.0\",\r\ndata: \"id\":3,\"result\":{\"ok\":true}}\r\n\r\n";
+        let mut buffer = stream.to_vec();
+        let mut found = None;
+        while let Some(end) = event_end(&buffer) {
+            let event: Vec<u8> = buffer.drain(..end).collect();
+            if let Some(reply) = response_in(&event, 3) {
+                found = Some(reply);
+            }
+        }
+        assert_eq!(found.unwrap()["result"]["ok"], true);
+        assert!(response_in(b"data: {\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{}}", 3).is_none());
+    }
+}

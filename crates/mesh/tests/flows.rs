@@ -1,0 +1,684 @@
+//! Orchestrated flows end to end: the code flow (planner → coders → critic) with the
+//! built-in agents on the `sim` provider, approval for high-risk work, the seed's
+//! agent-failure table, agents spawned as supervised processes, and flows surviving
+//! the death of an orchestrator.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "agents/fake_a2a.rs"]
+mod fake_a2a;
+
+use common::{Api, MeshProcess, count, events_when, wait_for};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+const SEED_EXAMPLE: &str = r#"{"type": "code_refactor", "input": {"spec": "Split the parser into small functions", "target": "src/foo.ts"}, "priority": 1, "metadata": {"requester": "user@example.com"}}"#;
+
+struct Mesh {
+    process: MeshProcess,
+    api: Api,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    /// `mesh up` with the built-in agents and flows, plus `config` (TOML) and files.
+    fn up(config: &str, files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        std::fs::write(dir.path().join("mesh.toml"), config).unwrap();
+        let process = MeshProcess::up_with_builtins(dir.path(), &["--config", "mesh.toml"]);
+        let admin = process.admin_key.clone().unwrap();
+        Mesh {
+            process,
+            api: Api::new(),
+            admin,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, service: &str, path: &str) -> String {
+        format!("{}{path}", self.process.url(service))
+    }
+
+    async fn submit(&self, body: &str) -> String {
+        let r = self
+            .api
+            .post(
+                &self.url("mesh-orchestrator", "/api/v1/tasks"),
+                &self.admin,
+                body,
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["taskId"].as_str().unwrap().to_string()
+    }
+
+    async fn task(&self, id: &str) -> Value {
+        let url = self.url("mesh-orchestrator", &format!("/api/v1/tasks/{id}"));
+        self.api.get(&url, &self.admin).await.body
+    }
+
+    /// Waits for the task to reach a final status; returns it.
+    async fn finished(&self, id: &str) -> Value {
+        wait_until(Duration::from_secs(60), || async {
+            let task = self.task(id).await;
+            matches!(
+                task["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+            .then_some(task)
+        })
+        .await
+    }
+
+    async fn subtasks(&self, id: &str) -> Vec<Value> {
+        let url = self.url(
+            "mesh-orchestrator",
+            &format!("/api/v1/tasks?parentId={id}&limit=500"),
+        );
+        self.api.get(&url, &self.admin).await.body["items"]
+            .as_array()
+            .cloned()
+            .unwrap()
+    }
+
+    async fn provenance(&self, id: &str) -> Value {
+        let url = self.url(
+            "provenance-service",
+            &format!("/api/v1/provenance/task/{id}"),
+        );
+        self.api.get(&url, &self.admin).await.body
+    }
+}
+
+/// `wait_for` with a longer limit: whole flows take several model and queue round trips.
+async fn wait_until<T, F, Fut>(limit: Duration, probe: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not reached within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn of_type<'a>(subtasks: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    subtasks.iter().filter(|t| t["type"] == kind).collect()
+}
+
+fn edge_kinds(provenance: &Value) -> Vec<String> {
+    let mut kinds: Vec<String> = provenance["graph"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+#[tokio::test]
+async fn the_code_flow_plans_codes_and_converges_after_a_critic_rejection() {
+    // The coders read their target through the tool registry's file_read.
+    let target = ("workspace/src/foo.ts", "export const answer = 42;\n");
+    let mesh = Mesh::up("[tools]\nallowed_paths = [\"workspace\"]\n", &[target]);
+    let id = mesh.submit(SEED_EXAMPLE).await;
+    let task = mesh.finished(&id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let output = &task["output"];
+    // The embedded fixture: three planned steps; the critic rejects round 1, approves 2.
+    assert_eq!(output["plan"].as_array().unwrap().len(), 3, "{output}");
+    assert_eq!(output["rounds"], 2);
+    let verdicts: Vec<&str> = output["reviews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["reject", "approve"]);
+    assert!(
+        output["changes"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("src/foo.ts"),
+        "{output}"
+    );
+
+    let subtasks = mesh.subtasks(&id).await;
+    assert_eq!(of_type(&subtasks, "plan").len(), 1);
+    assert_eq!(
+        of_type(&subtasks, "implement").len(),
+        6,
+        "3 steps × 2 rounds"
+    );
+    assert_eq!(of_type(&subtasks, "review").len(), 2);
+    assert!(subtasks.iter().all(|t| t["status"] == "completed"));
+    // Round 2's coders got the critic's notes.
+    let second: Vec<&Value> = of_type(&subtasks, "implement")
+        .into_iter()
+        .filter(|t| t["metadata"]["round"] == 2)
+        .collect();
+    assert_eq!(second.len(), 3);
+    assert!(
+        second[0]["input"]["notes"]
+            .as_str()
+            .unwrap()
+            .contains("unit test")
+    );
+
+    // Model calls are written in batches: wait for them before reading the graph.
+    events_when(&mesh.api, &mesh.process, &mesh.admin, |e| {
+        count(e, "model_call") >= 9
+    })
+    .await;
+    let provenance = mesh.provenance(&id).await;
+    let kinds = edge_kinds(&provenance);
+    for kind in [
+        "SPAWNED",
+        "ASSIGNED_TO",
+        "INVOKED",
+        "CALLED",
+        "SUBJECT_TO",
+        "PRODUCED",
+        "REVIEWED_BY",
+    ] {
+        assert!(
+            kinds.contains(&kind.to_string()),
+            "{kind} missing from {kinds:?}"
+        );
+    }
+    let reads: Vec<&Value> = provenance["graph"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["label"] == "ToolCall")
+        .collect();
+    assert_eq!(reads.len(), 6, "one file_read per coder subtask");
+    assert!(
+        reads.iter().all(|r| r["properties"]["success"] == true),
+        "{reads:?}"
+    );
+    let reviewed_by: Vec<&Value> = provenance["graph"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "REVIEWED_BY")
+        .collect();
+    assert_eq!(reviewed_by[0]["from"], id.as_str());
+    let critic = provenance["graph"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == reviewed_by[0]["to"])
+        .unwrap();
+    assert!(
+        critic["properties"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("critic-")
+    );
+}
+
+#[tokio::test]
+async fn the_sim_fixture_decides_the_subtasks() {
+    let script = r#"
+[[reply]]
+when = ["You are the planner agent"]
+text = '{"steps": [{"title": "Only step A"}, {"title": "Only step B"}]}'
+[[reply]]
+when = ["You are the critic agent"]
+text = '{"verdict": "approve", "notes": "fine"}'
+[[reply]]
+when = ["You are the coder agent"]
+text = 'did {{line:Step}}'
+"#;
+    let mesh = Mesh::up(
+        "[gateway]\nsim_script = \"script.toml\"\n",
+        &[("script.toml", script)],
+    );
+    let id = mesh.submit(SEED_EXAMPLE).await;
+    let task = mesh.finished(&id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let titles: Vec<&str> = task["output"]["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Only step A", "Only step B"]);
+    assert_eq!(task["output"]["rounds"], 1);
+    let subtasks = mesh.subtasks(&id).await;
+    assert_eq!(of_type(&subtasks, "implement").len(), 2);
+    assert_eq!(
+        task["output"]["changes"][1]["content"],
+        "did 2 of 2: Only step B"
+    );
+}
+
+#[tokio::test]
+async fn invalid_output_is_routed_to_the_critic() {
+    // First-round coders answer nothing, which fails the flow's output schema; the
+    // critic sees why and sends the work back; second-round coders answer properly.
+    let script = r#"
+[[reply]]
+when = ["You are the planner agent"]
+text = '{"steps": [{"title": "One step"}]}'
+[[reply]]
+when = ["You are the critic agent", "produced invalid output"]
+text = '{"verdict": "reject", "notes": "the change was empty"}'
+[[reply]]
+when = ["You are the critic agent"]
+text = '{"verdict": "approve", "notes": "ok now"}'
+[[reply]]
+when = ["You are the coder agent", "Reviewer notes from the last round: none"]
+text = ''
+[[reply]]
+when = ["You are the coder agent"]
+text = 'a real change'
+"#;
+    let mesh = Mesh::up(
+        "[gateway]\nsim_script = \"script.toml\"\n",
+        &[("script.toml", script)],
+    );
+    let id = mesh.submit(SEED_EXAMPLE).await;
+    let task = mesh.finished(&id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["output"]["rounds"], 2);
+    assert_eq!(task["output"]["reviews"][0]["verdict"], "reject");
+    let subtasks = mesh.subtasks(&id).await;
+    let first_review = of_type(&subtasks, "review")
+        .into_iter()
+        .find(|t| t["metadata"]["round"] == 1)
+        .unwrap();
+    let problems = first_review["input"]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1);
+    assert!(
+        problems[0].as_str().unwrap().contains("output/content"),
+        "{problems:?}"
+    );
+    let events = events_when(&mesh.api, &mesh.process, &mesh.admin, |e| {
+        count(e, "output_invalid") == 1
+    })
+    .await;
+    let invalid = events
+        .iter()
+        .find(|e| e["action"] == "output_invalid")
+        .unwrap();
+    assert_eq!(invalid["payload"]["routedTo"], "critic");
+}
+
+#[tokio::test]
+async fn high_risk_code_waits_for_a_human_then_runs() {
+    let mesh = Mesh::up("", &[]);
+    let body = SEED_EXAMPLE.replace("\"priority\": 1", "\"priority\": 1, \"riskTier\": \"high\"");
+    let id = mesh.submit(&body).await;
+    let parked = mesh.task(&id).await;
+    assert_eq!(parked["status"], "needs_approval", "{parked}");
+    assert_eq!(parked["metadata"]["flow"], "high_risk_code");
+    let approvals = mesh
+        .api
+        .get(
+            &mesh.url("mesh-orchestrator", "/api/v1/approvals"),
+            &mesh.admin,
+        )
+        .await;
+    let pending = &approvals.body["items"][0];
+    assert_eq!(pending["id"], id.as_str());
+    assert!(
+        pending["reason"]
+            .as_str()
+            .unwrap()
+            .contains("high_risk_code"),
+        "{pending}"
+    );
+    assert_eq!(pending["escalationTarget"], "security-oncall");
+    // Nothing runs until a human says so.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(mesh.subtasks(&id).await.is_empty());
+    let approve = mesh
+        .api
+        .post(
+            &mesh.url(
+                "mesh-orchestrator",
+                &format!("/api/v1/approvals/{id}/approve"),
+            ),
+            &mesh.admin,
+            "{}",
+        )
+        .await;
+    assert_eq!(approve.status, 200, "{}", approve.body);
+    let task = mesh.finished(&id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+}
+
+#[tokio::test]
+async fn declared_agents_refused_by_agent_spawn_do_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies"),
+        &policies,
+    );
+    std::fs::write(
+        policies.join("mesh/no_coders.rego"),
+        "package mesh\nimport rego.v1\n\
+         deny contains \"no coders today\" if {\n\
+           input.action == \"agent.spawn\"\n\
+           input.resource.type == \"agent\"\n\
+           input.resource.attributes.kind == \"coder\"\n\
+         }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        "[policy]\ndir = \"policies\"\n",
+    )
+    .unwrap();
+    let process = MeshProcess::up_with_builtins(dir.path(), &["--config", "mesh.toml"]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let agents = wait_for(|| async {
+        let r = api
+            .get(
+                &format!("{}/api/v1/agents?limit=100", process.url("agent-registry")),
+                &admin,
+            )
+            .await;
+        let items = r.body["items"].as_array().cloned().unwrap_or_default();
+        (items.len() >= 3).then_some(items)
+    })
+    .await;
+    let names: Vec<&str> = agents.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("planner-1-")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("critic-1-")),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.starts_with("coder-")), "{names:?}");
+    let events = events_when(&api, &process, &admin, |e| {
+        e.iter()
+            .any(|e| e["action"] == "policy_decision" && e["payload"]["action"] == "deny")
+    })
+    .await;
+    let refusals: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "policy_decision" && e["payload"]["action"] == "deny")
+        .collect();
+    assert_eq!(refusals.len(), 2, "one per coder replica");
+    assert!(
+        refusals[0]["payload"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no coders today")
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn process_agents_run_the_flow_and_are_restarted_when_killed() {
+    let config = r#"
+[queue]
+lease_ms = 3000
+
+[[agents]]
+name = "planner"
+kind = "planner"
+mode = "process"
+
+[[agents]]
+name = "coder"
+kind = "coder"
+mode = "process"
+
+[[agents]]
+name = "critic"
+kind = "critic"
+mode = "process"
+"#;
+    let mesh = Mesh::up(config, &[]);
+    let id = mesh.submit(SEED_EXAMPLE).await;
+    let task = mesh.finished(&id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let spawned = events_when(&mesh.api, &mesh.process, &mesh.admin, |e| {
+        count(e, "agent_spawned") >= 3
+    })
+    .await;
+    let coder = spawned
+        .iter()
+        .find(|e| e["action"] == "agent_spawned" && e["payload"]["kind"] == "coder")
+        .unwrap();
+    assert_eq!(coder["payload"]["mode"], "process");
+    let pid = coder["payload"]["pid"].as_u64().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let events = events_when(&mesh.api, &mesh.process, &mesh.admin, |e| {
+        count(e, "agent_process_exited") == 1 && count(e, "agent_spawned") >= 4
+    })
+    .await;
+    let respawned: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "agent_spawned" && e["payload"]["kind"] == "coder")
+        .collect();
+    assert_eq!(respawned.len(), 2);
+    assert_ne!(respawned[1]["payload"]["pid"], json!(pid));
+    // The restarted coder does the next flow's work.
+    let again = mesh
+        .submit(&SEED_EXAMPLE.replace("src/foo.ts", "src/bar.ts"))
+        .await;
+    assert_eq!(mesh.finished(&again).await["status"], "completed");
+}
+
+/// `mesh serve mesh-orchestrator` on PostgreSQL, reaching the rest at `base`'s ports,
+/// running the built-in agents and flows with `config`.
+fn orchestrator(dir: &Path, store: &str, base: &MeshProcess, config: &str) -> MeshProcess {
+    let name = format!("orch-{}.toml", uuid::Uuid::new_v4().simple());
+    std::fs::write(dir.join(&name), config).unwrap();
+    let peers = [
+        "task-queue",
+        "agent-registry",
+        "routing-gateway",
+        "tool-registry",
+    ];
+    let mut args = vec![
+        "serve".to_string(),
+        "mesh-orchestrator".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--store".into(),
+        store.to_string(),
+        "--config".into(),
+        name,
+    ];
+    for peer in peers {
+        args.push("--peer".into());
+        args.push(format!("{peer}={}", base.url(peer)));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    MeshProcess::start_as_configured(dir, &refs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_orchestrators_share_the_flows_and_survive_losing_one() {
+    let Some(store) = common::postgres_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The shared services, with a slow sim model so flows are still running when an
+    // orchestrator dies.
+    std::fs::write(
+        dir.path().join("base.toml"),
+        "[queue]\nlease_ms = 2000\n\n[[gateway.providers]]\nname = \"slow\"\nkind = \"sim\"\nmodels = [\"sim-slow\"]\nlatency_ms = 300\n",
+    )
+    .unwrap();
+    let base = MeshProcess::up(dir.path(), &["--store", &store, "--config", "base.toml"]);
+    let admin = base.admin_key.clone().unwrap();
+    let config = r#"
+[queue]
+lease_ms = 2000
+
+[[agents]]
+name = "planner"
+kind = "planner"
+model = "sim-slow"
+
+[[agents]]
+name = "coder"
+kind = "coder"
+model = "sim-slow"
+
+[[agents]]
+name = "critic"
+kind = "critic"
+model = "sim-slow"
+"#;
+    let mut first = orchestrator(dir.path(), &store, &base, config);
+    let api = Api::new();
+    let submit = |orch: &MeshProcess, i: usize| {
+        let url = format!("{}/api/v1/tasks", orch.url("mesh-orchestrator"));
+        let body = SEED_EXAMPLE.replace("src/foo.ts", &format!("src/f{i}.ts"));
+        let api = &api;
+        let admin = &admin;
+        async move {
+            let r = api.post(&url, admin, &body).await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.body["taskId"].as_str().unwrap().to_string()
+        }
+    };
+    let tasks_url = |id: &str| format!("{}/api/v1/tasks/{id}", base.url("mesh-orchestrator"));
+    let mut ids = vec![submit(&first, 0).await, submit(&first, 1).await];
+    // The first orchestrator's runner has taken its flows …
+    wait_until(Duration::from_secs(30), || async {
+        for id in &ids {
+            if api.get(&tasks_url(id), &admin).await.body["status"] == "queued" {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    // … a second orchestrator joins and takes new ones alongside it …
+    let second = orchestrator(dir.path(), &store, &base, config);
+    ids.push(submit(&second, 2).await);
+    ids.push(submit(&first, 3).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // … and the first dies mid-flow, with its runner and its agents.
+    first.signal("KILL");
+    first.wait(Duration::from_secs(10));
+    for id in &ids {
+        let task = wait_until(Duration::from_secs(90), || async {
+            let task = api.get(&tasks_url(id), &admin).await.body;
+            matches!(task["status"].as_str(), Some("completed" | "failed")).then_some(task)
+        })
+        .await;
+        assert_eq!(task["status"], "completed", "{task}");
+    }
+    let events = api
+        .get(
+            &format!(
+                "{}/api/v1/provenance/events?limit=1000",
+                base.url("provenance-service")
+            ),
+            &admin,
+        )
+        .await
+        .body;
+    let runners: std::collections::HashSet<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "task_assigned")
+        .filter(|e| ids.iter().any(|id| e["taskId"] == id.as_str()))
+        .map(|e| e["payload"]["agentName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        runners.len(),
+        2,
+        "both orchestrators ran flows: {runners:?}"
+    );
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_a2a_agent_reviews_in_the_code_flow() {
+    // No built-in critic: the review stage can only be done by the imported agent.
+    let config = r#"
+[[agents]]
+name = "planner"
+kind = "planner"
+
+[[agents]]
+name = "coder"
+kind = "coder"
+"#;
+    let mesh = Mesh::up(config, &[]);
+    let remote = fake_a2a::fake_agent("review").await;
+    let import = mesh
+        .api
+        .post(
+            &mesh.url("agent-registry", "/api/v1/agents/import"),
+            &mesh.admin,
+            &json!({"url": remote.base, "name": "remote-critic", "role": "critic"}).to_string(),
+        )
+        .await;
+    assert_eq!(import.status, 201, "{}", import.body);
+    let id = mesh.submit(SEED_EXAMPLE).await;
+    let task = mesh.finished(&id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["output"]["rounds"], 1);
+    assert_eq!(
+        task["output"]["reviews"][0]["notes"],
+        "the remote critic approves"
+    );
+    // The remote agent got the review over A2A: the changes to judge as data.
+    let (count, changes) = {
+        let sent = remote.tasks.lock().unwrap();
+        let (_, message) = sent.values().next().unwrap();
+        let changes = message.parts[0].data.as_ref().unwrap()["changes"].clone();
+        (sent.len(), changes)
+    };
+    assert_eq!(count, 1);
+    assert_eq!(changes.as_array().unwrap().len(), 3);
+    let provenance = mesh.provenance(&id).await;
+    let reviewer = provenance["graph"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "REVIEWED_BY")
+        .unwrap()["to"]
+        .clone();
+    assert_eq!(reviewer, import.body["id"]);
+}
