@@ -55,6 +55,22 @@ impl AgentRegistryClient {
         }
     }
 
+    /// No new work for the agent; it is retired once its leases are done.
+    pub async fn drain(&self, caller: &Caller, id: Uuid) -> Result<Agent, ApiError> {
+        match self {
+            Self::InProcess(core) => core.drain(&caller.principal, id).await,
+            Self::Http(http) => {
+                http.send(
+                    Method::POST,
+                    &format!("/api/v1/agents/{id}/drain"),
+                    &caller.token,
+                    None::<&()>,
+                )
+                .await
+            }
+        }
+    }
+
     pub async fn get(&self, caller: &Caller, id: Uuid) -> Result<Agent, ApiError> {
         match self {
             Self::InProcess(core) => core.get(id).await,

@@ -212,13 +212,27 @@ impl<A: BaseAgent> Worker<A> {
             }
         }
         tracing::info!(agent = %me.name, in_flight = running.len(), "worker draining");
+        if retire_on_exit {
+            // The lifecycle's drain step, on the record: no new work for this agent
+            // from here, what it holds is finished below, then it retires.
+            if let Err(err) = self.client.agents.drain(caller, me.id).await {
+                tracing::warn!(error = %err, "could not mark the agent draining");
+            }
+        }
         while running.join_next().await.is_some() {}
         if let Some(heartbeat) = heartbeat {
             heartbeat.abort();
         }
         self.agent.on_retire().await;
-        if retire_on_exit && let Err(err) = self.client.agents.retire(caller, me.id).await {
-            tracing::warn!(error = %err, "could not retire the agent");
+        if retire_on_exit {
+            match self.client.agents.retire(caller, me.id).await {
+                Ok(_) => {}
+                // The registry's sweep retired the drained agent first.
+                Err(err) if err.status.as_u16() == 409 => {
+                    tracing::debug!(error = %err, "the agent was already retired")
+                }
+                Err(err) => tracing::warn!(error = %err, "could not retire the agent"),
+            }
         }
         Ok(WorkerReport {
             completed: counters.completed.load(Ordering::Relaxed),

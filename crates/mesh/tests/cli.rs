@@ -291,3 +291,53 @@ async fn postgres_schema_has_the_seed_tables() {
         has("tools", c, ty);
     }
 }
+
+#[tokio::test]
+async fn mesh_demo_runs_the_code_flow_and_leaves_an_inspectable_record() {
+    // A fresh working directory, as on a fresh checkout: the default data directory.
+    let cwd = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::mesh_bin())
+        .arg("demo")
+        .current_dir(cwd.path())
+        .env("MESH_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    for expected in [
+        "took plan",
+        "called file_read (ok",
+        "review round 1: reject",
+        "review round 2: approve",
+        "the task is complete",
+        "Provenance chain: verified",
+    ] {
+        assert!(
+            text.contains(expected),
+            "`{expected}` missing from:\n{text}"
+        );
+    }
+    assert!(!text.contains("missing relationships"), "{text}");
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Task ")?.split(' ').next())
+        .unwrap()
+        .to_string();
+    // The record stays in ./.mesh: the CLI reads it back afterwards.
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::mesh_bin())
+            .args(args)
+            .current_dir(cwd.path())
+            .env("MESH_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let task: Value = serde_json::from_str(&stdout(&run(&["task", "get", &id, "--json"]))).unwrap();
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["output"]["rounds"], 2);
+    let shown = stdout(&run(&["provenance", "show", &id]));
+    assert!(
+        shown.contains("REVIEWED_BY") && shown.contains("CALLED"),
+        "{shown}"
+    );
+    assert!(stdout(&run(&["provenance", "verify"])).starts_with("intact"));
+}
