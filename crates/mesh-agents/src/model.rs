@@ -80,9 +80,14 @@ impl ModelClient {
                 base_url,
                 api_key,
             } => {
-                let resp = http
+                let mut builder = http
                     .post(format!("{base_url}/v1/chat/completions"))
-                    .bearer_auth(api_key)
+                    .bearer_auth(api_key);
+                // The gateway's `chat` span joins this agent's `invoke_agent` trace.
+                if let Some(parent) = mesh_telemetry::traceparent() {
+                    builder = builder.header(mesh_telemetry::TRACEPARENT, parent);
+                }
+                let resp = builder
                     .header("x-mesh-agent-id", agent.to_string())
                     .header("x-mesh-task-id", task.to_string())
                     .json(&json!(request))

@@ -56,9 +56,14 @@ impl ToolClient {
                 base_url,
                 api_key,
             } => {
-                let resp = http
+                let mut builder = http
                     .post(format!("{base_url}/api/v1/tools/{tool}/invoke"))
-                    .bearer_auth(api_key)
+                    .bearer_auth(api_key);
+                // The registry's `execute_tool` span joins this agent's trace.
+                if let Some(parent) = mesh_telemetry::traceparent() {
+                    builder = builder.header(mesh_telemetry::TRACEPARENT, parent);
+                }
+                let resp = builder
                     .json(&json!({"agentId": agent, "taskId": task, "arguments": arguments}))
                     .timeout(TOOL_TIMEOUT)
                     .send()

@@ -8,7 +8,7 @@ use crate::providers::{Provider, Upstream};
 use crate::resilience::{CallError, Failure, backoff};
 use crate::routing::{AUTO, RouteRequest, Strategy};
 use crate::trail::{Caller, Trail, Usage, now_secs, spend};
-use crate::{Gateway, stream};
+use crate::{Gateway, spans, stream};
 use mesh_policy::{Point, Resource, Verdict, inputs};
 use mesh_service::ApiError;
 use mesh_store::Spend;
@@ -80,11 +80,35 @@ impl Gateway {
         call: CallContext,
         request: ChatRequest,
     ) -> Result<Completed, ApiError> {
-        let caller = self.caller(principal, call, &request).await?;
+        let span = spans::open(self.ctx.name.as_str(), &request.model);
+        mesh_telemetry::within(
+            span.context(),
+            self.complete_in(span, principal, call, request),
+        )
+        .await
+    }
+
+    async fn complete_in(
+        &self,
+        span: mesh_telemetry::Span,
+        principal: &Principal,
+        call: CallContext,
+        request: ChatRequest,
+    ) -> Result<Completed, ApiError> {
+        let caller = match self.caller(principal, call, &request).await {
+            Ok(caller) => caller,
+            Err(err) => {
+                spans::refused(span, &err);
+                return Err(err);
+            }
+        };
         let mut trail = Trail::new(&request);
+        trail.span = span;
         let mut last_error = None;
         let auto = request.model == AUTO;
-        let plan = self.plan(&caller, &request, &mut trail)?;
+        let plan = self
+            .plan(&caller, &request, &mut trail)
+            .map_err(|e| trail.failing(e))?;
         if let Some(strategy @ (Strategy::DefensiveMultiModel | Strategy::Consensus)) =
             trail.strategy
         {
@@ -103,7 +127,8 @@ impl Gateway {
                     &request,
                     &mut trail,
                 )
-                .await?
+                .await
+                .map_err(|e| trail.failing(e))?
             {
                 Admission::Go(request, reservation) => (request, reservation),
                 Admission::Skip => continue,
@@ -159,13 +184,38 @@ impl Gateway {
         request: ChatRequest,
         client: Protocol,
     ) -> Result<axum::body::Body, ApiError> {
-        let caller = self.caller(principal, call, &request).await?;
+        let span = spans::open(self.ctx.name.as_str(), &request.model);
+        let parent = span.context();
+        mesh_telemetry::within(
+            parent,
+            self.chat_stream_in(span, principal, call, request, client),
+        )
+        .await
+    }
+
+    async fn chat_stream_in(
+        self: &Arc<Self>,
+        span: mesh_telemetry::Span,
+        principal: &Principal,
+        call: CallContext,
+        request: ChatRequest,
+        client: Protocol,
+    ) -> Result<axum::body::Body, ApiError> {
+        let caller = match self.caller(principal, call, &request).await {
+            Ok(caller) => caller,
+            Err(err) => {
+                spans::refused(span, &err);
+                return Err(err);
+            }
+        };
         let mut trail = Trail::new(&request);
+        trail.span = span;
         let mut last_error = None;
         let mut opened = None;
         let auto = request.model == AUTO;
         for (i, (provider, model)) in self
-            .plan(&caller, &request, &mut trail)?
+            .plan(&caller, &request, &mut trail)
+            .map_err(|e| trail.failing(e))?
             .into_iter()
             .enumerate()
         {
@@ -179,7 +229,8 @@ impl Gateway {
                     &request,
                     &mut trail,
                 )
-                .await?
+                .await
+                .map_err(|e| trail.failing(e))?
             {
                 Admission::Go(request, reservation) => (request, reservation),
                 Admission::Skip => continue,
@@ -299,7 +350,7 @@ impl Gateway {
                     agent.name
                 ),
             );
-            err.retry_after_secs = Some(crate::AGENT_BREAKER_COOLDOWN.as_secs());
+            err.retry_after_secs = Some(self.agent_breaker.cooldown().as_secs().max(1));
             return Err(err);
         }
         Ok(Caller {
@@ -569,9 +620,10 @@ impl Gateway {
     pub(crate) async fn fail(
         &self,
         caller: &Caller<'_>,
-        trail: Trail,
+        mut trail: Trail,
         error: ApiError,
     ) -> ApiError {
+        trail.span.fail(&error.code, &error.message);
         if let Err(e) = self.record(caller, trail, None, Some(&error.message)).await {
             return e;
         }
@@ -587,10 +639,17 @@ impl Gateway {
     pub(crate) async fn record(
         &self,
         caller: &Caller<'_>,
-        trail: Trail,
+        mut trail: Trail,
         served: Option<(&Provider, &str, Usage)>,
         error: Option<&str>,
     ) -> Result<(), ApiError> {
+        let agent = caller.agent.as_ref().map(|a| (a.id, a.name.clone()));
+        trail.finish_span(
+            agent.as_ref(),
+            caller.call.task_id,
+            served.as_ref().map(|(p, m, u)| (*p, *m, u)),
+            error,
+        );
         if let Some((_, model, _)) = &served {
             self.latency
                 .observe(model, trail.started.elapsed().as_secs_f64() * 1000.0);

@@ -53,7 +53,8 @@ impl Gateway {
             }
             match self
                 .admit(caller, i == 0, true, &provider, &model, request, &mut trail)
-                .await?
+                .await
+                .map_err(|e| trail.failing(e))?
             {
                 Admission::Go(request, reservation) => asked.push(Asked {
                     provider,

@@ -21,6 +21,7 @@ mod resilience;
 mod routes;
 mod routing;
 pub mod sim;
+mod spans;
 mod stream;
 mod trail;
 mod translate;
@@ -54,11 +55,51 @@ pub struct Gateway {
     /// a while, so it cannot keep a provider busy with calls that fail.
     agent_breakers:
         std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<resilience::Breaker>>>,
+    agent_breaker: AgentBreakerConfig,
 }
 
-/// Provider failures in a row that stop an agent's calls, and for how long.
-const AGENT_BREAKER_FAILURES: u32 = 5;
-const AGENT_BREAKER_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(30);
+/// `[gateway.agent_breaker]`: provider failures in a row that stop an agent's calls,
+/// and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentBreakerConfig {
+    #[serde(default = "default_agent_failures")]
+    pub failures: u32,
+    #[serde(default = "default_agent_cooldown_ms")]
+    pub cooldown_ms: u64,
+}
+
+fn default_agent_failures() -> u32 {
+    5
+}
+
+fn default_agent_cooldown_ms() -> u64 {
+    30_000
+}
+
+impl Default for AgentBreakerConfig {
+    fn default() -> Self {
+        AgentBreakerConfig {
+            failures: default_agent_failures(),
+            cooldown_ms: default_agent_cooldown_ms(),
+        }
+    }
+}
+
+impl AgentBreakerConfig {
+    pub(crate) fn cooldown(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.cooldown_ms)
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if self.failures == 0 || self.cooldown_ms == 0 {
+            return Err(
+                "[gateway.agent_breaker] failures and cooldown_ms must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
 
 /// What a gateway is configured with besides its providers.
 pub struct GatewayOptions {
@@ -69,6 +110,7 @@ pub struct GatewayOptions {
     pub rules: Vec<RouteRule>,
     /// The `sim` provider's scripted replies.
     pub sim_script: Arc<sim::Script>,
+    pub agent_breaker: AgentBreakerConfig,
 }
 
 impl Gateway {
@@ -87,7 +129,9 @@ impl Gateway {
             budgets,
             rules,
             sim_script,
+            agent_breaker,
         } = options;
+        agent_breaker.check()?;
         let mut sim = Provider::sim();
         sim.script(sim_script.clone());
         let mut providers = vec![sim];
@@ -145,6 +189,7 @@ impl Gateway {
             rules,
             latency: routing::LatencyBook::default(),
             agent_breakers: Default::default(),
+            agent_breaker,
         });
         let weak = Arc::downgrade(&gateway);
         gateway.ctx.metrics.add_collector(Box::new(move |out| {
@@ -198,8 +243,8 @@ impl Gateway {
         map.entry(agent)
             .or_insert_with(|| {
                 Arc::new(resilience::Breaker::new(
-                    AGENT_BREAKER_FAILURES,
-                    AGENT_BREAKER_COOLDOWN,
+                    self.agent_breaker.failures,
+                    self.agent_breaker.cooldown(),
                 ))
             })
             .clone()

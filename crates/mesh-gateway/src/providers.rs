@@ -291,6 +291,16 @@ impl Provider {
         })
     }
 
+    /// `gen_ai.provider.name`: the API this provider speaks (an OpenAI-compatible
+    /// server counts as `openai`; the configured name goes in `mesh.provider`).
+    pub(crate) fn genai_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Sim(..) => "mesh.sim",
+            Kind::OpenAi { .. } => "openai",
+            Kind::Anthropic { .. } => "anthropic",
+        }
+    }
+
     /// Sends the request and checks the status. The timeout bounds the wait for the
     /// response head; a whole (non-streamed) body is bounded by the client timeout too.
     async fn send(

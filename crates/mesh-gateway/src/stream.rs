@@ -100,7 +100,7 @@ impl Gateway {
         self: &Arc<Self>,
         response: reqwest::Response,
         relayed: Relayed,
-        trail: Trail,
+        mut trail: Trail,
         actor: Actor,
     ) -> axum::body::Body {
         use futures_util::StreamExt;
@@ -167,6 +167,13 @@ impl Gateway {
                 text: tally.content,
             };
             budget::settle(&gateway.ctx.store, reservation, spend(&provider, &usage)).await;
+            // The span ends with the stream, as the record does.
+            trail.finish_span(
+                actor.agent.as_ref(),
+                actor.task,
+                Some((&provider, &model, &usage)),
+                error.as_deref(),
+            );
             let event = trail.event(
                 &actor.name,
                 actor.agent,

@@ -77,6 +77,8 @@ pub(crate) struct Trail {
     pub strategy: Option<crate::Strategy>,
     /// For ensemble strategies: who was asked and how they agreed.
     pub ensemble: Option<Value>,
+    /// The call's OpenTelemetry span (inert when telemetry is off).
+    pub span: mesh_telemetry::Span,
 }
 
 /// What a call's usage costs at `provider`'s prices.
@@ -103,6 +105,7 @@ impl Trail {
             budget_error: None,
             strategy: None,
             ensemble: None,
+            span: mesh_telemetry::Span::none(),
         }
     }
 

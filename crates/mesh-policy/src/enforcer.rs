@@ -272,7 +272,9 @@ impl Enforcer {
     /// `policy_decision` event. The caller appends the event: with its own write when
     /// the point permits, alone when it refuses.
     pub fn enforce(&self, point: Point, ctx: PolicyContext, actor: &Actor) -> Verdict {
+        let span = crate::spans::start(point, &ctx);
         let j = self.judge(point, ctx);
+        crate::spans::finish(span, point, &j.decision, actor);
         let record = DecisionRecord {
             point: j.point.as_str().to_string(),
             path: opa_path(DECISION_RULE),

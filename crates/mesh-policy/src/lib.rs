@@ -17,6 +17,7 @@ pub mod enforcer;
 pub mod engine;
 pub mod inputs;
 mod routes;
+mod spans;
 pub mod testing;
 
 pub use bundle::PolicyLocation;

@@ -109,90 +109,7 @@ pub fn project_task(task_id: Uuid, events: &[ProvenanceEvent]) -> TaskProvenance
     let mut timeline = Vec::with_capacity(events.len());
     for e in events {
         timeline.push(timeline_entry(e));
-        let Some(task) = e.task_id.map(|t| t.to_string()) else {
-            continue;
-        };
-        if let Some(status) = status_after(&e.action) {
-            let mut props = json!({"id": task, "status": status});
-            if e.action == "task_created" {
-                props["type"] = e.payload.get("type").cloned().unwrap_or(Value::Null);
-                props["created_at"] = json!(mesh_types::time::format(&e.timestamp));
-            }
-            b.node(task.clone(), "Task", props);
-        }
-        let id = e.id.to_string();
-        match e.action.as_str() {
-            "subtask_created" => {
-                if let Some(child) = text(&e.payload, "subtaskId") {
-                    b.node(child.clone(), "Task", json!({"id": child}));
-                    b.edge(task, child, "SPAWNED");
-                }
-            }
-            "task_assigned" => {
-                if let Some(agent) = agent_of(&mut b, e) {
-                    b.edge(task, agent, "ASSIGNED_TO");
-                }
-            }
-            "task_reviewed" => {
-                if let Some(agent) = agent_of(&mut b, e) {
-                    b.edge(task, agent, "REVIEWED_BY");
-                }
-            }
-            "model_call" => {
-                let call = text(&e.payload, "modelCallId").unwrap_or(id);
-                b.node(
-                    call.clone(),
-                    "ModelCall",
-                    json!({
-                        "id": call,
-                        "provider": e.payload.get("provider"),
-                        "model": e.payload.get("model"),
-                        "tokens_in": e.payload.get("tokensIn"),
-                        "tokens_out": e.payload.get("tokensOut"),
-                        "latency_ms": e.payload.get("latencyMs"),
-                    }),
-                );
-                if let Some(agent) = agent_of(&mut b, e) {
-                    b.edge(agent, call.clone(), "INVOKED");
-                }
-                if let Some(output) = text(&e.payload, "outputSha256") {
-                    b.node(output.clone(), "Output", json!({"sha256": output}));
-                    b.edge(call, output, "PRODUCED");
-                }
-            }
-            "tool_call" => {
-                let call = text(&e.payload, "toolCallId").unwrap_or(id);
-                b.node(
-                    call.clone(),
-                    "ToolCall",
-                    json!({
-                        "id": call,
-                        "tool_name": e.payload.get("toolName"),
-                        "success": e.payload.get("success"),
-                        "latency_ms": e.payload.get("latencyMs"),
-                    }),
-                );
-                if let Some(agent) = agent_of(&mut b, e) {
-                    b.edge(agent, call, "CALLED");
-                }
-            }
-            "policy_decision" => {
-                let decision = text(&e.payload, "decisionId").unwrap_or(id);
-                b.node(
-                    decision.clone(),
-                    "PolicyDecision",
-                    json!({
-                        "id": decision,
-                        "action": e.payload.get("action"),
-                        "reason": e.payload.get("reason"),
-                    }),
-                );
-                if let Some(agent) = agent_of(&mut b, e) {
-                    b.edge(agent, decision, "SUBJECT_TO");
-                }
-            }
-            _ => {}
-        }
+        apply(&mut b, e);
     }
     // The root exists even if its creation event predates the events we were given.
     let root = task_id.to_string();
@@ -204,6 +121,112 @@ pub fn project_task(task_id: Uuid, events: &[ProvenanceEvent]) -> TaskProvenance
             nodes: b.nodes.into_values().collect(),
             edges: b.edges,
         },
+    }
+}
+
+/// The nodes and edges one event contributes, each edge's ends among the nodes (so a
+/// consumer that sees only this event, such as the live projection, can merge them).
+pub fn project_events(events: &[ProvenanceEvent]) -> Graph {
+    let mut b = Builder::default();
+    for e in events {
+        apply(&mut b, e);
+    }
+    Graph {
+        nodes: b.nodes.into_values().collect(),
+        edges: b.edges,
+    }
+}
+
+fn apply(b: &mut Builder, e: &ProvenanceEvent) {
+    let Some(task) = e.task_id.map(|t| t.to_string()) else {
+        return;
+    };
+    if let Some(status) = status_after(&e.action) {
+        let mut props = json!({"id": task, "status": status});
+        if e.action == "task_created" {
+            props["type"] = e.payload.get("type").cloned().unwrap_or(Value::Null);
+            props["created_at"] = json!(mesh_types::time::format(&e.timestamp));
+        }
+        b.node(task.clone(), "Task", props);
+    }
+    let id = e.id.to_string();
+    match e.action.as_str() {
+        "subtask_created" => {
+            if let Some(child) = text(&e.payload, "subtaskId") {
+                b.node(task.clone(), "Task", json!({"id": task}));
+                b.node(child.clone(), "Task", json!({"id": child}));
+                b.edge(task, child, "SPAWNED");
+            }
+        }
+        "task_assigned" => {
+            if let Some(agent) = agent_of(b, e) {
+                b.node(task.clone(), "Task", json!({"id": task}));
+                b.edge(task, agent, "ASSIGNED_TO");
+            }
+        }
+        "task_reviewed" => {
+            if let Some(agent) = agent_of(b, e) {
+                b.node(task.clone(), "Task", json!({"id": task}));
+                b.edge(task, agent, "REVIEWED_BY");
+            }
+        }
+        "model_call" => {
+            let call = text(&e.payload, "modelCallId").unwrap_or(id);
+            b.node(
+                call.clone(),
+                "ModelCall",
+                json!({
+                    "id": call,
+                    "provider": e.payload.get("provider"),
+                    "model": e.payload.get("model"),
+                    "tokens_in": e.payload.get("tokensIn"),
+                    "tokens_out": e.payload.get("tokensOut"),
+                    "latency_ms": e.payload.get("latencyMs"),
+                    "task_id": task,
+                }),
+            );
+            if let Some(agent) = agent_of(b, e) {
+                b.edge(agent, call.clone(), "INVOKED");
+            }
+            if let Some(output) = text(&e.payload, "outputSha256") {
+                b.node(output.clone(), "Output", json!({"sha256": output}));
+                b.edge(call, output, "PRODUCED");
+            }
+        }
+        "tool_call" => {
+            let call = text(&e.payload, "toolCallId").unwrap_or(id);
+            b.node(
+                call.clone(),
+                "ToolCall",
+                json!({
+                    "id": call,
+                    "tool_name": e.payload.get("toolName"),
+                    "success": e.payload.get("success"),
+                    "latency_ms": e.payload.get("latencyMs"),
+                    "task_id": task,
+                }),
+            );
+            if let Some(agent) = agent_of(b, e) {
+                b.edge(agent, call, "CALLED");
+            }
+        }
+        "policy_decision" => {
+            let decision = text(&e.payload, "decisionId").unwrap_or(id);
+            b.node(
+                decision.clone(),
+                "PolicyDecision",
+                json!({
+                    "id": decision,
+                    "action": e.payload.get("action"),
+                    "reason": e.payload.get("reason"),
+                    "task_id": task,
+                }),
+            );
+            if let Some(agent) = agent_of(b, e) {
+                b.edge(agent, decision, "SUBJECT_TO");
+            }
+        }
+        _ => {}
     }
 }
 

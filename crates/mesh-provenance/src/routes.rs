@@ -1,3 +1,4 @@
+use crate::export::ExportFormat;
 use crate::{ProvenanceService, TaskProvenance, VerifyReport};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,10 +27,15 @@ pub fn router(core: Arc<ProvenanceService>) -> Router {
             get(export).route_layer(auth.require(Permission::ProvenanceRead)),
         )
         .route(
+            "/api/v1/provenance/task/{id}/export",
+            get(export_task).route_layer(auth.require(Permission::ProvenanceRead)),
+        )
+        .route(
             "/api/v1/provenance/verify",
             get(verify).route_layer(auth.require(Permission::ProvenanceVerify)),
         )
-        .with_state(core.clone());
+        .with_state(core.clone())
+        .merge(crate::proof_routes::router(core.clone()));
     let op = |method, path, summary, permission, success| {
         Op::guarded(method, path, summary, permission, None, success)
     };
@@ -59,12 +65,22 @@ pub fn router(core: Arc<ProvenanceService>) -> Router {
             ),
             op(
                 "get",
+                "/api/v1/provenance/task/{id}/export",
+                "A task tree's provenance as W3C PROV-JSON, openCypher MERGE statements or JSON lines (format=prov-json|cypher|jsonl); the data.export policy decides",
+                Permission::ProvenanceRead,
+                (200, "application/json | text/plain | application/x-ndjson"),
+            ),
+            op(
+                "get",
                 "/api/v1/provenance/verify",
-                "Verify the hash chain against its head (409 when broken)",
+                "Verify the hash chain against its head and the Merkle roots and signatures of the stored checkpoints (409 when broken)",
                 Permission::ProvenanceVerify,
                 (200, "Verification report"),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(crate::proof_routes::ops())
+        .collect::<Vec<_>>(),
     );
     mesh_service::server::finish_router(core.context(), api, doc)
 }
@@ -113,6 +129,30 @@ async fn export(
     }
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    format: String,
+}
+
+async fn export_task(
+    State(core): State<Arc<ProvenanceService>>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    QueryParams(q): QueryParams<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let format: ExportFormat = q
+        .format
+        .parse()
+        .map_err(|e: String| ApiError::invalid("format", e))?;
+    let body = core.export_task(&caller.principal, id, format).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, format.content_type())],
         body,
     )
         .into_response())

@@ -113,6 +113,22 @@ impl ToolRegistry {
         tool: Tool,
         body: InvokeBody,
     ) -> Result<InvokeReply, ApiError> {
+        let mut span = crate::spans::open(self.context().name.as_str(), &tool, &body);
+        let parent = span.context();
+        let result =
+            mesh_telemetry::within(parent, self.invoke_checked(tool, body, &mut span)).await;
+        if let Err(err) = &result {
+            span.fail(&err.code, &err.message);
+        }
+        result
+    }
+
+    async fn invoke_checked(
+        &self,
+        tool: Tool,
+        body: InvokeBody,
+        span: &mut mesh_telemetry::Span,
+    ) -> Result<InvokeReply, ApiError> {
         if tool.status == ToolStatus::Retired {
             return Err(ApiError::conflict(format!("tool {} is retired", tool.name)));
         }
@@ -153,6 +169,7 @@ impl ToolRegistry {
         // The decisions and the call itself, in one append.
         audit.push(event);
         self.context().store.provenance.append(audit).await?;
+        crate::spans::recorded(span, call_id, &agent);
         if let Some(failure) = called.failure {
             return Err(failure);
         }

@@ -26,6 +26,7 @@ mod matching;
 mod mcp;
 mod probe;
 mod secrets;
+mod spans;
 mod tools;
 mod tools_routes;
 

@@ -326,6 +326,7 @@ async fn run_one<A: BaseAgent>(
             }
         })
     };
+    let mut span = crate::spans::open(&me, &task, lease.attempt);
     let handled = async {
         // A task that kept an output when it spawned subtasks is coming back to finish.
         if task.output.is_some() {
@@ -339,11 +340,13 @@ async fn run_one<A: BaseAgent>(
             agent.on_task_received(&ctx, &task).await
         }
     };
+    let handled = mesh_telemetry::within(span.context(), handled);
     // Cooperative cancellation: the handler is dropped at its next await point.
     let result = tokio::select! {
         result = handled => result,
         Ok(stop) = stop_rx => {
             keeper.abort();
+            span.fail("stopped", "the attempt was stopped (lease lost or yielded)");
             match stop {
                 Stop::LeaseLost(why) => {
                     tracing::warn!(task = %task.id, reason = %why, "lease lost; abandoning the task");
@@ -364,6 +367,8 @@ async fn run_one<A: BaseAgent>(
         }
     };
     keeper.abort();
+    crate::spans::outcome(&mut span, &result);
+    drop(span);
     let reported = match result {
         Ok(TaskOutcome::Complete(output)) => complete(&client, &task.id, token, output).await,
         Ok(TaskOutcome::Spawn { subtasks, output }) => {

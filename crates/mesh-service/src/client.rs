@@ -47,6 +47,10 @@ impl HttpClient {
     ) -> Result<T, ApiError> {
         let url = format!("{}{}", self.base, path_and_query);
         let mut request = self.http.request(method, &url).bearer_auth(token);
+        // Calls made inside a span carry it, so the callee's spans join the trace.
+        if let Some(parent) = mesh_telemetry::traceparent() {
+            request = request.header(mesh_telemetry::TRACEPARENT, parent);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -106,6 +106,26 @@ impl Metrics {
             "mesh_uptime_seconds{{service=\"{service}\"}} {:.3}",
             self.started.elapsed().as_secs_f64()
         );
+        if mesh_telemetry::enabled() {
+            // Process-wide: in `mesh up` every service shows the same figures.
+            let (dropped, exported) = mesh_telemetry::counts();
+            for (name, help, value) in [
+                (
+                    "mesh_otel_spans_exported_total",
+                    "Spans the OTLP collector accepted (this process).",
+                    exported,
+                ),
+                (
+                    "mesh_otel_spans_dropped_total",
+                    "Spans dropped: export queue full or collector failing (this process).",
+                    dropped,
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                let _ = writeln!(out, "{name}{{service=\"{service}\"}} {value}");
+            }
+        }
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");
@@ -173,7 +193,14 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let response = next.run(req).await;
+    // A caller's `traceparent` makes the spans this request starts children of its
+    // span (read only when telemetry is on).
+    let parent = mesh_telemetry::parent_from_header(
+        req.headers()
+            .get(mesh_telemetry::TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let response = mesh_telemetry::within(parent, next.run(req)).await;
     metrics.observe(
         &method,
         &route,

@@ -11,10 +11,12 @@
 
 mod budget;
 mod bus;
+mod checkpoint;
 mod columns;
 mod error;
 mod paging;
 pub mod postgres;
+mod projection;
 mod queue;
 pub mod sqlite;
 mod traits;
@@ -23,6 +25,7 @@ mod url;
 pub use budget::{BudgetScope, BudgetStore, BudgetUsage, Spend};
 pub use bus::{BusStore, GroupRead, Outgoing};
 pub use error::StoreError;
+pub use projection::ProjectionStore;
 pub use queue::{ClaimGate, ClaimOutcome, GateVerdict, QueueStore, RETRY_ELSEWHERE_MS};
 pub use traits::*;
 pub use url::StoreUrl;
@@ -42,6 +45,7 @@ pub struct Store {
     pub keys: Arc<dyn KeyStore>,
     pub provenance: Arc<dyn ProvenanceLog>,
     pub budgets: Arc<dyn BudgetStore>,
+    pub projections: Arc<dyn ProjectionStore>,
     /// `sqlite` or `postgres`.
     pub backend: &'static str,
     /// The URL with any password removed, for logs and errors.
@@ -60,6 +64,7 @@ impl Store {
             + KeyStore
             + ProvenanceLog
             + BudgetStore
+            + ProjectionStore
             + 'static,
     {
         Store {
@@ -71,6 +76,7 @@ impl Store {
             mcp_servers: backend.clone(),
             keys: backend.clone(),
             budgets: backend.clone(),
+            projections: backend.clone(),
             provenance: backend,
             backend: name,
             display_url,
@@ -110,6 +116,7 @@ pub async fn verify_chain(
     // look truncated, only longer than the head, which we tolerate below.
     let head = log.head().await?;
     let mut verifier = mesh_types::provenance::ChainVerifier::new();
+    let mut checkpoints = checkpoint::CheckpointCheck::load(log).await?;
     let mut after = 0;
     while after < head.count && !verifier.is_broken() {
         let batch = log.events_after(after, VERIFY_BATCH).await?;
@@ -117,7 +124,18 @@ pub async fn verify_chain(
         after = last.seq;
         for event in batch.iter().take_while(|e| e.seq <= head.count) {
             verifier.push(event);
+            if verifier.is_broken() {
+                break;
+            }
+            if let Some(breach) = checkpoints.push(event) {
+                return Ok(Err(breach));
+            }
         }
+    }
+    if !verifier.is_broken()
+        && let Some(breach) = checkpoints.finish(verifier.checked())
+    {
+        return Ok(Err(breach));
     }
     // Anything stored past the head's count must have been written without the head.
     if !verifier.is_broken() {

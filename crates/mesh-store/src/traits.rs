@@ -156,4 +156,26 @@ pub trait ProvenanceLog: Send + Sync {
     ) -> Result<Vec<ProvenanceEvent>>;
     /// Every event on one task's timeline, in order.
     async fn events_for_task(&self, task_id: Uuid) -> Result<Vec<ProvenanceEvent>>;
+    /// One event by id.
+    async fn event(&self, id: Uuid) -> Result<Option<ProvenanceEvent>>;
+    /// `(seq, hash)` of up to `limit` events with `seq > after`, in order: the Merkle
+    /// leaves, without reading the events' bodies.
+    async fn event_hashes(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>>;
+    /// Stores a checkpoint unless one of that tree size exists; whether it was added.
+    async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<bool>;
+    /// Up to `limit` checkpoints with `tree_size > after`, smallest first.
+    async fn checkpoints_after(&self, after: i64, limit: u32) -> Result<Vec<StoredCheckpoint>>;
+    /// The largest checkpoint.
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>>;
+}
+
+/// A signed tree head of the provenance log (see `mesh_types::checkpoint`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredCheckpoint {
+    pub tree_size: i64,
+    /// The Merkle root, hex.
+    pub root_hash: String,
+    /// The C2SP signed note.
+    pub note: String,
 }

@@ -22,7 +22,9 @@ macro_rules! conformance {
                 concurrent_writes_fail_alone, critical_tasks_preempt_lower_priority_work,
                 new_work_wakes_waiters, events_are_read_by_action,
                 budgets_are_exact_under_concurrency, a_reservation_takes_every_scope_or_none,
-                agents_drain_busy_and_probes);
+                agents_drain_busy_and_probes, projection_cursors_only_move_forward,
+                checkpoints_are_stored_once_per_size, a_rewritten_log_fails_its_checkpoints,
+                a_checkpoint_beyond_the_log_is_a_breach);
         }
     };
     (@tests $harness:path; $($test:ident),+) => {

@@ -143,6 +143,9 @@ pub enum BreachKind {
     Truncated,
     /// Events exist beyond what the head records, or the last hash differs from it.
     HeadMismatch,
+    /// The events up to a stored checkpoint no longer hash to its Merkle root: the
+    /// log was rewritten (chain and head recomputed) after the checkpoint was signed.
+    CheckpointMismatch,
 }
 
 /// The first place the chain fails to verify.

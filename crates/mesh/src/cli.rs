@@ -291,6 +291,35 @@ pub enum ProvenanceCommand {
     Show { task_id: Uuid },
     /// Verify the hash chain; exits 1 and names the first bad event if it is broken
     Verify,
+    /// Print a task tree's provenance as W3C PROV-JSON, openCypher MERGE statements
+    /// or JSON lines (the data.export policy decides, as for the HTTP export)
+    Export {
+        #[arg(long = "task")]
+        task_id: Uuid,
+        #[arg(long, value_parser = parse_enum::<mesh_provenance::export::ExportFormat>)]
+        format: mesh_provenance::export::ExportFormat,
+    },
+    #[command(flatten)]
+    Proofs(ProofCommand),
+}
+
+/// The verifiable log: its key, proofs, and offline verification.
+#[derive(Debug, Subcommand)]
+pub enum ProofCommand {
+    /// Print the log's checkpoint verifier key (C2SP), as GET /provenance/public-key serves it
+    PublicKey,
+    /// Print an inclusion proof of one event (with the event and a signed checkpoint) as JSON
+    Proof { event_id: Uuid },
+    /// Print a consistency proof between two checkpoint sizes as JSON
+    Consistency { from: u64, to: u64 },
+    /// Verify a proof file offline with the log's public key; exits 1 naming why it fails
+    VerifyProof {
+        /// A file written by `mesh provenance proof` or `consistency` (or the API's proof)
+        file: std::path::PathBuf,
+        /// A file holding what `mesh provenance public-key` prints
+        #[arg(long)]
+        public_key: std::path::PathBuf,
+    },
 }
 
 fn parse_service(s: &str) -> Result<ServiceName, String> {
@@ -352,6 +381,19 @@ pub enum BenchCommand {
         /// How long each open-loop run lasts
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+    },
+    /// Provenance appends with checkpoint signing, proof verification, a 10k-node task graph
+    Provenance {
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: BenchBackend,
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Events per append call (one durable commit each)
+        #[arg(long, default_value_t = 50)]
+        batch: usize,
+        /// Concurrent appenders
+        #[arg(long, default_value_t = 4)]
+        producers: usize,
     },
     /// Enqueue → claim → complete through the task queue's core with no-op handlers
     Queue {

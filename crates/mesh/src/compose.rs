@@ -158,6 +158,7 @@ impl Cores {
                         budgets: config.budgets.clone(),
                         rules: config.routes.clone(),
                         sim_script: config.sim_script.clone(),
+                        agent_breaker: config.agent_breaker,
                     },
                 )
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -198,6 +199,9 @@ fn peer(config: &Config, service: ServiceName) -> Result<HttpClient> {
     HttpClient::new(service, url).map_err(|e| anyhow::anyhow!("client for {service} at {url}: {e}"))
 }
 
+/// How long the exporter may take to send the last spans on the way out.
+const TELEMETRY_FLUSH: Duration = Duration::from_secs(5);
+
 /// A set of services serving on their listeners.
 pub struct Running {
     pub endpoints: Vec<(ServiceName, SocketAddr)>,
@@ -222,6 +226,8 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
             .with_context(|| format!("{service} cannot listen on {addr} (set services.{service}.listen or --listen {service}=ADDR)"))?;
         listeners.push((*service, listener));
     }
+    // Before anything serves, so the first request's spans are exported.
+    crate::telemetry::install(&config.telemetry);
     let readiness = Readiness::default();
     let mut cores = Cores::build(store, services, config, &readiness).await?;
     let (shutdown, watcher) = watch::channel(false);
@@ -257,12 +263,47 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
     if let Some(queue) = &cores.queue {
         mesh_queue::spawn_queue_sweeper(queue.clone(), watcher.clone());
     }
+    if let Some(provenance) = &cores.provenance {
+        match crate::checkpoints::load_signer(config, store) {
+            Ok(signer) => {
+                provenance.set_signer(signer.clone());
+                mesh_provenance::checkpointer::spawn_checkpointer(
+                    store.provenance.clone(),
+                    signer,
+                    config.checkpoints.policy,
+                    watcher.clone(),
+                );
+                readiness.set_detail("checkpoints", serde_json::json!({"signing": true}));
+            }
+            // On a shared store no process may invent a key of its own (the others
+            // would sign the same log with another); the log is still recorded and
+            // hash-chained, it is just not signed until a key is mounted.
+            Err(err) if store.backend != "sqlite" => {
+                tracing::warn!(error = %format!("{err:#}"), "provenance checkpoints are off: no signing key");
+                readiness.set_detail(
+                    "checkpoints",
+                    serde_json::json!({"signing": false, "reason": format!("{err:#}")}),
+                );
+            }
+            Err(err) => return Err(err),
+        }
+    }
     if let Some(tools) = &cores.tools {
         // Built-in tools and MCP connections; CLI commands build cores without them.
         tools.start(watcher.clone()).await;
     }
     if let Some(bus) = &cores.bus {
         mesh_bus::spawn_relay(bus.clone(), watcher.clone());
+    }
+    if let (Some(provenance), Some(url)) = (&cores.provenance, &config.graph) {
+        // The live graph follows the log beside the service that reads it; a graph
+        // that is down only makes it fall behind (reported in /readyz and /metrics).
+        mesh_provenance::live::spawn_graph_projection(
+            provenance.context().clone(),
+            url.clone(),
+            watcher.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("[provenance] graph: {e}"))?;
     }
     mesh_policy::spawn_reloader(
         cores.policy.clone(),
@@ -293,6 +334,11 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
 }
 
 impl Running {
+    /// The agents this process started (flow runner, declared agents).
+    pub fn agents_started(&self) -> &[String] {
+        self.agents.as_ref().map_or(&[], |a| a.started.as_slice())
+    }
+
     /// Serves until `signal` (see `mesh_service::server::shutdown_signal`) resolves, or
     /// until a server fails; then drains.
     pub async fn run_until_signal(
@@ -345,5 +391,7 @@ impl Running {
             tracing::warn!("grace period over; abandoning in-flight requests");
             self.servers.abort_all();
         }
+        // Last, so the spans of the work that just drained go out too.
+        mesh_telemetry::flush(TELEMETRY_FLUSH).await;
     }
 }

@@ -7,7 +7,7 @@ use crate::agents::AgentDecl;
 use anyhow::{Context, Result, bail};
 use mesh_agents::Prompts;
 use mesh_gateway::sim::Script;
-use mesh_gateway::{BudgetsConfig, LimitsConfig, ProviderConfig, RouteRule};
+use mesh_gateway::{AgentBreakerConfig, BudgetsConfig, LimitsConfig, ProviderConfig, RouteRule};
 use mesh_orchestrator::flows::{FlowDef, Flows};
 use mesh_policy::PolicyLocation;
 use mesh_queue::QueueConfig;
@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub tools: ToolsFileConfig,
     #[serde(default)]
     pub gateway: GatewayFileConfig,
+    #[serde(default)]
+    pub provenance: ProvenanceFileConfig,
     /// Task flows in matching order; absent means the built-in set.
     pub flows: Option<Vec<FlowDef>>,
     /// Agents the mesh spawns; absent means a planner, two coders and a critic.
@@ -51,6 +53,12 @@ pub struct FileConfig {
     /// Directory overriding the built-in agents' prompts (`planner.md`, `coder.md`,
     /// `critic.md`).
     pub prompts_dir: Option<PathBuf>,
+    /// `[telemetry]`: OpenTelemetry export.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryFileConfig,
+    /// `[checkpoints]`: signed checkpoints of the provenance log.
+    #[serde(default)]
+    pub checkpoints: crate::checkpoints::CheckpointsFileConfig,
 }
 
 /// `[gateway]`: model providers besides the built-in `sim`.
@@ -67,6 +75,16 @@ pub struct GatewayFileConfig {
     pub routes: Vec<RouteRule>,
     /// Scripted replies for the `sim` provider (TOML); the embedded fixture otherwise.
     pub sim_script: Option<PathBuf>,
+    #[serde(default)]
+    pub agent_breaker: AgentBreakerConfig,
+}
+
+/// `[provenance]`: projections of the provenance log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvenanceFileConfig {
+    /// Live graph: `falkordb://HOST:PORT/GRAPH` or `bolt://USER:PASS@HOST:PORT`.
+    pub graph: Option<String>,
 }
 
 /// `[secrets]`: the mounted-secrets directory agents read from (one file per secret).
@@ -190,6 +208,8 @@ pub struct Overrides {
     pub listen: Vec<(ServiceName, SocketAddr)>,
     pub peers: Vec<(ServiceName, String)>,
     pub policy_dir: Option<PathBuf>,
+    /// The process's `OTEL_*` environment variables (passed in, not read here).
+    pub otel_env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -219,12 +239,20 @@ pub struct Config {
     pub routes: Vec<RouteRule>,
     /// The `sim` provider's scripted replies.
     pub sim_script: Arc<Script>,
+    /// `[gateway.agent_breaker]`.
+    pub agent_breaker: AgentBreakerConfig,
     pub flows: Arc<Flows>,
     /// `[[agents]]`, checked.
     pub agents: Vec<AgentDecl>,
     pub prompts: Arc<Prompts>,
     /// Where `prompts` came from, for agents started as processes.
     pub prompts_dir: Option<PathBuf>,
+    /// `[provenance] graph`: the live graph projection's target, if any.
+    pub graph: Option<mesh_provenance::live::GraphUrl>,
+    /// Where spans are exported; `None`: nowhere (see `telemetry.rs`).
+    pub telemetry: crate::telemetry::TelemetrySettings,
+    /// `[checkpoints]`.
+    pub checkpoints: crate::checkpoints::CheckpointSettings,
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".mesh";
@@ -311,8 +339,20 @@ impl Config {
         AgentDecl::check(&agents)?;
         let prompts = Prompts::load(file.prompts_dir.as_deref())
             .map_err(|e| anyhow::anyhow!("prompts_dir: {e}"))?;
+        let telemetry = crate::telemetry::resolve(file.telemetry, &flags.otel_env)?;
+        let graph = file
+            .provenance
+            .graph
+            .as_deref()
+            .map(mesh_provenance::live::GraphUrl::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("[provenance] graph: {e}"))?;
         Ok(Config {
+            graph,
+            checkpoints: crate::checkpoints::resolve(file.checkpoints),
+            telemetry,
             sim_script: Arc::new(sim_script),
+            agent_breaker: file.gateway.agent_breaker,
             flows: Arc::new(flows),
             agents,
             prompts: Arc::new(prompts),
@@ -442,6 +482,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("max_attempts"));
+    }
+
+    #[test]
+    fn the_graph_projection_url_is_checked_when_read() {
+        assert!(
+            Config::resolve(None, &Overrides::default())
+                .unwrap()
+                .graph
+                .is_none()
+        );
+        let file = "[provenance]\ngraph = \"falkordb://127.0.0.1:6380/prov\"";
+        let c = Config::resolve(Some(("m.toml", file)), &Overrides::default()).unwrap();
+        assert_eq!(c.graph.unwrap().display(), "falkordb://127.0.0.1:6380/prov");
+        let file = "[provenance]\ngraph = \"mysql://u:secret@h\"";
+        let err = Config::resolve(Some(("m.toml", file)), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("[provenance] graph"), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 
     #[test]

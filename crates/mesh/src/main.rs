@@ -4,11 +4,13 @@
 #![allow(clippy::print_stdout)]
 
 mod agents;
+mod checkpoints;
 mod cli;
 mod commands;
 mod compose;
 mod config;
 mod output;
+mod telemetry;
 
 use clap::Parser;
 use std::io::IsTerminal;

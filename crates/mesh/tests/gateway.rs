@@ -698,7 +698,7 @@ async fn an_agent_whose_calls_keep_failing_is_stopped() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("mesh.toml"),
-        "[[gateway.providers]]\nname = \"broken\"\nkind = \"sim\"\nmodels = [\"broken-model\"]\nfailure = \"5xx\"\nmax_attempts = 1\nbreaker_failures = 100\n",
+        "[gateway.agent_breaker]\nfailures = 3\ncooldown_ms = 60000\n\n[[gateway.providers]]\nname = \"broken\"\nkind = \"sim\"\nmodels = [\"broken-model\"]\nfailure = \"5xx\"\nmax_attempts = 1\nbreaker_failures = 100\n",
     )
     .unwrap();
     let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
@@ -729,7 +729,8 @@ async fn an_agent_whose_calls_keep_failing_is_stopped() {
             (resp.status().as_u16(), retry)
         }
     };
-    for _ in 0..5 {
+    // `[gateway.agent_breaker] failures = 3`: the fourth call is held back.
+    for _ in 0..3 {
         assert_eq!(call(&ids[0]).await.0, 502);
     }
     assert_eq!(

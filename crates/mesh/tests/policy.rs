@@ -244,6 +244,16 @@ async fn every_enforcement_point_refuses_what_its_policy_denies() {
         .get("provenance-service", "/api/v1/provenance/export?limit=10")
         .await;
     m.assert_refused(r, "data.export").await;
+    let r = m
+        .get(
+            "provenance-service",
+            &format!(
+                "/api/v1/provenance/task/{}/export?format=prov-json",
+                uuid::Uuid::now_v7()
+            ),
+        )
+        .await;
+    m.assert_refused(r, "data.export").await;
 
     // tool.call and egress: refused before anything leaves for the tool.
     let (endpoint, received) = echo_tool().await;

@@ -8,6 +8,7 @@ mod bus;
 mod keys;
 mod listen;
 mod mcp;
+mod projection;
 mod provenance;
 mod queue;
 mod rows;
@@ -36,6 +37,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrate_9.sql"),
     ),
     (10, "agent lifecycle", include_str!("migrate_10.sql")),
+    (11, "provenance checkpoints", include_str!("migrate_11.sql")),
+    (12, "projection cursors", include_str!("migrate_12.sql")),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

@@ -11,6 +11,7 @@ mod budget;
 mod bus;
 mod keys;
 mod mcp;
+mod projection;
 mod provenance;
 mod queue;
 mod rows;
@@ -39,6 +40,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrate_9.sql"),
     ),
     (10, "agent lifecycle", include_str!("migrate_10.sql")),
+    (11, "provenance checkpoints", include_str!("migrate_11.sql")),
+    (12, "projection cursors", include_str!("migrate_12.sql")),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.

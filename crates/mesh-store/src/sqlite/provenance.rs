@@ -1,10 +1,10 @@
 use super::SqliteStore;
 use super::rows::{fmt_ts, json, opt_uuid, to_json, ts, uuid};
-use crate::{ProvenanceLog, Result, StoreError};
+use crate::{ProvenanceLog, Result, StoreError, StoredCheckpoint};
 use async_trait::async_trait;
 use mesh_types::provenance::ChainHead;
 use mesh_types::{EventDraft, ProvenanceEvent};
-use rusqlite::{Connection, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use uuid::Uuid;
 
 const EVENT_COLUMNS: &str =
@@ -131,4 +131,79 @@ impl ProvenanceLog for SqliteStore {
         })
         .await
     }
+
+    async fn event(&self, id: Uuid) -> Result<Option<ProvenanceEvent>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM provenance_events WHERE id = ?1"
+            ))?;
+            Ok(stmt
+                .query_row(params![id.to_string()], event_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn event_hashes(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, hash FROM provenance_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<bool> {
+        let c = checkpoint.clone();
+        self.write(move |tx| {
+            let added = tx
+                .prepare_cached(
+                    "INSERT INTO provenance_checkpoints (tree_size, root_hash, note, created_at)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tree_size) DO NOTHING",
+                )?
+                .execute(params![
+                    c.tree_size,
+                    c.root_hash,
+                    c.note,
+                    fmt_ts(&mesh_types::time::now())
+                ])?;
+            Ok(added == 1)
+        })
+        .await
+    }
+
+    async fn checkpoints_after(&self, after: i64, limit: u32) -> Result<Vec<StoredCheckpoint>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT tree_size, root_hash, note FROM provenance_checkpoints
+                 WHERE tree_size > ?1 ORDER BY tree_size LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], checkpoint_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT tree_size, root_hash, note FROM provenance_checkpoints
+                     ORDER BY tree_size DESC LIMIT 1",
+                )?
+                .query_row([], checkpoint_from_row)
+                .optional()?)
+        })
+        .await
+    }
+}
+
+fn checkpoint_from_row(row: &Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        tree_size: row.get(0)?,
+        root_hash: row.get(1)?,
+        note: row.get(2)?,
+    })
 }

@@ -40,6 +40,8 @@ pub fn system_principal(name: &str, role: Role) -> Principal {
 
 /// The running agents; `finish` waits for them to drain.
 pub struct AgentHost {
+    /// What was started, for the start-up banner: `name (mode)`.
+    pub started: Vec<String>,
     running: JoinSet<()>,
     store: Store,
     /// Keys minted for agents that reach the mesh over HTTP; revoked on the way out.
@@ -143,6 +145,7 @@ impl AgentHost {
             keys: vec![],
         };
         let mut running = JoinSet::new();
+        let mut started = Vec::new();
         // A runner with no staged flow to run would only hold a registration.
         if cores.orchestrator.is_some() && !config.flows.staged_types().is_empty() {
             let name = format!("flow-runner-{}", suffix());
@@ -154,6 +157,7 @@ impl AgentHost {
                 ..WorkerOptions::default()
             };
             spawn_worker(&mut running, runner, client, options, stop.clone());
+            started.push(format!("{name} (flow runner)"));
         }
         for decl in &config.agents {
             for replica in 1..=decl.replicas {
@@ -181,10 +185,12 @@ impl AgentHost {
                         };
                         record_spawn(store, decl, &name, None).await;
                         spawn_worker(&mut running, agent, client, options, stop.clone());
+                        started.push(format!("{name} ({}, in-process)", decl.kind));
                     }
                     SpawnMode::Process => {
                         let base = format!("{}-{replica}", decl.name);
                         let key = reach.key(&base, Role::Agent).await?;
+                        started.push(format!("{base}-* ({}, worker process)", decl.kind));
                         let spec = ChildSpec::new(decl, base, key, endpoints, config)?;
                         running.spawn(supervise::run(spec, store.clone(), stop.clone()));
                     }
@@ -201,6 +207,7 @@ impl AgentHost {
             }
         });
         Ok(AgentHost {
+            started,
             running,
             store: store.clone(),
             keys: reach.keys,

@@ -29,6 +29,8 @@ pub struct ChildSpec {
     /// Arguments after `--name NAME`.
     args: Vec<String>,
     key: String,
+    /// Where the child exports its spans: this process's resolved traces URL.
+    traces_url: Option<String>,
 }
 
 impl ChildSpec {
@@ -70,18 +72,25 @@ impl ChildSpec {
             base,
             args,
             key,
+            traces_url: config.telemetry.as_ref().map(|t| t.traces_url.clone()),
         })
     }
 
     fn start(&self, name: &str) -> std::io::Result<Child> {
         let exe = std::env::current_exe()?;
-        Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["worker", "--exit-with-parent", "--name", name])
             .args(&self.args)
             // The key goes by environment, not argv, so `ps` does not show it.
             .env("MESH_API_KEY", &self.key)
-            .kill_on_drop(true)
-            .spawn()
+            .kill_on_drop(true);
+        // The child exports where its parent does, whether the file or the
+        // environment said so (the variable is how `mesh worker` learns it).
+        if let Some(url) = &self.traces_url {
+            command.env(crate::telemetry::ENV_TRACES_ENDPOINT, url);
+        }
+        command.spawn()
     }
 }
 

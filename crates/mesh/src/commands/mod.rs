@@ -5,6 +5,7 @@ mod demo;
 mod keys;
 mod policy;
 mod provenance;
+mod provenance_proof;
 mod registry;
 mod run;
 mod tasks;
@@ -48,6 +49,7 @@ pub fn load_config(g: &GlobalArgs, mut flags: Overrides) -> Result<Config> {
     flags.store = g.store.clone();
     flags.bus = g.bus.clone();
     flags.policy_dir = g.policy_dir.clone();
+    flags.otel_env = crate::telemetry::process_env();
     let text = match &g.config {
         Some(path) => Some(
             std::fs::read_to_string(path)

@@ -1,4 +1,4 @@
-use super::{core, load_config, local_cores, open_store};
+use super::{cli_caller, core, load_config, local_cores, open_store};
 use crate::cli::{GlobalArgs, ProvenanceCommand};
 use crate::config::Overrides;
 use crate::output;
@@ -6,10 +6,20 @@ use anyhow::Result;
 use std::process::ExitCode;
 
 pub async fn run(g: &GlobalArgs, cmd: ProvenanceCommand) -> Result<ExitCode> {
+    // Proofs are verified without the store; everything else reads it.
+    let cmd = match cmd {
+        ProvenanceCommand::Proofs(c) => return super::provenance_proof::run(g, c).await,
+        other => other,
+    };
     let config = load_config(g, Overrides::default())?;
     let store = open_store(&config).await?;
     let service = core(local_cores(&store, &config).await?.provenance)?;
+    // With the log's key at hand, `verify` also checks the checkpoints' signatures.
+    if let Some(signer) = crate::checkpoints::existing_signer(&config, &store)? {
+        service.set_signer(signer);
+    }
     match cmd {
+        ProvenanceCommand::Proofs(c) => return super::provenance_proof::run(g, c).await,
         ProvenanceCommand::Show { task_id } => {
             let p = service.task(task_id).await?;
             if g.json {
@@ -40,6 +50,12 @@ pub async fn run(g: &GlobalArgs, cmd: ProvenanceCommand) -> Result<ExitCode> {
             for edge in &p.graph.edges {
                 println!("  ({})-[:{}]->({})", edge.from, edge.kind, edge.to);
             }
+        }
+        ProvenanceCommand::Export { task_id, format } => {
+            let text = service
+                .export_task(&cli_caller().principal, task_id, format)
+                .await?;
+            print!("{text}");
         }
         ProvenanceCommand::Verify => {
             let report = service.verify().await?;

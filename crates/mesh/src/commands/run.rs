@@ -46,6 +46,9 @@ async fn start(
     for (service, addr) in &running.endpoints {
         println!("  {:<20} http://{addr}", service.as_str());
     }
+    if !running.agents_started().is_empty() {
+        println!("Agents: {}", running.agents_started().join(", "));
+    }
     if let Some(key) = admin_key {
         println!("Admin API key (created because the store had none; shown once, keep it):");
         println!("  {key}");

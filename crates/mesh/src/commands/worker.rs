@@ -16,6 +16,12 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
             BuiltinKind::NAMES.join(", ")
         )
     })?;
+    // A worker has no config file: OpenTelemetry SDKs' variables say where spans go.
+    let telemetry = crate::telemetry::resolve(
+        crate::telemetry::TelemetryFileConfig::default(),
+        &crate::telemetry::process_env(),
+    )?;
+    crate::telemetry::install(&telemetry);
     let key = std::env::var("MESH_API_KEY")
         .ok()
         .filter(|k| !k.is_empty())
@@ -58,6 +64,7 @@ pub async fn run(args: WorkerArgs) -> Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("the agent could not run: {e}"))?;
     tracing::info!(?report, "worker stopped");
+    mesh_telemetry::flush(std::time::Duration::from_secs(5)).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,6 +2,7 @@
 
 mod gateway;
 mod policy;
+mod provenance;
 mod queue;
 mod tasks;
 
@@ -35,6 +36,20 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
             tasks,
             workers,
         } => queue::run(g, backend, tasks, workers).await,
+        BenchCommand::Provenance {
+            backend,
+            events,
+            batch,
+            producers,
+        } => {
+            let opts = provenance::Options {
+                backend,
+                events,
+                batch,
+                producers,
+            };
+            provenance::run(g, opts).await
+        }
     }
 }
 

@@ -1,0 +1,277 @@
+//! The OTLP/HTTP exporter: finished spans go into a bounded queue (a full queue drops
+//! the span and counts it, so a request never waits on telemetry), a background task
+//! sends them in batches as `ExportTraceServiceRequest` protobuf to `POST
+//! {endpoint}/v1/traces`, one `ResourceSpans` per mesh service, and flushes on drain.
+
+use crate::span::{Kind, SpanData, Value};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span as ProtoSpan, Status, span::SpanKind, status::StatusCode,
+};
+use prost::Message;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Where and how spans are exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// The full traces URL, e.g. `http://collector:4318/v1/traces`.
+    pub traces_url: String,
+    /// Spans held while the exporter is behind; more are dropped (OTel's default 2048).
+    pub max_queue: usize,
+    /// Spans per request (OTel's default 512).
+    pub max_batch: usize,
+    /// How long a span may wait for its batch to fill.
+    pub delay: Duration,
+}
+
+impl ExportConfig {
+    pub fn new(traces_url: String) -> Self {
+        ExportConfig {
+            traces_url,
+            max_queue: 2048,
+            max_batch: 512,
+            delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Sends to the background task: one span, or "send what you hold and tell me".
+enum Item {
+    Span(Box<SpanData>),
+    Flush(oneshot::Sender<()>),
+}
+
+struct Exporter {
+    tx: mpsc::Sender<Item>,
+    dropped: AtomicU64,
+    exported: AtomicU64,
+}
+
+static EXPORTER: OnceLock<Exporter> = OnceLock::new();
+
+/// Whether spans are recorded at all (an exporter is installed).
+pub fn enabled() -> bool {
+    EXPORTER.get().is_some()
+}
+
+/// Starts exporting to `config.traces_url` from this process (once: later calls keep
+/// the first exporter and return false). Needs a Tokio runtime.
+pub fn install(config: ExportConfig, instance: &str) -> bool {
+    let (tx, rx) = mpsc::channel(config.max_queue.max(1));
+    let exporter = Exporter {
+        tx,
+        dropped: AtomicU64::new(0),
+        exported: AtomicU64::new(0),
+    };
+    if EXPORTER.set(exporter).is_err() {
+        return false;
+    }
+    tracing::info!(endpoint = %config.traces_url, "exporting OpenTelemetry spans over OTLP/HTTP");
+    tokio::spawn(run(config, instance.to_string(), rx));
+    true
+}
+
+/// Spans dropped because the queue was full or the collector failed, and spans
+/// accepted by the collector, since start.
+pub fn counts() -> (u64, u64) {
+    EXPORTER.get().map_or((0, 0), |e| {
+        (
+            e.dropped.load(Ordering::Relaxed),
+            e.exported.load(Ordering::Relaxed),
+        )
+    })
+}
+
+/// Sends everything queued so far and waits for it, up to `timeout`: called on drain.
+pub async fn flush(timeout: Duration) {
+    let Some(exporter) = EXPORTER.get() else {
+        return;
+    };
+    let (ack, done) = oneshot::channel();
+    let flushed = async {
+        if exporter.tx.send(Item::Flush(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    };
+    if tokio::time::timeout(timeout, flushed).await.is_err() {
+        tracing::warn!("OpenTelemetry flush timed out; queued spans are lost");
+    }
+}
+
+pub(crate) fn submit(span: SpanData) {
+    if let Some(exporter) = EXPORTER.get()
+        && exporter.tx.try_send(Item::Span(Box::new(span))).is_err()
+    {
+        exporter.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn run(config: ExportConfig, instance: String, mut rx: mpsc::Receiver<Item>) {
+    // No redirects: a collector answers where it is configured.
+    let http = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the OTLP client; spans are not exported");
+            return;
+        }
+    };
+    let mut batch: Vec<SpanData> = Vec::new();
+    loop {
+        let deadline = tokio::time::sleep(config.delay);
+        tokio::pin!(deadline);
+        // Collect until the batch is full or the delay is over.
+        let mut ack = None;
+        while batch.len() < config.max_batch && ack.is_none() {
+            tokio::select! {
+                item = rx.recv() => match item {
+                    Some(Item::Span(span)) => batch.push(*span),
+                    Some(Item::Flush(a)) => ack = Some(a),
+                    None => return,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        if ack.is_some() {
+            // A flush takes what is queued behind it too.
+            while let Ok(Item::Span(span)) = rx.try_recv() {
+                batch.push(*span);
+            }
+        }
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(config.max_batch));
+            let sending = std::mem::replace(&mut batch, rest);
+            send(&http, &config.traces_url, &instance, sending).await;
+        }
+        if let Some(ack) = ack {
+            let _ = ack.send(());
+        }
+    }
+}
+
+async fn send(http: &reqwest::Client, url: &str, instance: &str, spans: Vec<SpanData>) {
+    let Some(exporter) = EXPORTER.get() else {
+        return;
+    };
+    let count = spans.len() as u64;
+    let body = encode(spans, instance).encode_to_vec();
+    let sent = http
+        .post(url)
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => {
+            exporter.exported.fetch_add(count, Ordering::Relaxed);
+        }
+        // Dropped rather than retried: telemetry must not build up behind a collector
+        // that is down.
+        Ok(r) => {
+            exporter.dropped.fetch_add(count, Ordering::Relaxed);
+            tracing::warn!(
+                status = r.status().as_u16(),
+                spans = count,
+                "the OTLP collector refused spans"
+            );
+        }
+        Err(e) => {
+            exporter.dropped.fetch_add(count, Ordering::Relaxed);
+            tracing::warn!(error = %e, spans = count, "cannot reach the OTLP collector");
+        }
+    }
+}
+
+/// The OTLP request for `spans`: one resource per mesh service.
+fn encode(spans: Vec<SpanData>, instance: &str) -> ExportTraceServiceRequest {
+    let mut by_service: BTreeMap<String, Vec<ProtoSpan>> = BTreeMap::new();
+    for span in spans {
+        by_service
+            .entry(span.service.clone())
+            .or_default()
+            .push(proto_span(span));
+    }
+    let resource_spans = by_service
+        .into_iter()
+        .map(|(service, spans)| ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", Value::Str(service)),
+                    kv("service.namespace", Value::Str("agentic-mesh".into())),
+                    kv(
+                        "service.version",
+                        Value::Str(env!("CARGO_PKG_VERSION").into()),
+                    ),
+                    kv("service.instance.id", Value::Str(instance.into())),
+                    kv("telemetry.sdk.name", Value::Str("mesh-telemetry".into())),
+                    kv("telemetry.sdk.language", Value::Str("rust".into())),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "agentic-mesh".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest { resource_spans }
+}
+
+fn proto_span(span: SpanData) -> ProtoSpan {
+    ProtoSpan {
+        trace_id: span.context.trace_id.to_vec(),
+        span_id: span.context.span_id.to_vec(),
+        parent_span_id: span.parent.map(|p| p.span_id.to_vec()).unwrap_or_default(),
+        // Sampled, as the `traceparent` it propagates says.
+        flags: 0x01,
+        name: span.name,
+        kind: match span.kind {
+            Kind::Internal => SpanKind::Internal,
+            Kind::Client => SpanKind::Client,
+        } as i32,
+        start_time_unix_nano: span.start_ns,
+        end_time_unix_nano: span.end_ns,
+        attributes: span
+            .attributes
+            .into_iter()
+            .map(|(k, v)| kv(&k, v))
+            .collect(),
+        status: Some(match span.error {
+            Some(message) => Status {
+                message,
+                code: StatusCode::Error as i32,
+            },
+            None => Status::default(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    let value = match value {
+        Value::Str(s) => any_value::Value::StringValue(s),
+        Value::Int(i) => any_value::Value::IntValue(i),
+        Value::Bool(b) => any_value::Value::BoolValue(b),
+        Value::Double(d) => any_value::Value::DoubleValue(d),
+    };
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,55 @@
+//! A remote A2A agent taking part in the code flow.
+
+use super::{Mesh, SEED_EXAMPLE, fake_a2a};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_a2a_agent_reviews_in_the_code_flow() {
+    // No built-in critic: the review stage can only be done by the imported agent.
+    let config = r#"
+[[agents]]
+name = "planner"
+kind = "planner"
+
+[[agents]]
+name = "coder"
+kind = "coder"
+"#;
+    let mesh = Mesh::up(config, &[]);
+    let remote = fake_a2a::fake_agent("review").await;
+    let import = mesh
+        .api
+        .post(
+            &mesh.url("agent-registry", "/api/v1/agents/import"),
+            &mesh.admin,
+            &json!({"url": remote.base, "name": "remote-critic", "role": "critic"}).to_string(),
+        )
+        .await;
+    assert_eq!(import.status, 201, "{}", import.body);
+    let id = mesh.submit(SEED_EXAMPLE).await;
+    let task = mesh.finished(&id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["output"]["rounds"], 1);
+    assert_eq!(
+        task["output"]["reviews"][0]["notes"],
+        "the remote critic approves"
+    );
+    // The remote agent got the review over A2A: the changes to judge as data.
+    let (count, changes) = {
+        let sent = remote.tasks.lock().unwrap();
+        let (_, message) = sent.values().next().unwrap();
+        let changes = message.parts[0].data.as_ref().unwrap()["changes"].clone();
+        (sent.len(), changes)
+    };
+    assert_eq!(count, 1);
+    assert_eq!(changes.as_array().unwrap().len(), 3);
+    let provenance = mesh.provenance(&id).await;
+    let reviewer = provenance["graph"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "REVIEWED_BY")
+        .unwrap()["to"]
+        .clone();
+    assert_eq!(reviewer, import.body["id"]);
+}
