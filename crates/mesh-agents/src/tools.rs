@@ -44,6 +44,7 @@ impl ToolClient {
                     agent_id: agent,
                     arguments,
                     task_id: Some(task),
+                    data_classification: None,
                 };
                 registry
                     .invoke(tool, body)

@@ -102,7 +102,7 @@ impl Gateway {
                 return Err(err);
             }
         };
-        let mut trail = Trail::new(&request);
+        let mut trail = Trail::new(&request, caller.call.data_classification.as_deref());
         trail.span = span;
         let mut last_error = None;
         let auto = request.model == AUTO;
@@ -208,7 +208,7 @@ impl Gateway {
                 return Err(err);
             }
         };
-        let mut trail = Trail::new(&request);
+        let mut trail = Trail::new(&request, caller.call.data_classification.as_deref());
         trail.span = span;
         let mut last_error = None;
         let mut opened = None;
@@ -485,6 +485,8 @@ impl Gateway {
             out.messages = messages;
         }
         trail.redacted |= verdict.decision.action == PolicyAction::AllowWithRedactions;
+        // What is archived and hashed is what left for the provider, redactions applied.
+        trail.prompt = json!(out.messages);
         trail.decisions.push(verdict.audit);
         // Under load, a routed call passes over a model at its rate limit.
         if auto
@@ -656,6 +658,11 @@ impl Gateway {
             if let Some(agent) = &caller.agent {
                 self.agent_breaker(agent.id).success();
             }
+        }
+        if let Some(archive) = self.archive.get() {
+            // A failed call's event names no response, so none is archived.
+            let response = served.as_ref().filter(|_| error.is_none());
+            trail.archive(archive, response.map(|(_, _, u)| u));
         }
         let event = trail.event(
             &caller.name(),

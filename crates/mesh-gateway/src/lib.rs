@@ -56,6 +56,8 @@ pub struct Gateway {
     agent_breakers:
         std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<resilience::Breaker>>>,
     agent_breaker: AgentBreakerConfig,
+    /// Where prompts and responses are archived; unset keeps only their hashes.
+    archive: std::sync::OnceLock<Arc<mesh_archive::Archive>>,
 }
 
 /// `[gateway.agent_breaker]`: provider failures in a row that stop an agent's calls,
@@ -190,6 +192,7 @@ impl Gateway {
             latency: routing::LatencyBook::default(),
             agent_breakers: Default::default(),
             agent_breaker,
+            archive: std::sync::OnceLock::new(),
         });
         let weak = Arc::downgrade(&gateway);
         gateway.ctx.metrics.add_collector(Box::new(move |out| {
@@ -207,6 +210,12 @@ impl Gateway {
             let _ = writeln!(out, "mesh_gateway_agents_stopped {}", gateway.stopped_agents().len());
         }));
         Ok(gateway)
+    }
+
+    /// Archives every call's prompt and response from now on (`[archive]`).
+    pub fn set_archive(&self, archive: Arc<mesh_archive::Archive>) {
+        self.ctx.metrics.add_collector(archive.collector());
+        let _ = self.archive.set(archive);
     }
 
     pub fn context(&self) -> &ServiceContext {

@@ -174,6 +174,9 @@ impl Gateway {
                 Some((&provider, &model, &usage)),
                 error.as_deref(),
             );
+            if let Some(archive) = gateway.archive.get() {
+                trail.archive(archive, error.is_none().then_some(&usage));
+            }
             let event = trail.event(
                 &actor.name,
                 actor.agent,

@@ -79,6 +79,10 @@ pub(crate) struct Trail {
     pub ensemble: Option<Value>,
     /// The call's OpenTelemetry span (inert when telemetry is off).
     pub span: mesh_telemetry::Span,
+    /// The messages as sent (after any redaction): archived, and hashed in the event.
+    pub prompt: Value,
+    /// The data's classification (`x-mesh-data-classification`), for the archive.
+    pub classification: String,
 }
 
 /// What a call's usage costs at `provider`'s prices.
@@ -90,7 +94,7 @@ pub(crate) fn spend(provider: &Provider, usage: &Usage) -> Spend {
 }
 
 impl Trail {
-    pub fn new(request: &ChatRequest) -> Self {
+    pub fn new(request: &ChatRequest, classification: Option<&str>) -> Self {
         Trail {
             call_id: Uuid::now_v7(),
             started: Instant::now(),
@@ -106,6 +110,19 @@ impl Trail {
             strategy: None,
             ensemble: None,
             span: mesh_telemetry::Span::none(),
+            prompt: json!(request.messages),
+            classification: classification.unwrap_or("internal").to_string(),
+        }
+    }
+
+    /// Queues the prompt and the response for the archive. They are archived as the
+    /// canonical JSON whose SHA-256 the event carries (`promptSha256`,
+    /// `responseSha256`), so a hash in provenance names exactly the archived bytes.
+    pub fn archive(&self, archive: &mesh_archive::Archive, usage: Option<&Usage>) {
+        let canonical = |v: &Value| mesh_types::canonical::to_string(v).into_bytes();
+        archive.submit(&self.classification, canonical(&self.prompt));
+        if let Some(usage) = usage {
+            archive.submit(&self.classification, canonical(&json!(usage.text)));
         }
     }
 
@@ -132,6 +149,7 @@ impl Trail {
             "failedAttempts": self.attempts,
             "degradedForBudget": self.degraded,
             "degradedForLoad": self.degraded_for_load,
+            "promptSha256": mesh_types::canonical::sha256_hex(&self.prompt),
         });
         if let Some(ensemble) = &self.ensemble {
             payload["ensemble"] = ensemble.clone();
@@ -147,8 +165,10 @@ impl Trail {
                 payload["failover"] = json!(self.first_choice.as_deref() != Some(*model));
                 payload["tokensIn"] = json!(usage.tokens_in);
                 payload["tokensOut"] = json!(usage.tokens_out);
-                payload["outputSha256"] =
-                    json!(mesh_types::canonical::sha256_hex(&json!(usage.text)));
+                let response = mesh_types::canonical::sha256_hex(&json!(usage.text));
+                payload["responseSha256"] = json!(response);
+                // The name the record had before archives: the same hash.
+                payload["outputSha256"] = json!(response);
                 "model_call"
             }
             (served, error) => {

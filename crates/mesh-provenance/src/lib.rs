@@ -10,6 +10,7 @@
 //! the live projection's cursor and the Merkle tree's signed checkpoints
 //! (`provenance_checkpoints`: `checkpointer`, `tree`; the leaves are the events' hashes).
 
+mod archive_routes;
 pub mod checkpointer;
 pub mod export;
 mod graph;
@@ -39,6 +40,8 @@ pub struct ProvenanceService {
     policy: Arc<Enforcer>,
     /// The checkpoint signing key, once loaded (`verifiable.rs`).
     signer: std::sync::OnceLock<Arc<mesh_types::checkpoint::NoteSigner>>,
+    /// The payload archive, when archiving is on (`archive_routes.rs`).
+    archive: std::sync::OnceLock<Arc<mesh_archive::Archive>>,
 }
 
 /// Most events one export returns; page with `after`.
@@ -60,6 +63,7 @@ impl ProvenanceService {
             ctx,
             policy,
             signer: std::sync::OnceLock::new(),
+            archive: std::sync::OnceLock::new(),
         })
     }
 

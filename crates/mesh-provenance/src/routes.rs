@@ -35,7 +35,8 @@ pub fn router(core: Arc<ProvenanceService>) -> Router {
             get(verify).route_layer(auth.require(Permission::ProvenanceVerify)),
         )
         .with_state(core.clone())
-        .merge(crate::proof_routes::router(core.clone()));
+        .merge(crate::proof_routes::router(core.clone()))
+        .merge(crate::archive_routes::router(core.clone()));
     let op = |method, path, summary, permission, success| {
         Op::guarded(method, path, summary, permission, None, success)
     };
@@ -80,6 +81,7 @@ pub fn router(core: Arc<ProvenanceService>) -> Router {
         ]
         .into_iter()
         .chain(crate::proof_routes::ops())
+        .chain(crate::archive_routes::ops())
         .collect::<Vec<_>>(),
     );
     mesh_service::server::finish_router(core.context(), api, doc)

@@ -124,35 +124,7 @@ impl TaskQueue {
                 mesh_types::task::MAX_TASK_TYPE_LEN,
             )?;
         }
-        let agent = self.agents.get(caller, body.agent_id).await.map_err(|e| {
-            if e.status == axum::http::StatusCode::NOT_FOUND {
-                ApiError::invalid("agentId", format!("agentId: no agent {}", body.agent_id))
-            } else {
-                e
-            }
-        })?;
-        // `agent_retired`, `agent_unhealthy`: a worker tells a final refusal from one
-        // that lasts until the agent's next heartbeat or probe.
-        if matches!(agent.status, AgentStatus::Retired | AgentStatus::Unhealthy) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                &format!("agent_{}", agent.status),
-                format!(
-                    "agent {} is {} and cannot take work",
-                    agent.name, agent.status
-                ),
-            ));
-        }
-        // A draining agent finishes what it holds and takes nothing new. (A long poll
-        // that began before the drain may still lease once; the registry retires the
-        // agent only when it holds no lease, so that task is finished too.)
-        if agent.draining_since.is_some() {
-            return Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "agent_draining",
-                format!("agent {} is draining and takes no new work", agent.name),
-            ));
-        }
+        let agent = self.working_agent(caller, body.agent_id).await?;
         // An agent takes only work it declared it can do.
         let task_types = body
             .task_types
@@ -178,7 +150,14 @@ impl TaskQueue {
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
         let signal = self.ctx.store.queue.work_signal();
+        let mut first = true;
         loop {
+            // A long poll outlives the check above: an agent that turned unhealthy or
+            // began draining while it waited takes nothing. (What remains is the
+            // moment between this read and the claim's transaction.)
+            if !std::mem::take(&mut first) {
+                self.working_agent(caller, agent.id).await?;
+            }
             // Register for the wake-up before looking, so work that lands in between
             // is not missed.
             let woken = signal.notified();
@@ -207,6 +186,38 @@ impl TaskQueue {
                 _ = tokio::time::sleep((deadline - now).min(WAIT_POLL)) => {}
             }
         }
+    }
+
+    /// The agent, if it may take work now: registered, neither retired nor unhealthy
+    /// (`agent_retired`, `agent_unhealthy`: a worker tells a final refusal from one that
+    /// lasts until the agent's next heartbeat or probe) and not draining (it finishes
+    /// what it holds and takes nothing new).
+    async fn working_agent(&self, caller: &Caller, id: Uuid) -> Result<Agent, ApiError> {
+        let agent = self.agents.get(caller, id).await.map_err(|e| {
+            if e.status == axum::http::StatusCode::NOT_FOUND {
+                ApiError::invalid("agentId", format!("agentId: no agent {id}"))
+            } else {
+                e
+            }
+        })?;
+        if matches!(agent.status, AgentStatus::Retired | AgentStatus::Unhealthy) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                &format!("agent_{}", agent.status),
+                format!(
+                    "agent {} is {} and cannot take work",
+                    agent.name, agent.status
+                ),
+            ));
+        }
+        if agent.draining_since.is_some() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "agent_draining",
+                format!("agent {} is draining and takes no new work", agent.name),
+            ));
+        }
+        Ok(agent)
     }
 
     /// The `task.assign` policy point, asked about each candidate inside the claim.

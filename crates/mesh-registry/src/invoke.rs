@@ -12,7 +12,9 @@ use crate::tools::ToolRegistry;
 use axum::http::StatusCode;
 use mesh_policy::{Actor, Point, Resource, inputs};
 use mesh_service::ApiError;
-use mesh_types::{Agent, AgentStatus, EventDraft, Tool, ToolBackend, ToolStatus};
+use mesh_types::{
+    Agent, AgentStatus, DataClassification, EventDraft, Tool, ToolBackend, ToolStatus,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -33,6 +35,10 @@ pub struct InvokeBody {
     /// The task the call serves, so it appears on that task's timeline.
     #[serde(default)]
     pub task_id: Option<Uuid>,
+    /// How sensitive the arguments are (default internal): decides whether they and
+    /// the output are archived, and for how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_classification: Option<DataClassification>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +163,14 @@ impl ToolRegistry {
             && let Err(invalid) = check_output(&tool, &called.output)
         {
             called.failure = Some(invalid);
+        }
+        if let Some(archive) = self.archive.get() {
+            // The canonical JSON whose SHA-256 the event carries, arguments as they
+            // left (redacted); restricted data is hash-only unless configured otherwise.
+            let class = body.data_classification.unwrap_or_default().as_str();
+            let canonical = |v: &Value| mesh_types::canonical::to_string(v).into_bytes();
+            archive.submit(class, canonical(&arguments));
+            archive.submit(class, canonical(&called.output));
         }
         let mut event = call_event(&tool, &agent, call_id, latency_ms, &arguments, &called);
         event.payload["redacted"] = json!(redacted);

@@ -40,6 +40,8 @@ pub struct ToolRegistry {
     pub(crate) shutdown: OnceLock<watch::Receiver<bool>>,
     /// Itself, for the background tasks a request starts (an MCP connection's keeper).
     me: Weak<ToolRegistry>,
+    /// Where tool arguments and outputs are archived; unset keeps only their hashes.
+    pub(crate) archive: OnceLock<Arc<mesh_archive::Archive>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -58,7 +60,8 @@ impl ToolRegistry {
         config: ToolsConfig,
         agents: AgentRegistryClient,
     ) -> Arc<Self> {
-        // Building fails only when a TLS backend cannot start, and none is compiled in.
+        // Building fails only when the TLS backend (rustls) cannot initialise, and then
+        // no client could be built at all.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -74,7 +77,14 @@ impl ToolRegistry {
             mcp: McpHub::default(),
             shutdown: OnceLock::new(),
             me: me.clone(),
+            archive: OnceLock::new(),
         })
+    }
+
+    /// Archives every call's arguments and output from now on (`[archive]`).
+    pub fn set_archive(&self, archive: Arc<mesh_archive::Archive>) {
+        self.ctx.metrics.add_collector(archive.collector());
+        let _ = self.archive.set(archive);
     }
 
     pub(crate) fn me(&self) -> Option<Arc<ToolRegistry>> {

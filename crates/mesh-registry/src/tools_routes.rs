@@ -153,7 +153,8 @@ fn openapi() -> Value {
                 Some(
                     json!({"type": "object", "required": ["agentId", "arguments"], "additionalProperties": false,
                     "properties": {"agentId": {"type": "string", "format": "uuid"}, "arguments": {},
-                                   "taskId": {"type": "string", "format": "uuid"}}}),
+                                   "taskId": {"type": "string", "format": "uuid"},
+                                   "dataClassification": {"enum": mesh_types::DataClassification::NAMES}}}),
                 ),
                 (
                     200,

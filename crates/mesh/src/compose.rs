@@ -288,6 +288,9 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
             Err(err) => return Err(err),
         }
     }
+    // Opened here, not in `Cores::build`, so commands that only read the store neither
+    // open object storage nor generate a key.
+    crate::archive::attach(&mut cores, config, store, &readiness, watcher.clone())?;
     if let Some(tools) = &cores.tools {
         // Built-in tools and MCP connections; CLI commands build cores without them.
         tools.start(watcher.clone()).await;

@@ -59,6 +59,9 @@ pub struct FileConfig {
     /// `[checkpoints]`: signed checkpoints of the provenance log.
     #[serde(default)]
     pub checkpoints: crate::checkpoints::CheckpointsFileConfig,
+    /// `[archive]`: where prompts, responses and tool payloads are archived.
+    #[serde(default)]
+    pub archive: mesh_archive::ArchiveConfig,
 }
 
 /// `[gateway]`: model providers besides the built-in `sim`.
@@ -253,6 +256,8 @@ pub struct Config {
     pub telemetry: crate::telemetry::TelemetrySettings,
     /// `[checkpoints]`.
     pub checkpoints: crate::checkpoints::CheckpointSettings,
+    /// `[archive]`.
+    pub archive: mesh_archive::ArchiveConfig,
 }
 
 pub const DEFAULT_DATA_DIR: &str = ".mesh";
@@ -350,6 +355,7 @@ impl Config {
         Ok(Config {
             graph,
             checkpoints: crate::checkpoints::resolve(file.checkpoints),
+            archive: file.archive,
             telemetry,
             sim_script: Arc::new(sim_script),
             agent_breaker: file.gateway.agent_breaker,

@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout)]
 
 mod agents;
+mod archive;
 mod checkpoints;
 mod cli;
 mod commands;

@@ -324,6 +324,7 @@ impl ToolRegistry {
             agent_id: agent.id,
             arguments,
             task_id,
+            data_classification: None,
         };
         match self.invoke_tool(tool, body).await {
             Ok(reply) => {

@@ -1,0 +1,294 @@
+//! Archives of what model and tool calls carried — prompts, responses, tool arguments
+//! and outputs — in object storage (a local directory or S3-compatible), under their
+//! SHA-256 so a payload sent twice is stored once, encrypted at rest with AES-256-GCM.
+//! Provenance events carry only the hashes; this crate keeps the bytes behind them.
+//!
+//! Writes happen off the request path through one bounded writer; it never blocks a
+//! call (a full queue or a failing store is counted in `/metrics`, never silent) and
+//! never decides whether a call succeeds.
+
+pub mod config;
+mod seal;
+
+pub use config::{ArchiveConfig, ByClass, KeyOrigin};
+pub use seal::Sealer;
+
+use futures_util::StreamExt;
+use mesh_service::metrics::Collector;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Payloads queued for the writer; past this, new ones are counted as lost.
+const QUEUE: usize = 4096;
+/// Classifications, in the order objects are looked up.
+const CLASSES: [&str; 4] = ["public", "internal", "confidential", "restricted"];
+
+enum Job {
+    Put {
+        class: &'static str,
+        sha256: String,
+        bytes: Vec<u8>,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+struct Counters {
+    written: AtomicU64,
+    deduplicated: AtomicU64,
+    hash_only: AtomicU64,
+    failed_store: AtomicU64,
+    failed_queue: AtomicU64,
+}
+
+struct Inner {
+    store: Arc<dyn ObjectStore>,
+    sealer: Sealer,
+    counters: Counters,
+}
+
+/// The archive: cheap to share; dropping the last handle lets the writer finish what
+/// is queued and stop.
+pub struct Archive {
+    inner: Arc<Inner>,
+    stored: ByClass<bool>,
+    retention: ByClass<Option<u64>>,
+    location: String,
+    tx: mpsc::Sender<Job>,
+}
+
+/// SHA-256 (hex) of bytes: an archived payload's name.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Archive {
+    /// An archive over `store`, and its writer's task (finished once flushed).
+    pub fn spawn(
+        store: Arc<dyn ObjectStore>,
+        location: String,
+        sealer: Sealer,
+        config: &ArchiveConfig,
+    ) -> (Arc<Self>, JoinHandle<()>) {
+        let inner = Arc::new(Inner {
+            store,
+            sealer,
+            counters: Counters::default(),
+        });
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let writer = {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    match job {
+                        Job::Put {
+                            class,
+                            sha256,
+                            bytes,
+                        } => inner.put(class, &sha256, bytes).await,
+                        Job::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+        };
+        let archive = Archive {
+            inner,
+            stored: config.store,
+            retention: config.retention_days,
+            location,
+            tx,
+        };
+        (Arc::new(archive), writer)
+    }
+
+    /// Where payloads go (`s3://…` or `file://…`), for `/readyz`.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Queues `payload` to be archived under its SHA-256 if its classification is
+    /// archived at all, and returns the hash either way (what the event records).
+    pub fn submit(&self, classification: &str, payload: Vec<u8>) -> String {
+        let sha256 = sha256_hex(&payload);
+        let class = CLASSES
+            .iter()
+            .find(|c| **c == classification)
+            .copied()
+            .unwrap_or("restricted");
+        let counters = &self.inner.counters;
+        if !self.stored.get(class) {
+            counters.hash_only.fetch_add(1, Ordering::Relaxed);
+            return sha256;
+        }
+        let job = Job::Put {
+            class,
+            sha256: sha256.clone(),
+            bytes: payload,
+        };
+        if self.tx.try_send(job).is_err() {
+            counters.failed_queue.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(sha256 = %sha256, "archive queue full: payload not archived");
+        }
+        sha256
+    }
+
+    /// Waits until everything queued before now is written (or has failed).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Job::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// The decrypted payload named `sha256`, `None` if it is not archived.
+    pub async fn get(&self, sha256: &str) -> Result<Option<Vec<u8>>, String> {
+        let valid = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Ok(None);
+        }
+        let sha256 = sha256.to_ascii_lowercase();
+        for class in CLASSES {
+            match self.inner.store.get(&object_path(class, &sha256)).await {
+                Ok(found) => {
+                    let object = found.bytes().await.map_err(|e| e.to_string())?;
+                    let plain = self.inner.sealer.open(&sha256, &object)?;
+                    if sha256_hex(&plain) != sha256 {
+                        return Err(format!("archived object {sha256} does not match its name"));
+                    }
+                    return Ok(Some(plain));
+                }
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes objects older than their classification's `retention_days`; returns
+    /// how many. Retention runs from when a payload was first archived (a payload
+    /// sent again is not rewritten).
+    pub async fn sweep(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64, String> {
+        let mut deleted = 0;
+        for class in CLASSES {
+            let Some(days) = self.retention.get(class) else {
+                continue;
+            };
+            let cutoff = now - chrono::Duration::days(days.min(1_000_000) as i64);
+            let prefix = ObjectPath::from(class);
+            let mut listing = self.inner.store.list(Some(&prefix));
+            while let Some(meta) = listing.next().await {
+                let meta = meta.map_err(|e| e.to_string())?;
+                if meta.last_modified < cutoff {
+                    // Every process with the archive sweeps; another may have been first.
+                    match self.inner.store.delete(&meta.location).await {
+                        Ok(()) => deleted += 1,
+                        Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The archive's counters for `/metrics`. It holds the counters only, not the
+    /// queue, so a service's metrics never keep the writer from finishing.
+    pub fn collector(&self) -> Collector {
+        let inner = self.inner.clone();
+        Box::new(move |out: &mut String| {
+            let c = &inner.counters;
+            let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+            out.push_str(&format!(
+                "# TYPE mesh_archive_objects_written_total counter\nmesh_archive_objects_written_total {}\n\
+                 # TYPE mesh_archive_deduplicated_total counter\nmesh_archive_deduplicated_total {}\n\
+                 # TYPE mesh_archive_hash_only_total counter\nmesh_archive_hash_only_total {}\n\
+                 # TYPE mesh_archive_write_failures_total counter\n\
+                 mesh_archive_write_failures_total{{reason=\"store\"}} {}\n\
+                 mesh_archive_write_failures_total{{reason=\"queue_full\"}} {}\n",
+                load(&c.written),
+                load(&c.deduplicated),
+                load(&c.hash_only),
+                load(&c.failed_store),
+                load(&c.failed_queue),
+            ));
+        })
+    }
+}
+
+/// Spawns the retention sweep: every `every`, until `stop` turns true.
+pub fn spawn_sweeper(
+    archive: Arc<Archive>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match archive.sweep(chrono::Utc::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "archive retention sweep"),
+                Err(e) => tracing::warn!(error = %e, "archive retention sweep failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}
+
+/// `<classification>/<sha256>`: the classification prefix lets retention be swept
+/// per class by listing; the name is the plaintext's SHA-256 so dedup works.
+fn object_path(class: &str, sha256: &str) -> ObjectPath {
+    ObjectPath::from(format!("{class}/{sha256}"))
+}
+
+impl Inner {
+    async fn put(&self, class: &str, sha256: &str, bytes: Vec<u8>) {
+        let path = object_path(class, sha256);
+        // Two tries: a blip should not lose a payload, an outage must not stall the
+        // queue behind it.
+        for attempt in 0..2 {
+            match self.try_put(&path, sha256, &bytes).await {
+                Ok(true) => {
+                    self.counters.written.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(false) => {
+                    self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) if attempt == 0 => {
+                    tracing::warn!(error = %e, %sha256, "archive write failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    self.counters.failed_store.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, %sha256, "payload not archived");
+                }
+            }
+        }
+    }
+
+    /// `Ok(false)` when the object was there already.
+    async fn try_put(&self, path: &ObjectPath, sha256: &str, bytes: &[u8]) -> Result<bool, String> {
+        match self.store.head(path).await {
+            Ok(_) => return Ok(false),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let sealed = self.sealer.seal(sha256, bytes)?;
+        self.store
+            .put(path, PutPayload::from(sealed))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,88 @@
+//! `[archive]`: opening the payload archive for the gateway, the tool registry and
+//! the provenance service, and saying in `/readyz` whether it is on and why not.
+
+use crate::compose::Cores;
+use crate::config::Config;
+use anyhow::Result;
+use mesh_archive::{Archive, KeyOrigin, Sealer};
+use mesh_service::{Readiness, SecretDir};
+use mesh_store::Store;
+use serde_json::json;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// How often expired payloads are swept (when a retention is configured).
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The archive and its writer, or `None` when archiving is off. A bad `[archive]`
+/// is an error; a shared store without a mounted key only turns archiving off (no
+/// process may invent a key the others cannot read), as with checkpoint signing.
+pub fn open(
+    config: &Config,
+    store: &Store,
+    readiness: &Readiness,
+) -> Result<Option<(Arc<Archive>, JoinHandle<()>)>> {
+    let settings = &config.archive;
+    if !settings.enabled {
+        readiness.set_detail(
+            "archive",
+            json!({"enabled": false, "reason": "[archive] enabled = false"}),
+        );
+        return Ok(None);
+    }
+    let secrets = config.secrets_dir.clone().map(SecretDir::new);
+    let generate_in = (store.backend == "sqlite").then_some(config.data_dir.as_path());
+    let (key, origin) =
+        match mesh_archive::config::load_key(settings, secrets.as_ref(), generate_in) {
+            Ok(found) => found,
+            Err(reason) if generate_in.is_none() => {
+                tracing::warn!(%reason, "payload archiving is off");
+                readiness.set_detail("archive", json!({"enabled": false, "reason": reason}));
+                return Ok(None);
+            }
+            Err(reason) => anyhow::bail!("[archive]: {reason}"),
+        };
+    let sealer = Sealer::from_hex(&key).map_err(|e| anyhow::anyhow!("[archive] key: {e}"))?;
+    if let KeyOrigin::Generated(path) = &origin {
+        tracing::warn!(path = %path.display(), "generated an archive encryption key; keep it, or mount your own");
+    }
+    let (object_store, location) =
+        mesh_archive::config::object_store(settings, &config.data_dir, secrets.as_ref())
+            .map_err(anyhow::Error::msg)?;
+    let (archive, writer) = Archive::spawn(object_store, location, sealer, settings);
+    readiness.set_detail(
+        "archive",
+        json!({"enabled": true, "location": archive.location()}),
+    );
+    Ok(Some((archive, writer)))
+}
+
+/// Opens the archive when this process runs a service that records or serves payloads,
+/// hands it to them, and starts its retention sweep; its writer is flushed with the
+/// other log writers on drain.
+pub fn attach(
+    cores: &mut Cores,
+    config: &Config,
+    store: &Store,
+    readiness: &Readiness,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    if cores.gateway.is_none() && cores.tools.is_none() && cores.provenance.is_none() {
+        return Ok(());
+    }
+    let Some((archive, writer)) = open(config, store, readiness)? else {
+        return Ok(());
+    };
+    cores.log_writers.push(writer);
+    if let Some(gateway) = &cores.gateway {
+        gateway.set_archive(archive.clone());
+    }
+    if let Some(tools) = &cores.tools {
+        tools.set_archive(archive.clone());
+    }
+    if let Some(provenance) = &cores.provenance {
+        provenance.set_archive(archive.clone());
+    }
+    mesh_archive::spawn_sweeper(archive, SWEEP_EVERY, stop);
+    Ok(())
+}
