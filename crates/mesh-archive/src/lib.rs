@@ -11,12 +11,13 @@ pub mod config;
 mod seal;
 
 pub use config::{ArchiveConfig, ByClass, KeyOrigin};
+pub use object_store::ObjectStore;
 pub use seal::Sealer;
 
 use futures_util::StreamExt;
 use mesh_service::metrics::Collector;
+use object_store::PutPayload;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,10 +46,15 @@ struct Counters {
     hash_only: AtomicU64,
     failed_store: AtomicU64,
     failed_queue: AtomicU64,
+    spooled: AtomicU64,
+    replayed: AtomicU64,
 }
 
 struct Inner {
     store: Arc<dyn ObjectStore>,
+    /// Where sealed objects wait while a remote store is unreachable (a directory
+    /// under the data directory), replayed by [`spawn_replayer`] when it returns.
+    spool: Option<Arc<dyn ObjectStore>>,
     sealer: Sealer,
     counters: Counters,
 }
@@ -72,12 +78,14 @@ impl Archive {
     /// An archive over `store`, and its writer's task (finished once flushed).
     pub fn spawn(
         store: Arc<dyn ObjectStore>,
+        spool: Option<Arc<dyn ObjectStore>>,
         location: String,
         sealer: Sealer,
         config: &ArchiveConfig,
     ) -> (Arc<Self>, JoinHandle<()>) {
         let inner = Arc::new(Inner {
             store,
+            spool,
             sealer,
             counters: Counters::default(),
         });
@@ -155,21 +163,72 @@ impl Archive {
             return Ok(None);
         }
         let sha256 = sha256.to_ascii_lowercase();
-        for class in CLASSES {
-            match self.inner.store.get(&object_path(class, &sha256)).await {
-                Ok(found) => {
-                    let object = found.bytes().await.map_err(|e| e.to_string())?;
-                    let plain = self.inner.sealer.open(&sha256, &object)?;
-                    if sha256_hex(&plain) != sha256 {
-                        return Err(format!("archived object {sha256} does not match its name"));
+        // A payload spooled during an outage is readable before it is replayed, so an
+        // unreachable store is reported only if the spool does not have it either.
+        let mut unreachable = None;
+        let stores = std::iter::once(&self.inner.store).chain(self.inner.spool.as_ref());
+        for store in stores {
+            for class in CLASSES {
+                match store.get(&object_path(class, &sha256)).await {
+                    Ok(found) => {
+                        let object = found.bytes().await.map_err(|e| e.to_string())?;
+                        let plain = self.inner.sealer.open(&sha256, &object)?;
+                        if sha256_hex(&plain) != sha256 {
+                            return Err(format!(
+                                "archived object {sha256} does not match its name"
+                            ));
+                        }
+                        return Ok(Some(plain));
                     }
-                    return Ok(Some(plain));
+                    Err(object_store::Error::NotFound { .. }) => continue,
+                    Err(e) => {
+                        unreachable = Some(e.to_string());
+                        break;
+                    }
                 }
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e.to_string()),
             }
         }
-        Ok(None)
+        match unreachable {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    /// Moves spooled objects to the store; returns how many. Stops at the first
+    /// failure (the store is still away) and leaves the rest for the next round.
+    pub async fn replay(&self) -> Result<u64, String> {
+        let Some(spool) = &self.inner.spool else {
+            return Ok(0);
+        };
+        let mut moved = 0;
+        let waiting: Vec<_> = spool.list(None).collect().await;
+        for meta in waiting {
+            let meta = meta.map_err(|e| e.to_string())?;
+            let sealed = match spool.get(&meta.location).await {
+                Ok(found) => found.bytes().await.map_err(|e| e.to_string())?,
+                // Another replayer moved it first.
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.to_string()),
+            };
+            match self.inner.store.head(&meta.location).await {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => {
+                    self.inner
+                        .store
+                        .put(&meta.location, PutPayload::from(sealed))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+            match spool.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            moved += 1;
+            self.inner.counters.replayed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(moved)
     }
 
     /// Deletes objects older than their classification's `retention_days`; returns
@@ -212,12 +271,16 @@ impl Archive {
                  # TYPE mesh_archive_hash_only_total counter\nmesh_archive_hash_only_total {}\n\
                  # TYPE mesh_archive_write_failures_total counter\n\
                  mesh_archive_write_failures_total{{reason=\"store\"}} {}\n\
-                 mesh_archive_write_failures_total{{reason=\"queue_full\"}} {}\n",
+                 mesh_archive_write_failures_total{{reason=\"queue_full\"}} {}\n\
+                 # TYPE mesh_archive_spooled_total counter\nmesh_archive_spooled_total {}\n\
+                 # TYPE mesh_archive_replayed_total counter\nmesh_archive_replayed_total {}\n",
                 load(&c.written),
                 load(&c.deduplicated),
                 load(&c.hash_only),
                 load(&c.failed_store),
                 load(&c.failed_queue),
+                load(&c.spooled),
+                load(&c.replayed),
             ));
         })
     }
@@ -235,6 +298,36 @@ pub fn spawn_sweeper(
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "archive retention sweep"),
                 Err(e) => tracing::warn!(error = %e, "archive retention sweep failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}
+
+/// A spool directory (created if missing) for [`Archive::spawn`].
+pub fn local_spool(dir: &std::path::Path) -> Result<Arc<dyn ObjectStore>, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the archive spool {}: {e}", dir.display()))?;
+    let spool = object_store::local::LocalFileSystem::new_with_prefix(dir)
+        .map_err(|e| format!("archive spool {}: {e}", dir.display()))?;
+    Ok(Arc::new(spool))
+}
+
+/// Replays the spool every `every` until `stop` turns true (a no-op without a spool).
+pub fn spawn_replayer(
+    archive: Arc<Archive>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match archive.replay().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(objects = n, "spooled payloads replayed to the archive"),
+                Err(e) => tracing::debug!(error = %e, "archive store still unreachable"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -269,12 +362,35 @@ impl Inner {
                     tracing::warn!(error = %e, %sha256, "archive write failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+                Err(e) => self.spool_or_drop(&path, sha256, &bytes, &e).await,
+            }
+        }
+    }
+
+    /// Keeps a payload the store refused in the spool, to be replayed; without a
+    /// spool (or when it fails too) the payload is lost, and counted.
+    async fn spool_or_drop(&self, path: &ObjectPath, sha256: &str, bytes: &[u8], why: &str) {
+        if let Some(spool) = &self.spool {
+            let kept = match self.sealer.seal(sha256, bytes) {
+                Ok(sealed) => spool
+                    .put(path, PutPayload::from(sealed))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match kept {
+                Ok(_) => {
+                    self.counters.spooled.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %why, %sha256, "archive store unreachable; payload spooled for replay");
+                    return;
+                }
                 Err(e) => {
-                    self.counters.failed_store.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, %sha256, "payload not archived");
+                    tracing::error!(error = %e, %sha256, "could not spool the payload either")
                 }
             }
         }
+        self.counters.failed_store.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %why, %sha256, "payload not archived");
     }
 
     /// `Ok(false)` when the object was there already.

@@ -27,8 +27,13 @@ async fn archives_encrypted_once_and_reads_back() {
         ),
         (key.as_str(), true)
     );
-    let (archive, writer) =
-        Archive::spawn(store, location, Sealer::from_hex(&key).unwrap(), &settings);
+    let (archive, writer) = Archive::spawn(
+        store,
+        None,
+        location,
+        Sealer::from_hex(&key).unwrap(),
+        &settings,
+    );
 
     let prompt = b"{\"role\":\"user\",\"content\":\"the secret plan\"}".to_vec();
     let sha = archive.submit("internal", prompt.clone());
@@ -84,8 +89,13 @@ async fn failed_writes_are_counted() {
     let settings = ArchiveConfig::default();
     let (store, location) = config::object_store(&settings, dir.path(), None).unwrap();
     let key = Sealer::generate_hex().unwrap();
-    let (archive, _writer) =
-        Archive::spawn(store, location, Sealer::from_hex(&key).unwrap(), &settings);
+    let (archive, _writer) = Archive::spawn(
+        store,
+        None,
+        location,
+        Sealer::from_hex(&key).unwrap(),
+        &settings,
+    );
     // A file where the class directory should be makes every write fail.
     std::fs::write(dir.path().join("archive/internal"), b"in the way").unwrap();
     archive.submit("internal", b"lost".to_vec());

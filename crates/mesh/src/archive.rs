@@ -11,6 +11,9 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
+/// How often payloads spooled during a store outage are retried.
+pub const REPLAY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How often expired payloads are swept (when a retention is configured).
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -49,12 +52,28 @@ pub fn open(
     let (object_store, location) =
         mesh_archive::config::object_store(settings, &config.data_dir, secrets.as_ref())
             .map_err(anyhow::Error::msg)?;
-    let (archive, writer) = Archive::spawn(object_store, location, sealer, settings);
+    let spool = spool_for(&location, &config.data_dir)?;
+    let (archive, writer) = Archive::spawn(object_store, spool, location, sealer, settings);
     readiness.set_detail(
         "archive",
         json!({"enabled": true, "location": archive.location()}),
     );
     Ok(Some((archive, writer)))
+}
+
+/// A remote store gets a spool in the data directory: payloads it cannot take during
+/// an outage wait there (sealed) and are replayed when it returns. A local directory
+/// needs none — if it cannot be written, neither could a spool beside it.
+fn spool_for(
+    location: &str,
+    data_dir: &std::path::Path,
+) -> Result<Option<Arc<dyn mesh_archive::ObjectStore>>> {
+    if location.starts_with("file://") {
+        return Ok(None);
+    }
+    let spool =
+        mesh_archive::local_spool(&data_dir.join("archive-spool")).map_err(anyhow::Error::msg)?;
+    Ok(Some(spool))
 }
 
 /// Opens the archive when this process runs a service that records or serves payloads,
@@ -83,6 +102,7 @@ pub fn attach(
     if let Some(provenance) = &cores.provenance {
         provenance.set_archive(archive.clone());
     }
+    mesh_archive::spawn_replayer(archive.clone(), REPLAY_EVERY, stop.clone());
     mesh_archive::spawn_sweeper(archive, SWEEP_EVERY, stop);
     Ok(())
 }

@@ -384,14 +384,9 @@ async fn archives_to_s3_encrypted_and_deduplicated() {
         .local_addr()
         .unwrap()
         .port();
-    let _moto = start_moto(&bin, port);
+    let moto = start_moto(&bin, port);
     let endpoint = format!("http://127.0.0.1:{port}");
-    let made = reqwest::Client::new()
-        .put(format!("{endpoint}/mesh-archive"))
-        .send()
-        .await
-        .unwrap();
-    assert!(made.status().is_success(), "{}", made.status());
+    make_bucket(&endpoint).await;
     let bucket = object_store::aws::AmazonS3Builder::new()
         .with_bucket_name("mesh-archive")
         .with_region("us-east-1")
@@ -418,7 +413,75 @@ async fn archives_to_s3_encrypted_and_deduplicated() {
     )
     .unwrap();
     let mesh = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
-    exercise(&mesh, &Backend::S3(Arc::new(bucket))).await;
+    let bucket: Arc<dyn ObjectStore> = Arc::new(bucket);
+    exercise(&mesh, &Backend::S3(bucket.clone())).await;
     // The mounted key was used: none was generated.
     assert!(!dir.path().join(".mesh/archive.key").exists());
+
+    // An outage: the call still answers, its payloads wait in the spool, readable…
+    drop(moto);
+    let key = mesh.admin_key.clone().unwrap();
+    let api = Api::new();
+    let prompt = "said while the bucket was away";
+    chat(&api, &mesh, &key, prompt, None).await;
+    let counter = |name: &'static str| {
+        let api = api.clone();
+        let url = format!("{}/metrics", mesh.url("routing-gateway"));
+        async move {
+            let text = api.http.get(url).send().await.ok()?.text().await.ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        }
+    };
+    wait_until_n(|| counter("mesh_archive_spooled_total "), 2).await;
+    let events = events_when(&api, &mesh, &key, |e| common::count(e, "model_call") == 4).await;
+    let last = events
+        .iter()
+        .rfind(|e| e["action"] == "model_call")
+        .unwrap();
+    let prompt_sha = sha_of(last, "promptSha256");
+    let read = format!(
+        "{}/api/v1/provenance/archive/{prompt_sha}",
+        mesh.url("provenance-service")
+    );
+    let got = api.get(&read, &key).await;
+    assert_eq!(got.body, json!([{"role": "user", "content": prompt}]));
+    // … and reach the bucket once it is back (moto forgets everything: a new bucket).
+    let _moto = start_moto(&bin, port);
+    make_bucket(&endpoint).await;
+    wait_until_n(|| counter("mesh_archive_replayed_total "), 2).await;
+    let backend = Backend::S3(bucket);
+    assert!(backend.raw("internal", &prompt_sha).await.is_some());
+    assert_eq!(
+        counter("mesh_archive_write_failures_total{reason=\"store\"} ").await,
+        Some(0)
+    );
+}
+
+async fn make_bucket(endpoint: &str) {
+    let made = reqwest::Client::new()
+        .put(format!("{endpoint}/mesh-archive"))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{}", made.status());
+}
+
+/// Waits (up to 30 s) until `probe` yields at least `n`.
+async fn wait_until_n<F, Fut>(probe: F, n: u64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<u64>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if probe().await.is_some_and(|v| v >= n) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counter never reached {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
