@@ -205,25 +205,7 @@ pub fn load_key(
     let key = crate::seal::Sealer::generate_hex()?;
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-    write_private(&path, &key)
+    mesh_service::secrets::write_private(&path, &key)
         .map_err(|e| format!("cannot write the archive key to {}: {e}", path.display()))?;
     Ok((key, KeyOrigin::Generated(path)))
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }

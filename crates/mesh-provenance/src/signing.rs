@@ -95,25 +95,7 @@ fn generate(origin: &str, path: &Path) -> Result<NoteSigner, String> {
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
-    write_private(path, &signer.to_pem())
+    mesh_service::secrets::write_private(path, &signer.to_pem())
         .map_err(|e| format!("cannot write the signing key to {}: {e}", path.display()))?;
     Ok(signer)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }
