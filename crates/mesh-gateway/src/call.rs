@@ -176,7 +176,8 @@ impl Gateway {
     }
 
     /// A streaming call: SSE frames for the client. Failover works until the first
-    /// byte; a relayed stream's `ModelCall` is recorded when the stream ends.
+    /// byte; a relayed stream's `ModelCall` is recorded when the stream ends. The
+    /// ensemble strategies hold as for a whole call (see `ensemble_stream.rs`).
     pub async fn chat_stream(
         self: &Arc<Self>,
         principal: &Principal,
@@ -213,12 +214,30 @@ impl Gateway {
         let mut last_error = None;
         let mut opened = None;
         let auto = request.model == AUTO;
-        for (i, (provider, model)) in self
+        let plan = self
             .plan(&caller, &request, &mut trail)
-            .map_err(|e| trail.failing(e))?
-            .into_iter()
-            .enumerate()
-        {
+            .map_err(|e| trail.failing(e))?;
+        match trail.strategy {
+            Some(Strategy::DefensiveMultiModel) => {
+                return self
+                    .race_streams(&caller, &request, trail, plan, client)
+                    .await;
+            }
+            // The vote needs every reply whole, so the chosen one is streamed after.
+            Some(Strategy::Consensus) => {
+                let done = self
+                    .ensemble(&caller, &request, trail, plan, Strategy::Consensus)
+                    .await?;
+                return Ok(stream::whole(
+                    &done.completion,
+                    &done.id,
+                    &done.model,
+                    client,
+                ));
+            }
+            _ => {}
+        }
+        for (i, (provider, model)) in plan.into_iter().enumerate() {
             let (request, reservation) = match self
                 .admit(
                     &caller,
@@ -270,16 +289,7 @@ impl Gateway {
         match opened {
             None => Err(self.give_up(&caller, trail, last_error).await),
             Some(Opened::Whole(completion, provider, model)) => {
-                let frames = match client {
-                    Protocol::OpenAi => {
-                        stream::chunks(&completion, &trail.reply_id(), &model, now_secs())
-                    }
-                    Protocol::Anthropic => crate::anthropic::to_events(
-                        &completion,
-                        &trail.reply_id().replacen("chatcmpl-", "msg_", 1),
-                        &model,
-                    ),
-                };
+                let body = stream::whole(&completion, &trail.reply_id(), &model, client);
                 self.record(
                     &caller,
                     trail,
@@ -287,9 +297,7 @@ impl Gateway {
                     None,
                 )
                 .await?;
-                Ok(axum::body::Body::from_stream(futures_util::stream::iter(
-                    frames.into_iter().map(Ok::<_, std::convert::Infallible>),
-                )))
+                Ok(body)
             }
             Some(Opened::Relay(response, provider, model, reservation)) => {
                 let actor = caller.actor();
@@ -299,7 +307,8 @@ impl Gateway {
                     reservation,
                     client,
                 };
-                Ok(self.relay(response, relayed, trail, actor))
+                let bytes = futures_util::StreamExt::boxed(response.bytes_stream());
+                Ok(self.relay(bytes, relayed, trail, actor))
             }
         }
     }

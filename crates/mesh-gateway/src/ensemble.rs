@@ -15,15 +15,22 @@ use crate::resilience::CallError;
 use crate::routing::Strategy;
 use crate::trail::{Caller, Trail, Usage, spend};
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use mesh_service::ApiError;
+use mesh_store::Spend;
 use serde_json::json;
 
-struct Asked {
-    provider: Provider,
-    model: String,
-    request: ChatRequest,
-    reservation: Option<Reservation>,
+/// A model asked, with the request its `model.call` decision let through and its
+/// budget reservation.
+pub(crate) struct Asked {
+    pub provider: Provider,
+    pub model: String,
+    pub request: ChatRequest,
+    pub reservation: Option<Reservation>,
 }
+
+/// Each asked model's outcome, by position; `None`: abandoned before it answered.
+pub(crate) type Outcomes<T> = Vec<Option<Result<T, CallError>>>;
 
 fn normalised(text: &str) -> String {
     text.split_whitespace()
@@ -37,7 +44,7 @@ impl Gateway {
         &self,
         caller: &Caller<'_>,
         request: &ChatRequest,
-        mut trail: Trail,
+        trail: Trail,
         plan: Vec<(Provider, String)>,
         strategy: Strategy,
     ) -> Result<Completed, ApiError> {
@@ -46,6 +53,66 @@ impl Gateway {
         } else {
             2
         };
+        let (asked, mut trail) = self.ask(caller, request, trail, plan, wanted).await?;
+        let calls = asked.iter().enumerate().map(|(i, a)| {
+            a.provider
+                .complete(&self.http, &a.request)
+                .map(move |r| (i, r))
+                .boxed()
+        });
+        let mut results: Outcomes<Completion> = Vec::new();
+        results.resize_with(asked.len(), || None);
+        if strategy == Strategy::DefensiveMultiModel {
+            first_ok(calls.collect(), &mut results).await;
+        } else {
+            for (i, result) in futures_util::future::join_all(calls).await {
+                results[i] = Some(result);
+            }
+        }
+        judge(&asked, &results, &mut trail);
+        let chosen = pick(&results, strategy);
+        for (a, result) in asked.iter().zip(&results) {
+            let used = match result {
+                Some(Ok(c)) => Some(spend(&a.provider, &Usage::from(c))),
+                Some(Err(_)) => Some(Spend::default()),
+                None => None,
+            };
+            settle_asked(self, a, used).await;
+        }
+        let Some((index, agreeing)) = chosen else {
+            return Err(self.give_up(caller, trail, last_error(results)).await);
+        };
+        let Some(Some(Ok(completion))) = results.get(index).cloned() else {
+            return Err(ApiError::internal("ensemble lost its chosen reply"));
+        };
+        let winner = &asked[index];
+        trail.ensemble = Some(summary(strategy, &asked, index, agreeing, &results));
+        let id = trail.reply_id();
+        self.record(
+            caller,
+            trail,
+            Some((&winner.provider, &winner.model, Usage::from(&completion))),
+            None,
+        )
+        .await?;
+        Ok(Completed {
+            completion,
+            model: winner.model.clone(),
+            id,
+        })
+    }
+
+    /// Admits up to `wanted` models from the plan, in order: `model.call` and a budget
+    /// reservation for each, as a single call's candidates get. With none admitted the
+    /// call is recorded as failed.
+    pub(crate) async fn ask(
+        &self,
+        caller: &Caller<'_>,
+        request: &ChatRequest,
+        mut trail: Trail,
+        plan: Vec<(Provider, String)>,
+        wanted: usize,
+    ) -> Result<(Vec<Asked>, Trail), ApiError> {
         let mut asked = Vec::new();
         for (i, (provider, model)) in plan.into_iter().enumerate() {
             if asked.len() == wanted {
@@ -69,83 +136,76 @@ impl Gateway {
         if asked.is_empty() {
             return Err(self.give_up(caller, trail, None).await);
         }
-        let models: Vec<&str> = asked.iter().map(|a| a.model.as_str()).collect();
-        let calls = asked.iter().enumerate().map(|(i, a)| {
-            a.provider
-                .complete(&self.http, &a.request)
-                .map(move |r| (i, r))
-                .boxed()
-        });
-        // Results by position in `asked`; `None`: abandoned before it answered.
-        let mut results: Vec<Option<Result<Completion, CallError>>> = vec![None; 0];
-        results.resize_with(asked.len(), || None);
-        if strategy == Strategy::DefensiveMultiModel {
-            let mut pending: Vec<_> = calls.collect();
-            while !pending.is_empty() {
-                let ((i, result), _, rest) = futures_util::future::select_all(pending).await;
-                pending = rest;
-                let ok = result.is_ok();
-                results[i] = Some(result);
-                if ok {
-                    break;
-                }
-            }
-        } else {
-            for (i, result) in futures_util::future::join_all(calls).await {
-                results[i] = Some(result);
-            }
-        }
-        for (a, result) in asked.iter().zip(&results) {
-            match result {
-                Some(Ok(_)) => a.provider.breaker.success(),
-                Some(Err(e)) => {
-                    a.provider.breaker.failure();
-                    trail.attempts.push(
-                        json!({"provider": a.provider.name, "model": a.model, "error": e.message}),
-                    );
-                }
-                None => {}
-            }
-        }
-        let chosen = pick(&results, strategy);
-        for (a, result) in asked.iter().zip(&results) {
-            let used = match result {
-                Some(Ok(c)) => spend(&a.provider, &Usage::from(c)),
-                Some(Err(_)) => Default::default(),
-                None => a.reservation.as_ref().map(|r| r.spend).unwrap_or_default(),
-            };
-            budget::settle(&self.ctx.store, a.reservation.clone(), used).await;
-        }
-        let Some((index, agreeing)) = chosen else {
-            let last = results
-                .into_iter()
-                .flatten()
-                .filter_map(Result::err)
-                .next_back();
-            return Err(self.give_up(caller, trail, last).await);
-        };
-        let Some(Some(Ok(completion))) = results.get(index).cloned() else {
-            return Err(ApiError::internal("ensemble lost its chosen reply"));
-        };
-        let winner = &asked[index];
-        trail.ensemble = Some(json!({
-            "strategy": strategy, "asked": models, "answeredBy": winner.model,
-            "agreeing": agreeing, "answered": results.iter().filter(|r| matches!(r, Some(Ok(_)))).count(),
-        }));
-        let id = trail.reply_id();
-        self.record(
-            caller,
-            trail,
-            Some((&winner.provider, &winner.model, Usage::from(&completion))),
-            None,
-        )
-        .await?;
-        Ok(Completed {
-            completion,
-            model: winner.model.clone(),
-            id,
-        })
+        Ok((asked, trail))
     }
+}
+
+/// Runs the calls until one succeeds, filling in `results`; the rest are dropped
+/// (abandoned) when this returns.
+pub(crate) async fn first_ok<T>(
+    mut pending: Vec<BoxFuture<'_, (usize, Result<T, CallError>)>>,
+    results: &mut Outcomes<T>,
+) {
+    while !pending.is_empty() {
+        let ((i, result), _, rest) = futures_util::future::select_all(pending).await;
+        pending = rest;
+        let ok = result.is_ok();
+        results[i] = Some(result);
+        if ok {
+            return;
+        }
+    }
+}
+
+/// Tells each provider's breaker how its call went, and puts the failures on the trail.
+pub(crate) fn judge<T>(
+    asked: &[Asked],
+    results: &[Option<Result<T, CallError>>],
+    trail: &mut Trail,
+) {
+    for (a, result) in asked.iter().zip(results) {
+        match result {
+            Some(Ok(_)) => a.provider.breaker.success(),
+            Some(Err(e)) => {
+                a.provider.breaker.failure();
+                trail.attempts.push(
+                    json!({"provider": a.provider.name, "model": a.model, "error": e.message}),
+                );
+            }
+            None => {}
+        }
+    }
+}
+
+/// Settles one asked model's reservation with what it used; an abandoned call
+/// (`None`) is charged its estimate, since the provider may bill it.
+pub(crate) async fn settle_asked(gateway: &Gateway, a: &Asked, used: Option<Spend>) {
+    let used = used.unwrap_or_else(|| a.reservation.as_ref().map(|r| r.spend).unwrap_or_default());
+    budget::settle(&gateway.ctx.store, a.reservation.clone(), used).await;
+}
+
+/// The last failure, for the error when no reply was valid.
+pub(crate) fn last_error<T>(results: Outcomes<T>) -> Option<CallError> {
+    results
+        .into_iter()
+        .flatten()
+        .filter_map(Result::err)
+        .next_back()
+}
+
+/// The record's `ensemble`: who was asked and how they agreed.
+pub(crate) fn summary<T>(
+    strategy: Strategy,
+    asked: &[Asked],
+    winner: usize,
+    agreeing: usize,
+    results: &[Option<Result<T, CallError>>],
+) -> serde_json::Value {
+    let models: Vec<&str> = asked.iter().map(|a| a.model.as_str()).collect();
+    json!({
+        "strategy": strategy, "asked": models, "answeredBy": asked[winner].model,
+        "agreeing": agreeing, "answered": results.iter().filter(|r| matches!(r, Some(Ok(_)))).count(),
+    })
 }
 
 /// The reply to answer with, and how many replies agree with it.

@@ -15,6 +15,7 @@ mod budget;
 mod call;
 mod chat;
 mod ensemble;
+mod ensemble_stream;
 mod providers;
 mod ratelimit;
 mod resilience;

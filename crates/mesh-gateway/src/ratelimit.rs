@@ -1,13 +1,13 @@
 //! Token-bucket rate limits — global, per API key, per agent and per model — checked
 //! together: a call takes a token from every bucket that applies or from none. In one
-//! process the buckets live in memory; with `store = "redis://…"` they live in Redis,
-//! updated by one Lua script per call (atomic, so several gateway processes share one
-//! exact limit). A call over a limit waits up to `max_wait_ms` for its tokens (the
+//! process the buckets live in memory; with `store = "redis://…"` they live in Redis
+//! (see [`mesh_service::buckets`]: one atomic script per call, so several gateway
+//! processes share one exact limit). A call over a limit waits up to `max_wait_ms` for its tokens (the
 //! seed's "queue, apply backpressure"), then gets 429 with `Retry-After`.
 
 use mesh_service::ApiError;
 pub use mesh_service::buckets::Bucket;
-use mesh_service::buckets::TokenBuckets;
+use mesh_service::buckets::BucketStore;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
@@ -30,45 +30,8 @@ pub struct LimitsConfig {
 
 pub struct RateLimiter {
     config: LimitsConfig,
-    backend: Backend,
+    store: BucketStore,
 }
-
-enum Backend {
-    Memory(TokenBuckets),
-    Redis {
-        conn: redis::aio::ConnectionManager,
-        prefix: String,
-    },
-}
-
-/// Takes a token from every bucket or none; returns 0 or the milliseconds until all
-/// have one. Clocked by the Redis server, so processes' clocks do not matter.
-const TAKE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local wait = 0
-local tokens = {}
-for i, key in ipairs(KEYS) do
-  local rate = tonumber(ARGV[2 * i - 1])
-  local burst = tonumber(ARGV[2 * i])
-  local v = redis.call('HMGET', key, 't', 'ts')
-  local have = tonumber(v[1]) or burst
-  local ts = tonumber(v[2]) or now
-  have = math.min(burst, have + math.max(0, now - ts) / 1000 * rate)
-  if have < 1 then
-    wait = math.max(wait, math.ceil((1 - have) / rate * 1000))
-  end
-  tokens[i] = have
-end
-if wait > 0 then return wait end
-for i, key in ipairs(KEYS) do
-  local rate = tonumber(ARGV[2 * i - 1])
-  local burst = tonumber(ARGV[2 * i])
-  redis.call('HSET', key, 't', tokens[i] - 1, 'ts', now)
-  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
-end
-return 0
-"#;
 
 impl RateLimiter {
     /// `None` when no limit is configured.
@@ -85,34 +48,8 @@ impl RateLimiter {
         if rates.iter().flatten().any(|r| !r.is_finite() || *r <= 0.0) {
             return Err("[gateway.limits]: rates must be positive numbers".into());
         }
-        let backend = match &config.store {
-            None => Backend::Memory(TokenBuckets::default()),
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                let (server, prefix) = match url.split_once("?prefix=") {
-                    Some((server, prefix))
-                        if !prefix.is_empty() && !prefix.contains(['&', '?']) =>
-                    {
-                        (server, format!("mesh:ratelimit:{prefix}:"))
-                    }
-                    Some(_) => {
-                        return Err(format!("[gateway.limits] store {url}: malformed ?prefix="));
-                    }
-                    None => (url.as_str(), "mesh:ratelimit:".to_string()),
-                };
-                let client = redis::Client::open(server)
-                    .map_err(|e| format!("[gateway.limits] store {url}: {e}"))?;
-                let conn = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    redis::aio::ConnectionManager::new(client),
-                )
-                .await
-                .map_err(|_| format!("[gateway.limits] store {url}: no answer within 5 s"))?
-                .map_err(|e| format!("[gateway.limits] store {url}: {e}"))?;
-                Backend::Redis { conn, prefix }
-            }
-            Some(url) => return Err(format!("[gateway.limits] store {url}: expected redis://")),
-        };
-        Ok(Some(RateLimiter { config, backend }))
+        let store = BucketStore::open(config.store.as_deref(), "[gateway.limits] store").await?;
+        Ok(Some(RateLimiter { config, store }))
     }
 
     /// The buckets a call draws from; `model: None` leaves out the model's bucket (an
@@ -153,7 +90,11 @@ impl RateLimiter {
             rate,
             burst,
         };
-        Ok(self.take(std::slice::from_ref(&bucket)).await?.is_zero())
+        Ok(self
+            .store
+            .take(std::slice::from_ref(&bucket))
+            .await?
+            .is_zero())
     }
 
     /// Takes a token from each bucket, waiting up to `max_wait_ms`; else 429.
@@ -163,7 +104,7 @@ impl RateLimiter {
         }
         let deadline = Instant::now() + Duration::from_millis(self.config.max_wait_ms.unwrap_or(0));
         loop {
-            let wait = self.take(buckets).await?;
+            let wait = self.store.take(buckets).await?;
             if wait.is_zero() {
                 return Ok(());
             }
@@ -175,28 +116,6 @@ impl RateLimiter {
                 ));
             }
             tokio::time::sleep(wait).await;
-        }
-    }
-
-    /// Zero when the tokens were taken, else how long until they would be there.
-    async fn take(&self, buckets: &[Bucket]) -> Result<Duration, ApiError> {
-        match &self.backend {
-            Backend::Memory(state) => Ok(state.take(buckets)),
-            Backend::Redis { conn, prefix } => {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(TAKE).arg(buckets.len());
-                for b in buckets {
-                    cmd.arg(format!("{prefix}{}", b.key));
-                }
-                for b in buckets {
-                    cmd.arg(b.rate).arg(b.burst);
-                }
-                let mut conn = conn.clone();
-                let wait: u64 = cmd.query_async(&mut conn).await.map_err(|e| {
-                    ApiError::unavailable("rate_limit_store", format!("rate-limit store: {e}"))
-                })?;
-                Ok(Duration::from_millis(wait))
-            }
         }
     }
 }

@@ -48,6 +48,28 @@ pub fn chunks(completion: &Completion, id: &str, model: &str, created: i64) -> V
     out
 }
 
+/// A whole completion (from `sim`, or chosen by `consensus`) as the stream a client of
+/// `protocol` expects.
+pub(crate) fn whole(
+    completion: &Completion,
+    id: &str,
+    model: &str,
+    client: Protocol,
+) -> axum::body::Body {
+    let frames = match client {
+        Protocol::OpenAi => chunks(completion, id, model, crate::trail::now_secs()),
+        Protocol::Anthropic => {
+            crate::anthropic::to_events(completion, &id.replacen("chatcmpl-", "msg_", 1), model)
+        }
+    };
+    axum::body::Body::from_stream(futures_util::stream::iter(
+        frames.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ))
+}
+
+/// An upstream's SSE bytes as they arrive.
+pub(crate) type UpstreamBytes = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
+
 /// Collects what an upstream stream said, line by line, as bytes pass through.
 #[derive(Debug, Default)]
 pub struct StreamTally {
@@ -98,7 +120,7 @@ impl Gateway {
     /// provider speaks them), tallied, then translated to the client's protocol.
     pub(crate) fn relay(
         self: &Arc<Self>,
-        response: reqwest::Response,
+        mut bytes: UpstreamBytes,
         relayed: Relayed,
         mut trail: Trail,
         actor: Actor,
@@ -125,7 +147,6 @@ impl Gateway {
             });
         tokio::spawn(async move {
             let mut tally = StreamTally::default();
-            let mut bytes = response.bytes_stream();
             let mut error = None;
             'relay: while let Some(chunk) = bytes.next().await {
                 match chunk {

@@ -141,7 +141,7 @@ impl ToolRegistry {
         check_arguments(&tool, &body.arguments)?;
         let target = self.target(&tool).await?;
         let destination = target.destination(&body.arguments)?;
-        self.take_invocation(&tool)?;
+        self.take_invocation(&tool).await?;
         let agent = self.calling_agent(body.agent_id).await?;
         let method = if matches!(target, Target::Builtin(_)) {
             "GET"

@@ -1,7 +1,7 @@
 use crate::agent_client::AgentRegistryClient;
 use crate::mcp::McpHub;
 use mesh_policy::{Enforcer, Point};
-use mesh_service::buckets::{Bucket, TokenBuckets};
+use mesh_service::buckets::{Bucket, BucketStore};
 use mesh_service::{ApiError, ServiceContext};
 use mesh_types::tool::ToolFilter;
 use mesh_types::{EventDraft, NewTool, Page, PageRequest, Principal, Tool, ToolStatus};
@@ -18,6 +18,9 @@ use uuid::Uuid;
 pub struct ToolsConfig {
     /// Directories `file_read` and `file_write` may use (and nothing outside them).
     pub allowed_paths: Vec<PathBuf>,
+    /// `redis://HOST:PORT[/DB][?prefix=NAME]`: where tools' `rateLimit` buckets live,
+    /// shared by every tool-registry process using it; default this process's memory.
+    pub limits_store: Option<String>,
 }
 
 /// The tool registry's core.
@@ -27,8 +30,9 @@ pub struct ToolRegistry {
     /// Calls tools' endpoints and `http_fetch` URLs. It never follows redirects: a
     /// redirect would reach a host the egress decision never saw.
     http: reqwest::Client,
-    /// Each tool's `rateLimit` (invocations per minute), in this process.
-    limits: TokenBuckets,
+    /// Each tool's `rateLimit` (invocations per minute): in this process, or in Redis
+    /// shared with other tool-registry processes (`[tools] limits_store`).
+    limits: BucketStore,
     pub(crate) config: ToolsConfig,
     /// Registers the agent an MCP client acts as when it names none.
     pub(crate) agents: AgentRegistryClient,
@@ -54,11 +58,14 @@ pub struct ToolListQuery {
 }
 
 impl ToolRegistry {
+    /// `limits` is opened from `config.limits_store` by the caller (it connects, so
+    /// building the registry itself stays synchronous).
     pub fn new(
         ctx: ServiceContext,
         policy: Arc<Enforcer>,
         config: ToolsConfig,
         agents: AgentRegistryClient,
+        limits: BucketStore,
     ) -> Arc<Self> {
         // Building fails only when the TLS backend (rustls) cannot initialise, and then
         // no client could be built at all.
@@ -70,7 +77,7 @@ impl ToolRegistry {
             ctx,
             policy,
             http,
-            limits: TokenBuckets::default(),
+            limits,
             config,
             agents,
             mcp_agents: Mutex::new(HashMap::new()),
@@ -125,16 +132,17 @@ impl ToolRegistry {
     }
 
     /// A token for one invocation of `tool`, or 429 with when to try again.
-    pub(crate) fn take_invocation(&self, tool: &Tool) -> Result<(), ApiError> {
+    pub(crate) async fn take_invocation(&self, tool: &Tool) -> Result<(), ApiError> {
         let Some(per_minute) = tool.rate_limit.filter(|n| *n > 0) else {
             return Ok(());
         };
         let bucket = Bucket {
-            key: tool.id.to_string(),
+            // Named apart from the gateway's buckets, should they share a prefix.
+            key: format!("tool:{}", tool.id),
             rate: f64::from(per_minute) / 60.0,
             burst: f64::from(per_minute),
         };
-        let wait = self.limits.take(std::slice::from_ref(&bucket));
+        let wait = self.limits.take(std::slice::from_ref(&bucket)).await?;
         if wait.is_zero() {
             return Ok(());
         }

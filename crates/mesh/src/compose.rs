@@ -12,6 +12,7 @@ use mesh_policy::{DecisionLogger, Enforcer, PolicyService};
 use mesh_provenance::ProvenanceService;
 use mesh_queue::{TaskQueue, TaskQueueClient};
 use mesh_registry::{AgentRegistry, AgentRegistryClient, ToolRegistry};
+use mesh_service::buckets::BucketStore;
 use mesh_service::{HttpClient, Readiness, SecretDir, ServiceContext, ServiceName};
 use mesh_store::Store;
 use std::net::SocketAddr;
@@ -82,11 +83,16 @@ impl Cores {
             None
         };
         let tools = if here(ServiceName::ToolRegistry) {
+            let limits =
+                BucketStore::open(config.tools.limits_store.as_deref(), "[tools] limits_store")
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
             Some(ToolRegistry::new(
                 ctx(ServiceName::ToolRegistry),
                 policy.clone(),
                 config.tools.clone(),
                 agent_client()?,
+                limits,
             ))
         } else {
             None

@@ -103,6 +103,9 @@ pub struct SecretsFileConfig {
 pub struct ToolsFileConfig {
     /// Directories `file_read` and `file_write` may use; default `<data_dir>/workspace`.
     pub allowed_paths: Option<Vec<PathBuf>>,
+    /// `redis://HOST:PORT[/DB][?prefix=NAME]` to share tools' `rateLimit` buckets
+    /// between tool-registry processes; default in-process.
+    pub limits_store: Option<String>,
 }
 
 /// `[policy]`: where the Rego policies come from.
@@ -371,6 +374,7 @@ impl Config {
                     .tools
                     .allowed_paths
                     .unwrap_or_else(|| vec![data_dir.join("workspace")]),
+                limits_store: file.tools.limits_store,
             },
             providers: file.gateway.providers,
             limits: file.gateway.limits,
@@ -415,6 +419,15 @@ mod tests {
             c.tools.allowed_paths,
             vec![PathBuf::from("/srv/a"), PathBuf::from("b")]
         );
+        assert_eq!(c.tools.limits_store, None);
+        let file = "[tools]\nlimits_store = \"redis://r:6379?prefix=p\"";
+        let c = Config::resolve(Some(("m.toml", file)), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.tools.limits_store.as_deref(),
+            Some("redis://r:6379?prefix=p")
+        );
+        let typo = "[tools]\nlimit_store = \"redis://r:6379\"";
+        assert!(Config::resolve(Some(("m.toml", typo)), &Overrides::default()).is_err());
     }
 
     #[test]

@@ -465,3 +465,190 @@ burst_secs = 1000
         .unwrap();
     assert_eq!(degraded["payload"]["degradedForLoad"], true);
 }
+
+/// The text of a streamed reply: OpenAI chunks' deltas or Anthropic `text_delta`s; and
+/// whether it ended as its protocol ends (`[DONE]`, `message_stop`).
+fn streamed_text(body: &str) -> (String, bool) {
+    let mut text = String::new();
+    let mut ended = false;
+    for data in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            ended = true;
+            continue;
+        }
+        let frame: Value = serde_json::from_str(data).unwrap();
+        ended |= frame["type"] == "message_stop";
+        let piece = frame
+            .pointer("/choices/0/delta/content")
+            .or_else(|| frame.pointer("/delta/text"));
+        text.push_str(piece.and_then(Value::as_str).unwrap_or_default());
+    }
+    (text, ended)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_ensembles_race_and_vote() {
+    let (base, _seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        format!(
+            r#"
+[[gateway.providers]]
+name = "up-good"
+kind = "openai"
+base_url = "{base}/good"
+models = ["good-model"]
+input_per_1k = 0.2
+
+[[gateway.providers]]
+name = "up-good-too"
+kind = "openai"
+base_url = "{base}/good"
+models = ["good-too-model"]
+input_per_1k = 0.3
+
+[[gateway.providers]]
+name = "up-garbage"
+kind = "openai"
+base_url = "{base}/garbage"
+models = ["garbage-model"]
+input_per_1k = 0.1
+
+[[gateway.providers]]
+name = "slow-sim"
+kind = "sim"
+models = ["slow-model"]
+latency_ms = 5000
+
+[[gateway.providers]]
+name = "failing-sim"
+kind = "sim"
+models = ["failing-model"]
+failure = "5xx"
+
+[[gateway.routes]]
+name = "race"
+when = {{ task_type = "race" }}
+candidates = ["slow-model", "good-model"]
+
+[[gateway.routes]]
+name = "race-failing"
+when = {{ task_type = "race-failing" }}
+candidates = ["failing-model", "good-model"]
+
+[[gateway.routes]]
+name = "race-garbage"
+when = {{ task_type = "race-garbage" }}
+candidates = ["garbage-model", "good-model"]
+
+[[gateway.routes]]
+name = "vote"
+when = {{ task_type = "vote" }}
+candidates = ["sim-small", "good-model", "good-too-model"]
+"#
+        ),
+    )
+    .unwrap();
+    let process = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let admin = process.admin_key.clone().unwrap();
+    let api = Api::new();
+    let gw = process.url("routing-gateway");
+    let stream = |path: &str, task: &str, strategy: &str| {
+        let body = json!({"model": "auto", "stream": true, "max_tokens": 64,
+                          "messages": [{"role": "user", "content": "capital of France?"}]});
+        let req = api
+            .http
+            .post(format!("{gw}{path}"))
+            .bearer_auth(&admin)
+            .header("x-mesh-task-type", task)
+            .header("x-mesh-route-strategy", strategy)
+            .body(body.to_string());
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let text = resp.text().await.unwrap();
+            let (said, ended) = streamed_text(&text);
+            assert!(ended, "{text}");
+            said
+        }
+    };
+    let chat = "/v1/chat/completions";
+    // Both are asked at once: the upstream's stream is relayed while the sim, ranked
+    // first (it is free), still sleeps; one after the other would take 5 s.
+    let started = std::time::Instant::now();
+    assert_eq!(stream(chat, "race", "defensive_multi_model").await, "hello");
+    assert!(
+        started.elapsed().as_millis() < 4000,
+        "{:?}",
+        started.elapsed()
+    );
+    // The first-ranked fails before its first byte (sim 503; an upstream whose 200
+    // stream is HTML): the other's stream is the answer.
+    let failing = stream(chat, "race-failing", "defensive_multi_model").await;
+    assert_eq!(failing, "hello");
+    let garbage = stream(chat, "race-garbage", "defensive_multi_model").await;
+    assert_eq!(garbage, "hello");
+    // The vote needs the whole replies (the upstream's whole reply is "hello from
+    // upstream"; its stream would say "hello"), then streams the winner, in either
+    // protocol; the sim, ranked first, is outvoted.
+    let voted = stream(chat, "vote", "consensus").await;
+    assert_eq!(voted, "hello from upstream");
+    let voted = stream("/v1/messages", "vote", "consensus").await;
+    assert_eq!(voted, "hello from upstream");
+
+    let events = common::events_when(&api, &process, &admin, |e| {
+        common::count(e, "model_call") == 5
+    })
+    .await;
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "model_call")
+        .map(|e| &e["payload"])
+        .collect();
+    assert!(calls.iter().all(|c| c["stream"] == true), "{calls:?}");
+    let asked: Vec<(&Value, &Value, &Value)> = calls
+        .iter()
+        .map(|c| {
+            let e = &c["ensemble"];
+            (&e["strategy"], &e["asked"], &c["model"])
+        })
+        .collect();
+    let race = json!("defensive_multi_model");
+    let good = json!("good-model");
+    assert_eq!(
+        asked[..3],
+        [
+            (&race, &json!(["slow-model", "good-model"]), &good),
+            (&race, &json!(["failing-model", "good-model"]), &good),
+            (&race, &json!(["garbage-model", "good-model"]), &good),
+        ],
+        "{calls:?}"
+    );
+    // The failures before the first byte are on the record.
+    let failed = |c: &Value| c["failedAttempts"][0]["model"].clone();
+    assert_eq!(failed(calls[1]), "failing-model", "{}", calls[1]);
+    assert_eq!(failed(calls[2]), "garbage-model", "{}", calls[2]);
+    for vote in &calls[3..] {
+        assert_eq!(vote["ensemble"]["strategy"], "consensus");
+        assert_eq!(
+            vote["ensemble"]["asked"],
+            json!(["sim-small", "good-model", "good-too-model"])
+        );
+        assert_eq!(
+            (&vote["ensemble"]["agreeing"], &vote["ensemble"]["answered"]),
+            (&json!(2), &json!(3))
+        );
+    }
+    let strategies: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "routing_decision")
+        .map(|e| &e["payload"]["strategy"])
+        .collect();
+    let vote = json!("consensus");
+    assert_eq!(
+        strategies,
+        [&race, &race, &race, &vote, &vote],
+        "{events:?}"
+    );
+}

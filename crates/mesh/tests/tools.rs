@@ -1,6 +1,7 @@
 //! The tool registry end to end over HTTP: MCP servers (a separate process over stdio,
 //! and Streamable HTTP) proxied with every check of a tool call, the mesh's own `/mcp`
-//! spoken to as a raw MCP client, and the built-in tools.
+//! spoken to as a raw MCP client, the built-in tools, and tools' rate limits shared
+//! across tool-registry processes through Redis.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +12,8 @@ mod common;
 mod mcp_endpoint;
 #[path = "tools/mcp_servers.rs"]
 mod mcp_servers;
+#[path = "tools/rate_limits.rs"]
+mod rate_limits;
 
 use common::{Api, MeshProcess, Reply, events_when};
 use serde_json::{Value, json};

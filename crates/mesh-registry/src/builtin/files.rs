@@ -206,6 +206,7 @@ mod tests {
     fn config(dir: &Path) -> ToolsConfig {
         ToolsConfig {
             allowed_paths: vec![dir.join("workspace")],
+            limits_store: None,
         }
     }
 
