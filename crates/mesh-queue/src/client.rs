@@ -1,5 +1,8 @@
 use crate::core::{ApprovalBody, TaskListQuery, TaskQueue};
-use crate::leases::{AwaitBody, ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply};
+use crate::leases::{
+    AwaitBody, ClaimBody, CompleteBody, CompletionResult, CompletionsBody, ExtendBody, FailBody,
+    FailReply,
+};
 use mesh_service::client::{Method, query_string};
 use mesh_service::{ApiError, Caller, HttpClient};
 use mesh_types::queue::Lease;
@@ -27,6 +30,58 @@ impl TaskQueueClient {
                     Some(&new),
                 )
                 .await
+            }
+        }
+    }
+
+    /// Submits several tasks in one transaction, all or none.
+    pub async fn enqueue_batch(
+        &self,
+        caller: &Caller,
+        tasks: Vec<NewTask>,
+    ) -> Result<Vec<Task>, ApiError> {
+        match self {
+            Self::InProcess(core) => core.enqueue_batch(&caller.principal, tasks).await,
+            Self::Http(http) => {
+                #[derive(serde::Deserialize)]
+                struct Stored {
+                    tasks: Vec<Task>,
+                }
+                let stored: Stored = http
+                    .send(
+                        Method::POST,
+                        "/api/v1/queue/tasks/batch",
+                        &caller.token,
+                        Some(&serde_json::json!({ "tasks": tasks })),
+                    )
+                    .await?;
+                Ok(stored.tasks)
+            }
+        }
+    }
+
+    /// Completes several leased tasks in one transaction; each result stands alone.
+    pub async fn complete_batch(
+        &self,
+        caller: &Caller,
+        body: CompletionsBody,
+    ) -> Result<Vec<CompletionResult>, ApiError> {
+        match self {
+            Self::InProcess(core) => core.complete_batch(caller, body).await,
+            Self::Http(http) => {
+                #[derive(serde::Deserialize)]
+                struct Results {
+                    results: Vec<CompletionResult>,
+                }
+                let replied: Results = http
+                    .send(
+                        Method::POST,
+                        "/api/v1/queue/completions",
+                        &caller.token,
+                        Some(&body),
+                    )
+                    .await?;
+                Ok(replied.results)
             }
         }
     }

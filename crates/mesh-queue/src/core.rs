@@ -121,6 +121,55 @@ impl TaskQueue {
     /// deny writes nothing but the decision; an escalation parks the task in
     /// `needs_approval` instead of queueing it; redactions change the stored input.
     pub async fn enqueue(&self, caller: &Principal, new: NewTask) -> Result<Task, ApiError> {
+        match self.prepare(caller, new).await? {
+            Prepared::Store(task, events) => {
+                Ok(self.ctx.store.tasks.insert_task(&task, events).await?)
+            }
+            Prepared::Denied(verdict) => Err(self.policy.refuse(verdict).await),
+        }
+    }
+
+    /// Submits up to [`MAX_ENQUEUE_BATCH`] tasks in one transaction, all or none: a
+    /// task that fails validation (400 naming `tasks[i]`) or that the policy denies
+    /// (403; the decisions are recorded) stores none of them. Each task is decided and
+    /// recorded exactly as [`TaskQueue::enqueue`] would.
+    pub async fn enqueue_batch(
+        &self,
+        caller: &Principal,
+        tasks: Vec<NewTask>,
+    ) -> Result<Vec<Task>, ApiError> {
+        if !(1..=MAX_ENQUEUE_BATCH).contains(&tasks.len()) {
+            return Err(ApiError::invalid(
+                "tasks",
+                format!("tasks: between 1 and {MAX_ENQUEUE_BATCH} tasks per batch"),
+            ));
+        }
+        let mut ready = Vec::with_capacity(tasks.len());
+        let mut denied = Vec::new();
+        for (i, new) in tasks.into_iter().enumerate() {
+            match self
+                .prepare(caller, new)
+                .await
+                .map_err(|e| at_index(e, i))?
+            {
+                Prepared::Store(task, events) => ready.push((task, events)),
+                Prepared::Denied(verdict) => denied.push((i, verdict)),
+            }
+        }
+        if let Some((i, verdict)) = denied.pop() {
+            // Every refusal is on the record, not only the one reported.
+            let others: Vec<_> = denied.into_iter().map(|(_, v)| v.audit).collect();
+            if !others.is_empty() {
+                self.ctx.store.provenance.append(others).await?;
+            }
+            return Err(at_index(self.policy.refuse(verdict).await, i));
+        }
+        Ok(self.ctx.store.tasks.insert_tasks(ready).await?)
+    }
+
+    /// Validates and decides one submission: the task to store and its events, or the
+    /// policy's refusal (nothing written yet either way).
+    async fn prepare(&self, caller: &Principal, new: NewTask) -> Result<Prepared, ApiError> {
         new.validate()?;
         if let Some(parent) = new.parent_id {
             // Visible-to-caller check: a parent in another tenant is as good as absent.
@@ -151,7 +200,7 @@ impl TaskQueue {
         );
         let verdict = self.submission_verdict(caller, &mut task);
         let escalated = match verdict.decision.action {
-            PolicyAction::Deny => return Err(self.policy.refuse(verdict).await),
+            PolicyAction::Deny => return Ok(Prepared::Denied(verdict)),
             PolicyAction::EscalateToHuman => true,
             PolicyAction::Allow | PolicyAction::AllowWithRedactions => false,
         };
@@ -215,8 +264,8 @@ impl TaskQueue {
                 .payload(json!({"priority": task.priority}))
         });
         events.push(verdict.audit);
-        // With an idempotency key already used, this is the first task, unchanged.
-        Ok(self.ctx.store.tasks.insert_task(&task, events).await?)
+        // With an idempotency key already used, the store answers with the first task.
+        Ok(Prepared::Store(task, events))
     }
 
     /// Asks the submission policy about `task`, applying any redactions to its input
@@ -325,6 +374,25 @@ impl TaskQueue {
             .queue_stats(task_type, priority)
             .await?)
     }
+}
+
+/// Most tasks one batch submission may carry.
+pub const MAX_ENQUEUE_BATCH: usize = 500;
+
+/// A submission ready to store, or refused by the policy.
+enum Prepared {
+    Store(Task, Vec<EventDraft>),
+    Denied(Verdict),
+}
+
+/// Points an error about one task of a batch at it: `input` becomes `tasks[3].input`.
+fn at_index(mut error: ApiError, i: usize) -> ApiError {
+    error.field = Some(match error.field.take() {
+        Some(field) => format!("tasks[{i}].{field}"),
+        None => format!("tasks[{i}]"),
+    });
+    error.message = format!("tasks[{i}]: {}", error.message);
+    error
 }
 
 fn visible(caller: &Principal, task: &Task) -> bool {

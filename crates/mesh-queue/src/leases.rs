@@ -4,7 +4,7 @@
 use crate::core::TaskQueue;
 use mesh_policy::{Actor, Point};
 use mesh_service::{ApiError, Caller};
-use mesh_store::{ClaimGate, GateVerdict};
+use mesh_store::{ClaimGate, Completion, GateVerdict};
 use mesh_types::queue::{ClaimRequest, FailOutcome, Lease};
 use mesh_types::task::TaskFilter;
 use mesh_types::{Agent, AgentStatus, Page, PageRequest, Task, TaskStatus};
@@ -52,6 +52,55 @@ pub struct CompleteBody {
     #[serde(default)]
     pub output: Option<Value>,
 }
+
+/// `POST /api/v1/queue/completions`: several leased tasks finished at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompletionsBody {
+    pub completions: Vec<CompletionItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompletionItem {
+    pub task_id: Uuid,
+    pub lease_token: Uuid,
+    #[serde(default)]
+    pub output: Option<Value>,
+}
+
+/// One completion's outcome: the completed task, or why it was refused (the status
+/// and code its own `complete` call would have answered).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompletionResult {
+    pub task_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ItemError>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl From<ApiError> for ItemError {
+    fn from(e: ApiError) -> Self {
+        Self {
+            status: e.status.as_u16(),
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// Most completions one batch may carry.
+pub const MAX_COMPLETE_BATCH: usize = 500;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -309,6 +358,53 @@ impl TaskQueue {
                 caller.actor(),
             )
             .await?)
+    }
+
+    /// Completes several leased tasks in one transaction; each stands or falls alone
+    /// (a stale token is refused with 409 in its result and changes nothing).
+    pub async fn complete_batch(
+        &self,
+        caller: &Caller,
+        body: CompletionsBody,
+    ) -> Result<Vec<CompletionResult>, ApiError> {
+        if !(1..=MAX_COMPLETE_BATCH).contains(&body.completions.len()) {
+            return Err(ApiError::invalid(
+                "completions",
+                format!("completions: between 1 and {MAX_COMPLETE_BATCH} per batch"),
+            ));
+        }
+        let completions: Vec<Completion> = body
+            .completions
+            .into_iter()
+            .map(|c| Completion {
+                task_id: c.task_id,
+                token: c.lease_token,
+                output: c.output,
+            })
+            .collect();
+        let ids: Vec<Uuid> = completions.iter().map(|c| c.task_id).collect();
+        let results = self
+            .ctx
+            .store
+            .queue
+            .complete_tasks(completions, mesh_types::time::now(), caller.actor())
+            .await?;
+        Ok(ids
+            .into_iter()
+            .zip(results)
+            .map(|(task_id, result)| match result {
+                Ok(task) => CompletionResult {
+                    task_id,
+                    task: Some(task),
+                    error: None,
+                },
+                Err(e) => CompletionResult {
+                    task_id,
+                    task: None,
+                    error: Some(ApiError::from(e).into()),
+                },
+            })
+            .collect())
     }
 
     /// Hands a leased task back because the scheduler asked it to yield; the attempt is

@@ -11,9 +11,10 @@ mod leases;
 mod routes;
 
 pub use client::TaskQueueClient;
-pub use core::{ApprovalBody, QueueConfig, TaskListQuery, TaskQueue};
+pub use core::{ApprovalBody, MAX_ENQUEUE_BATCH, QueueConfig, TaskListQuery, TaskQueue};
 pub use leases::{
-    AwaitBody, ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply, MAX_CLAIM_BATCH,
-    MAX_CLAIM_WAIT_MS, PageQuery, spawn_queue_sweeper,
+    AwaitBody, ClaimBody, CompleteBody, CompletionItem, CompletionResult, CompletionsBody,
+    ExtendBody, FailBody, FailReply, ItemError, MAX_CLAIM_BATCH, MAX_CLAIM_WAIT_MS,
+    MAX_COMPLETE_BATCH, PageQuery, spawn_queue_sweeper,
 };
 pub use routes::{new_task_schema, openapi, router};

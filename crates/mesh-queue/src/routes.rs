@@ -1,8 +1,9 @@
 //! HTTP mapping of the task queue's core.
 
-use crate::core::{ApprovalBody, TaskListQuery, TaskQueue};
+use crate::core::{ApprovalBody, MAX_ENQUEUE_BATCH, TaskListQuery, TaskQueue};
 use crate::leases::{
-    AwaitBody, ClaimBody, CompleteBody, ExtendBody, FailBody, FailReply, PageQuery,
+    AwaitBody, ClaimBody, CompleteBody, CompletionResult, CompletionsBody, ExtendBody, FailBody,
+    FailReply, MAX_COMPLETE_BATCH, PageQuery,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,6 +26,14 @@ pub fn router(core: Arc<TaskQueue>) -> Router {
             post(enqueue)
                 .route_layer(auth.require(Permission::TaskSubmit))
                 .merge(get(list).route_layer(auth.require(Permission::TaskRead))),
+        )
+        .route(
+            "/api/v1/queue/tasks/batch",
+            post(enqueue_batch).route_layer(auth.require(Permission::TaskSubmit)),
+        )
+        .route(
+            "/api/v1/queue/completions",
+            post(complete_batch).route_layer(auth.require(Permission::TaskClaim)),
         )
         .route(
             "/api/v1/queue/tasks/{id}",
@@ -89,6 +98,31 @@ async fn enqueue(
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let task = core.enqueue(&caller.principal, new).await?;
     Ok((StatusCode::CREATED, Json(task)))
+}
+
+/// `{"tasks": [...]}`, stored all or none.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    tasks: Vec<NewTask>,
+}
+
+async fn enqueue_batch(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tasks = core.enqueue_batch(&caller.principal, body.tasks).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "tasks": tasks }))))
+}
+
+async fn complete_batch(
+    State(core): State<Arc<TaskQueue>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CompletionsBody>,
+) -> Result<Json<Value>, ApiError> {
+    let results: Vec<CompletionResult> = core.complete_batch(&caller, body).await?;
+    Ok(Json(json!({ "results": results })))
 }
 
 async fn list(
@@ -260,6 +294,19 @@ pub fn openapi() -> Value {
                 success: (201, "The stored task"),
             },
             Op {
+                method: "post",
+                path: "/api/v1/queue/tasks/batch",
+                summary: "Create and enqueue several tasks in one transaction, all or none (400/403 name tasks[i])",
+                permission: Some(Permission::TaskSubmit),
+                request: Some(json!({
+                    "type": "object",
+                    "required": ["tasks"],
+                    "additionalProperties": false,
+                    "properties": {"tasks": {"type": "array", "minItems": 1, "maxItems": MAX_ENQUEUE_BATCH, "items": new_task_schema()}},
+                })),
+                success: (201, "{tasks}: the stored tasks, in order"),
+            },
+            Op {
                 method: "get",
                 path: "/api/v1/queue/tasks",
                 summary: "List tasks (filters: status, type, parentId; cursor pagination)",
@@ -312,6 +359,25 @@ pub fn openapi() -> Value {
                     json!({"type": "object", "required": ["leaseToken"], "properties": {"leaseToken": {"type": "string", "format": "uuid"}, "output": {}}}),
                 ),
                 (200, "The completed task"),
+            ),
+            Op::guarded(
+                "post",
+                "/api/v1/queue/completions",
+                "Complete several leased tasks in one transaction; each stands alone",
+                Permission::TaskClaim,
+                Some(json!({
+                    "type": "object",
+                    "required": ["completions"],
+                    "additionalProperties": false,
+                    "properties": {"completions": {"type": "array", "minItems": 1, "maxItems": MAX_COMPLETE_BATCH, "items": {
+                        "type": "object", "required": ["taskId", "leaseToken"], "additionalProperties": false,
+                        "properties": {"taskId": {"type": "string", "format": "uuid"}, "leaseToken": {"type": "string", "format": "uuid"}, "output": {}},
+                    }}},
+                })),
+                (
+                    200,
+                    "{results: [{taskId, task} | {taskId, error: {status, code, message}}]}, in order",
+                ),
             ),
             Op::guarded(
                 "post",

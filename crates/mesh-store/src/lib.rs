@@ -26,7 +26,7 @@ pub use budget::{BudgetScope, BudgetStore, BudgetUsage, Spend};
 pub use bus::{BusStore, GroupRead, Outgoing};
 pub use error::StoreError;
 pub use projection::ProjectionStore;
-pub use queue::{ClaimGate, ClaimOutcome, GateVerdict, QueueStore, RETRY_ELSEWHERE_MS};
+pub use queue::{ClaimGate, ClaimOutcome, Completion, GateVerdict, QueueStore, RETRY_ELSEWHERE_MS};
 pub use traits::*;
 pub use url::StoreUrl;
 

@@ -77,6 +77,15 @@ pub trait QueueStore: Send + Sync {
         now: Timestamp,
         actor: &str,
     ) -> Result<Task>;
+    /// Completes several leased tasks in one transaction. Each completion stands
+    /// alone: one with a stale token or an unknown task gets its error and changes
+    /// nothing, and the others still commit. Results are in the order given.
+    async fn complete_tasks(
+        &self,
+        completions: Vec<Completion>,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Vec<Result<Task>>>;
     #[allow(clippy::too_many_arguments)]
     async fn fail_task(
         &self,
@@ -134,6 +143,14 @@ pub trait QueueStore: Send + Sync {
         actor: &str,
         note: Option<&str>,
     ) -> Result<Task>;
+}
+
+/// One completion in a batch: the task, the lease it was done under, its result.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub task_id: Uuid,
+    pub token: Uuid,
+    pub output: Option<Value>,
 }
 
 /// What to write back after one step.

@@ -25,6 +25,10 @@ pub trait TaskStore: Send + Sync {
     /// `Invalid`. If the tenant already has a task with the same idempotency key, that
     /// task is returned instead and nothing is written.
     async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<Task>;
+    /// Stores several tasks in one transaction, all or none: the first task that cannot
+    /// be stored fails the batch and nothing of it is written. Idempotency keys apply
+    /// per task, as in [`TaskStore::insert_task`], within the batch too.
+    async fn insert_tasks(&self, tasks: Vec<(Task, Vec<EventDraft>)>) -> Result<Vec<Task>>;
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
     /// Newest first; the cursor is the id of the last task of the previous page.
     async fn list_tasks(&self, filter: &TaskFilter, page: &PageRequest) -> Result<Page<Task>>;

@@ -403,6 +403,10 @@ pub enum BenchCommand {
         tasks: usize,
         #[arg(long, default_value_t = 4)]
         workers: usize,
+        /// Tasks per enqueue call and most completions per complete call (1: one
+        /// task per call, as a client without batching would)
+        #[arg(long, default_value_t = 50)]
+        batch: usize,
     },
 }
 

@@ -426,3 +426,129 @@ async fn expired_leases_go_to_another_agent_and_deadlines_fail() {
     let task = f.wait_for(&slo, |t| t["status"] == "failed").await;
     assert_eq!(task["lastError"], "slo_timeout");
 }
+
+#[tokio::test]
+async fn batches_submit_all_or_nothing_and_complete_each_alone() {
+    let f = Fixture::new().with_worker_key().await;
+    let a = f.agent("worker-batch").await;
+    let batch = f.queue("/tasks/batch");
+
+    // One invalid task: 400 naming it, and none of the batch is stored.
+    let bad = f
+        .api
+        .post(
+            &batch,
+            &f.admin,
+            &json!({"tasks": [
+                {"type": "build", "input": {"n": 1}},
+                {"type": "build", "input": {"n": 2}, "priority": 5000},
+            ]})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(
+        bad.body["error"]["field"], "tasks[1].priority",
+        "{}",
+        bad.body
+    );
+    let nothing = f.claim(&a, &["build"], json!({"limit": 10})).await;
+    assert_eq!(
+        nothing.body,
+        json!([]),
+        "the valid first task was not stored"
+    );
+    let empty = f.api.post(&batch, &f.admin, r#"{"tasks": []}"#).await;
+    assert_eq!(
+        (empty.status, empty.body["error"]["field"].as_str()),
+        (400, Some("tasks"))
+    );
+
+    let stored = f
+        .api
+        .post(
+            &batch,
+            &f.admin,
+            &json!({"tasks": [
+                {"type": "build", "input": {"n": 1}},
+                {"type": "build", "input": {"n": 2}, "idempotencyKey": "b-2"},
+                {"type": "build", "input": {"n": 3}, "idempotencyKey": "b-2"},
+            ]})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(stored.status, 201, "{}", stored.body);
+    let tasks = stored.body["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 3);
+    assert_eq!(
+        tasks[1]["id"], tasks[2]["id"],
+        "a repeated key is the first task"
+    );
+    assert_eq!(tasks[0]["status"], "queued");
+    let first = tasks[0]["id"].as_str().unwrap().to_string();
+    let events = f
+        .api
+        .get(
+            &format!(
+                "{}/api/v1/provenance/task/{first}",
+                f.mesh.url("provenance-service")
+            ),
+            &f.admin,
+        )
+        .await;
+    assert_eq!(events.status, 200, "{}", events.body);
+    let actions: Vec<&str> = events.body["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"task_created") && actions.contains(&"task_queued"),
+        "each task of a batch is recorded as a single one is: {actions:?}"
+    );
+
+    let leases = f.claim(&a, &["build"], json!({"limit": 10})).await;
+    let leases = leases.body.as_array().unwrap().clone();
+    assert_eq!(leases.len(), 2, "two distinct tasks");
+    let completions = json!({"completions": [
+        {"taskId": leases[0]["task"]["id"], "leaseToken": leases[0]["leaseToken"], "output": {"ok": 1}},
+        {"taskId": leases[1]["task"]["id"], "leaseToken": "01a20aae-b382-76d3-a28b-aaf05dc4b866"},
+    ]});
+    let done = f
+        .api
+        .post(
+            &f.queue("/completions"),
+            &f.worker,
+            &completions.to_string(),
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let results = done.body["results"].as_array().unwrap();
+    assert_eq!(results[0]["task"]["status"], "completed");
+    assert_eq!(results[0]["task"]["output"]["ok"], 1);
+    assert_eq!(
+        (
+            results[1]["error"]["status"].as_u64(),
+            results[1]["error"]["code"].as_str()
+        ),
+        (Some(409), Some("conflict")),
+        "{}",
+        done.body
+    );
+    let second = leases[1]["task"]["id"].as_str().unwrap();
+    assert_eq!(
+        f.task(second).await["status"],
+        "running",
+        "a refused completion changes nothing"
+    );
+    let malformed = f
+        .api
+        .post(
+            &f.queue("/completions"),
+            &f.worker,
+            r#"{"completions": [{"taskId": "x", "leaseToken": "y"}]}"#,
+        )
+        .await;
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+}

@@ -29,30 +29,56 @@ impl BusStore for PgStore {
     ) -> Result<Vec<BusEvent>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let mut published = Vec::with_capacity(events.len());
-        for e in events {
+        // One sequence bump per topic for all its events (topics in name order, so two
+        // publishers never wait on each other's topic rows crosswise), then every event
+        // in one insert: a relay batch is a handful of round trips, not two per event.
+        let mut per_topic: std::collections::BTreeMap<&str, i64> = Default::default();
+        for e in &events {
+            *per_topic.entry(e.topic.as_str()).or_default() += 1;
+        }
+        let mut next_seq = std::collections::HashMap::new();
+        for (topic, count) in per_topic {
             // The upsert row-locks the topic, so its sequence has no gaps or duplicates.
-            let seq: i64 = tx
+            let last: i64 = tx
                 .query_one(
-                    "INSERT INTO bus_topics (topic, last_seq) VALUES ($1, 1)
-                     ON CONFLICT (topic) DO UPDATE SET last_seq = bus_topics.last_seq + 1 RETURNING last_seq",
-                    &[&e.topic],
+                    "INSERT INTO bus_topics (topic, last_seq) VALUES ($1, $2)
+                     ON CONFLICT (topic) DO UPDATE SET last_seq = bus_topics.last_seq + $2 RETURNING last_seq",
+                    &[&topic, &count],
                 )
                 .await?
                 .get(0);
+            next_seq.insert(topic.to_string(), last - count + 1);
+        }
+        let mut seqs = Vec::with_capacity(events.len());
+        for e in &events {
+            let next = next_seq.get_mut(&e.topic).ok_or_else(|| {
+                crate::StoreError::Backend(format!("no sequence for topic {}", e.topic))
+            })?;
+            seqs.push(*next);
+            *next += 1;
+        }
+        if !events.is_empty() {
+            let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
+            let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+            let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
             tx.execute(
-                "INSERT INTO bus_events (topic, seq, id, ts, payload) VALUES ($1, $2, $3, $4, $5)",
-                &[&e.topic, &seq, &e.id, &now, &e.payload],
+                "INSERT INTO bus_events (topic, seq, id, ts, payload)
+                 SELECT t, s, i, $4, p FROM UNNEST($1::text[], $2::bigint[], $3::uuid[], $5::jsonb[]) AS u(t, s, i, p)",
+                &[&topics, &seqs, &ids, &now, &payloads],
             )
             .await?;
-            published.push(BusEvent {
+        }
+        let published: Vec<BusEvent> = events
+            .into_iter()
+            .zip(seqs)
+            .map(|(e, seq)| BusEvent {
                 topic: e.topic,
                 offset: seq.to_string(),
                 id: e.id,
                 timestamp: now,
                 payload: e.payload,
-            });
-        }
+            })
+            .collect();
         if let Some((name, position)) = cursor {
             tx.execute(
                 "INSERT INTO bus_cursors (name, position) VALUES ($1, $2)

@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "agent lifecycle", include_str!("migrate_10.sql")),
     (11, "provenance checkpoints", include_str!("migrate_11.sql")),
     (12, "projection cursors", include_str!("migrate_12.sql")),
+    (13, "partial queue indexes", include_str!("migrate_13.sql")),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

@@ -2,7 +2,7 @@ use super::PgStore;
 use super::provenance::append_in_tx;
 use super::tasks::{TASK_COLUMNS, task_from_row};
 use crate::queue::{self as steps, Step};
-use crate::queue::{ClaimGate, ClaimOutcome};
+use crate::queue::{ClaimGate, ClaimOutcome, Completion};
 use crate::{QueueStore, Result, StoreError};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
@@ -154,27 +154,49 @@ impl QueueStore for PgStore {
             ],
         )
         .await?;
+        // The chosen rows are locked already; read them in one statement, decide each
+        // in rank order, then write the leases together (rows pipelined, events in one
+        // append) rather than a round trip per row while the log's head is locked.
+        let mut loaded = std::collections::HashMap::new();
+        for row in tx
+            .query(
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1)"),
+                &[&chosen],
+            )
+            .await?
+        {
+            let task = task_from_row(&row)?;
+            loaded.insert(task.id, task);
+        }
         let mut out = ClaimOutcome::default();
+        let mut steps_taken = Vec::new();
+        let mut events = Vec::new();
         for id in chosen {
             if out.leases.len() as u32 >= req.limit {
                 break;
             }
-            let (task, _) = lock(&tx, id).await?;
+            let Some(task) = loaded.remove(&id) else {
+                continue;
+            };
             if steps::left_for_others(&task, req) {
                 continue;
             }
             if let Some(gate) = gate {
                 let verdict = gate(&task);
-                append_in_tx(&tx, verdict.audit.into_iter().collect()).await?;
+                events.extend(verdict.audit);
                 if !verdict.allow {
                     out.refused.push(verdict.reason);
                     continue;
                 }
             }
-            let (step, lease) = steps::claim_step(task, req);
-            save(&tx, step).await?;
+            let (mut step, lease) = steps::claim_step(task, req);
+            events.append(&mut step.events);
+            steps_taken.push(step);
             out.leases.push(lease);
         }
+        futures_util::future::try_join_all(steps_taken.iter().map(|step| write_row(&tx, step)))
+            .await?;
+        append_in_tx(&tx, events).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -213,6 +235,71 @@ impl QueueStore for PgStore {
         .await?;
         tx.commit().await?;
         Ok(task)
+    }
+
+    async fn complete_tasks(
+        &self,
+        completions: Vec<Completion>,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Vec<Result<Task>>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // One statement locks every row, in id order, so two batches never deadlock.
+        let mut wanted: Vec<Uuid> = completions.iter().map(|c| c.task_id).collect();
+        wanted.sort();
+        wanted.dedup();
+        let mut loaded = std::collections::HashMap::new();
+        for row in tx
+            .query(
+                &format!("SELECT {TASK_COLUMNS}, lease_token FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE"),
+                &[&wanted],
+            )
+            .await?
+        {
+            let token: Option<Uuid> = super::rows::get(&row, 25)?;
+            let task = task_from_row(&row)?;
+            loaded.insert(task.id, (task, token));
+        }
+        // Every refusal is known before anything is written (the step is pure), so the
+        // completions that stand are written together: rows pipelined, events in one
+        // append.
+        let mut results: Vec<Result<Task>> = Vec::with_capacity(completions.len());
+        let mut accepted = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for c in completions {
+            let step = match loaded.remove(&c.task_id) {
+                Some((task, current)) => {
+                    seen.insert(c.task_id);
+                    steps::complete_step(task, current, c.token, c.output, now, actor)
+                }
+                None if seen.contains(&c.task_id) => Err(StoreError::Conflict(format!(
+                    "task {} is named more than once in this batch",
+                    c.task_id
+                ))),
+                None => Err(StoreError::NotFound(format!("task {}", c.task_id))),
+            };
+            match step {
+                Ok(step) => {
+                    results.push(Ok(step.task.clone()));
+                    accepted.push(step);
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        futures_util::future::try_join_all(accepted.iter().map(|step| write_row(&tx, step)))
+            .await?;
+        let events = accepted
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.events));
+        append_in_tx(&tx, events.collect()).await?;
+        for step in &accepted {
+            if let Some(parent) = step.task.parent_id {
+                resume_parent_if_done(&tx, parent, step.task.updated_at).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
     }
 
     async fn fail_task(

@@ -61,72 +61,121 @@ async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<Task> {
     task_from_row(&row)
 }
 
+/// `parentId`s must name a stored task or one earlier in the same batch.
+async fn check_parents(tx: &Transaction<'_>, tasks: &[(Task, Vec<EventDraft>)]) -> Result<()> {
+    let parents: Vec<Uuid> = tasks.iter().filter_map(|(t, _)| t.parent_id).collect();
+    if parents.is_empty() {
+        return Ok(());
+    }
+    let found: std::collections::HashSet<Uuid> = tx
+        .query("SELECT id FROM tasks WHERE id = ANY($1)", &[&parents])
+        .await?
+        .iter()
+        .map(|r| get(r, 0))
+        .collect::<Result<_>>()?;
+    let mut earlier = std::collections::HashSet::new();
+    for (task, _) in tasks {
+        if let Some(parent) = task.parent_id
+            && !found.contains(&parent)
+            && !earlier.contains(&parent)
+        {
+            return Err(StoreError::invalid("parentId", format!("no task {parent}")));
+        }
+        earlier.insert(task.id);
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl TaskStore for PgStore {
     async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<Task> {
+        let mut stored = self.insert_tasks(vec![(task.clone(), audit)]).await?;
+        stored
+            .pop()
+            .ok_or_else(|| StoreError::Backend("an insert returned no task".into()))
+    }
+
+    async fn insert_tasks(&self, tasks: Vec<(Task, Vec<EventDraft>)>) -> Result<Vec<Task>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        if let Some(parent) = task.parent_id {
-            let exists: bool = tx
-                .query_one(
-                    "SELECT EXISTS(SELECT 1 FROM tasks WHERE id = $1)",
-                    &[&parent],
-                )
-                .await?
-                .get(0);
-            if !exists {
-                return Err(StoreError::invalid("parentId", format!("no task {parent}")));
-            }
-        }
+        check_parents(&tx, &tasks).await?;
         // ON CONFLICT makes a concurrent duplicate submission find the first task
-        // instead of failing on the unique index.
-        let inserted = tx.query_opt(
-            &format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
-                      ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"),
-            &[
-                &task.id,
-                &task.parent_id,
-                &task.task_type,
-                &task.status.as_str(),
-                &task.priority,
-                &task.input,
-                &task.output,
-                &task.metadata,
-                &task.risk_tier.as_str(),
-                &task.data_classification.as_str(),
-                &task.tenant,
-                &task.created_at,
-                &task.updated_at,
-                &task.started_at,
-                &task.completed_at,
-                &task.attempts,
-                &task.max_attempts,
-                &task.available_at,
-                &task.deadline,
-                &task.idempotency_key,
-                &task.leased_by,
-                &task.lease_expires_at,
-                &task.last_failed_agent,
-                &task.last_error,
-                &task.yield_requested,
-            ],
-        )
-        .await
-        .map_err(|e| unique_conflict(e, format!("task {} already exists", task.id)))?;
-        if inserted.is_none() {
+        // instead of failing on the unique index. The inserts are sent together
+        // (pipelined on the connection), not one round trip each.
+        let insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
+                 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
+            ))
+            .await?;
+        let inserted = futures_util::future::try_join_all(tasks.iter().map(|(task, _)| {
+            let insert = &insert;
+            let tx = &tx;
+            async move {
+                let (status, risk, class) = (
+                    task.status.as_str(),
+                    task.risk_tier.as_str(),
+                    task.data_classification.as_str(),
+                );
+                tx.query_opt(
+                    insert,
+                    &[
+                        &task.id,
+                        &task.parent_id,
+                        &task.task_type,
+                        &status,
+                        &task.priority,
+                        &task.input,
+                        &task.output,
+                        &task.metadata,
+                        &risk,
+                        &class,
+                        &task.tenant,
+                        &task.created_at,
+                        &task.updated_at,
+                        &task.started_at,
+                        &task.completed_at,
+                        &task.attempts,
+                        &task.max_attempts,
+                        &task.available_at,
+                        &task.deadline,
+                        &task.idempotency_key,
+                        &task.leased_by,
+                        &task.lease_expires_at,
+                        &task.last_failed_agent,
+                        &task.last_error,
+                        &task.yield_requested,
+                    ],
+                )
+                .await
+                .map_err(|e| unique_conflict(e, format!("task {} already exists", task.id)))
+            }
+        }))
+        .await?;
+        let mut stored = Vec::with_capacity(tasks.len());
+        let mut events = Vec::new();
+        for ((task, audit), row) in tasks.into_iter().zip(inserted) {
+            if row.is_some() {
+                events.extend(audit);
+                stored.push(task);
+                continue;
+            }
+            // The key was used: that task is the answer, and nothing is recorded.
             let row = tx
                 .query_one(
                     &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1 AND idempotency_key = $2"),
                     &[&task.tenant, &task.idempotency_key],
                 )
                 .await?;
-            return task_from_row(&row);
+            stored.push(task_from_row(&row)?);
         }
-        append_in_tx(&tx, audit).await?;
-        tx.execute("SELECT pg_notify($1, '')", &[&super::listen::CHANNEL])
-            .await?;
+        if !events.is_empty() {
+            append_in_tx(&tx, events).await?;
+            tx.execute("SELECT pg_notify($1, '')", &[&super::listen::CHANNEL])
+                .await?;
+        }
         tx.commit().await?;
-        Ok(task.clone())
+        Ok(stored)
     }
 
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {

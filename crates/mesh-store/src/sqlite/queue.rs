@@ -2,8 +2,9 @@ use super::SqliteStore;
 use super::provenance::append_in_tx;
 use super::rows::{fmt_ts, to_json};
 use super::tasks::{TASK_COLUMNS, task_from_row};
+use super::writer::{savepoint, undo_savepoint};
 use crate::queue::{self as steps, Step};
-use crate::queue::{ClaimGate, ClaimOutcome};
+use crate::queue::{ClaimGate, ClaimOutcome, Completion};
 use crate::{QueueStore, Result, StoreError};
 use async_trait::async_trait;
 use mesh_types::Task;
@@ -89,7 +90,7 @@ fn write_row(tx: &Transaction<'_>, step: &Step) -> Result<()> {
 }
 
 fn ids(tx: &Transaction<'_>, sql: &str, args: Vec<String>) -> Result<Vec<Uuid>> {
-    let mut stmt = tx.prepare(sql)?;
+    let mut stmt = tx.prepare_cached(sql)?;
     let rows = stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
     for row in rows {
@@ -206,6 +207,37 @@ impl QueueStore for SqliteStore {
                 tx,
                 steps::complete_step(task, current, token, output, now, &actor)?,
             )
+        })
+        .await
+        .inspect(|_| self.signal_work())
+    }
+
+    async fn complete_tasks(
+        &self,
+        completions: Vec<Completion>,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Vec<Result<Task>>> {
+        let actor = actor.to_string();
+        self.write(move |tx| {
+            let mut results = Vec::with_capacity(completions.len());
+            for c in completions {
+                // Each completion in its own savepoint: a refused one undoes only itself.
+                savepoint(tx, "SAVEPOINT completion")?;
+                let done = load(tx, c.task_id).and_then(|(task, current)| {
+                    save(
+                        tx,
+                        steps::complete_step(task, current, c.token, c.output, now, &actor)?,
+                    )
+                });
+                if done.is_ok() {
+                    savepoint(tx, "RELEASE completion")?;
+                } else {
+                    undo_savepoint(tx, "completion");
+                }
+                results.push(done);
+            }
+            Ok(results)
         })
         .await
         .inspect(|_| self.signal_work())

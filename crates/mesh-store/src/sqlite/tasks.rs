@@ -54,65 +54,80 @@ fn load(tx: &Transaction<'_>, id: Uuid) -> Result<Task> {
         .ok_or_else(|| StoreError::NotFound(format!("task {id}")))
 }
 
+/// Stores one task and its events in the caller's transaction; with its idempotency
+/// key already used, returns that task and writes nothing.
+fn insert_in_tx(tx: &Transaction<'_>, task: Task, audit: Vec<EventDraft>) -> Result<Task> {
+    if let Some(key) = &task.idempotency_key {
+        let existing = tx
+            .prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = ?1 AND idempotency_key = ?2"
+            ))?
+            .query_row(params![task.tenant, key], task_from_row)
+            .optional()?;
+        if let Some(existing) = existing {
+            return Ok(existing);
+        }
+    }
+    if let Some(parent) = task.parent_id {
+        let exists: bool = tx
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1)")?
+            .query_row(params![parent.to_string()], |r| r.get(0))?;
+        if !exists {
+            return Err(StoreError::invalid("parentId", format!("no task {parent}")));
+        }
+    }
+    tx.prepare_cached(&format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"))?.execute(params![
+            task.id.to_string(),
+            task.parent_id.map(|p| p.to_string()),
+            task.task_type,
+            task.status.as_str(),
+            task.priority,
+            to_json(&task.input),
+            task.output.as_ref().map(to_json),
+            to_json(&task.metadata),
+            task.risk_tier.as_str(),
+            task.data_classification.as_str(),
+            task.tenant,
+            fmt_ts(&task.created_at),
+            fmt_ts(&task.updated_at),
+            task.started_at.as_ref().map(fmt_ts),
+            task.completed_at.as_ref().map(fmt_ts),
+            task.attempts,
+            task.max_attempts,
+            fmt_ts(&task.available_at),
+            task.deadline.as_ref().map(fmt_ts),
+            task.idempotency_key,
+            task.leased_by.map(|a| a.to_string()),
+            task.lease_expires_at.as_ref().map(fmt_ts),
+            task.last_failed_agent.map(|a| a.to_string()),
+            task.last_error,
+            task.yield_requested,
+        ],)
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::Conflict(format!("task {} already exists", task.id))
+        }
+        other => other.into(),
+    })?;
+    append_in_tx(tx, audit)?;
+    Ok(task)
+}
+
 #[async_trait]
 impl TaskStore for SqliteStore {
     async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<Task> {
         let task = task.clone();
+        self.write(move |tx| insert_in_tx(tx, task, audit))
+            .await
+            .inspect(|_| self.signal_work())
+    }
+
+    async fn insert_tasks(&self, tasks: Vec<(Task, Vec<EventDraft>)>) -> Result<Vec<Task>> {
         self.write(move |tx| {
-            if let Some(key) = &task.idempotency_key {
-                let existing = tx
-                    .query_row(
-                        &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = ?1 AND idempotency_key = ?2"),
-                        params![task.tenant, key],
-                        task_from_row,
-                    )
-                    .optional()?;
-                if let Some(existing) = existing {
-                    return Ok(existing);
-                }
-            }
-            if let Some(parent) = task.parent_id {
-                let exists: bool = tx.prepare_cached("SELECT EXISTS(SELECT 1 FROM tasks WHERE id = ?1)")?.query_row(params![parent.to_string()],
-                    |r| r.get(0),)?;
-                if !exists {
-                    return Err(StoreError::invalid("parentId", format!("no task {parent}")));
-                }
-            }
-            tx.prepare_cached(&format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"))?.execute(params![
-                    task.id.to_string(),
-                    task.parent_id.map(|p| p.to_string()),
-                    task.task_type,
-                    task.status.as_str(),
-                    task.priority,
-                    to_json(&task.input),
-                    task.output.as_ref().map(to_json),
-                    to_json(&task.metadata),
-                    task.risk_tier.as_str(),
-                    task.data_classification.as_str(),
-                    task.tenant,
-                    fmt_ts(&task.created_at),
-                    fmt_ts(&task.updated_at),
-                    task.started_at.as_ref().map(fmt_ts),
-                    task.completed_at.as_ref().map(fmt_ts),
-                    task.attempts,
-                    task.max_attempts,
-                    fmt_ts(&task.available_at),
-                    task.deadline.as_ref().map(fmt_ts),
-                    task.idempotency_key,
-                    task.leased_by.map(|a| a.to_string()),
-                    task.lease_expires_at.as_ref().map(fmt_ts),
-                    task.last_failed_agent.map(|a| a.to_string()),
-                    task.last_error,
-                    task.yield_requested,
-                ],)
-            .map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                    StoreError::Conflict(format!("task {} already exists", task.id))
-                }
-                other => other.into(),
-            })?;
-            append_in_tx(tx, audit)?;
-            Ok(task)
+            tasks
+                .into_iter()
+                .map(|(task, audit)| insert_in_tx(tx, task, audit))
+                .collect()
         })
         .await
         .inspect(|_| self.signal_work())

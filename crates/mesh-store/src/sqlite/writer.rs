@@ -64,23 +64,36 @@ fn in_savepoint<T>(
     tx: &Transaction<'_>,
     f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    tx.execute_batch("SAVEPOINT job")?;
+    savepoint(tx, "SAVEPOINT job")?;
     match catch_unwind(AssertUnwindSafe(|| f(tx))) {
         Ok(Ok(value)) => {
-            tx.execute_batch("RELEASE job")?;
+            savepoint(tx, "RELEASE job")?;
             Ok(value)
         }
         Ok(Err(err)) => {
-            let _ = tx.execute_batch("ROLLBACK TO job; RELEASE job");
+            undo_savepoint(tx, "job");
             Err(err)
         }
         Err(_) => {
-            let _ = tx.execute_batch("ROLLBACK TO job; RELEASE job");
+            undo_savepoint(tx, "job");
             Err(StoreError::Backend(
                 "a write panicked and was rolled back".into(),
             ))
         }
     }
+}
+
+/// Runs a savepoint statement from the statement cache (`execute_batch` would parse it
+/// again for every job).
+pub(crate) fn savepoint(tx: &Transaction<'_>, sql: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// Rolls back to the savepoint `name` and drops it.
+pub(crate) fn undo_savepoint(tx: &Transaction<'_>, name: &str) {
+    let _ = savepoint(tx, &format!("ROLLBACK TO {name}"))
+        .and_then(|_| savepoint(tx, &format!("RELEASE {name}")));
 }
 
 fn run(mut conn: Connection, queue: Receiver<Job>) {

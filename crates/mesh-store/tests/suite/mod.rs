@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent_lifecycle;
+mod batches;
 mod budget;
 mod bus;
 mod checkpoints;
@@ -15,6 +16,7 @@ mod registry;
 mod tasks;
 
 pub use agent_lifecycle::*;
+pub use batches::*;
 pub use budget::*;
 pub use bus::*;
 pub use checkpoints::*;

@@ -35,7 +35,8 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
             backend,
             tasks,
             workers,
-        } => queue::run(g, backend, tasks, workers).await,
+            batch,
+        } => queue::run(g, backend, tasks, workers, batch).await,
         BenchCommand::Provenance {
             backend,
             events,

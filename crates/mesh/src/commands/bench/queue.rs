@@ -1,7 +1,9 @@
 //! `mesh bench queue`: enqueue → claim → complete with no-op handlers through the task
-//! queue's core (the functions its HTTP handlers call), provenance on, SQLite at
-//! `synchronous=FULL`, eight concurrent producers. Reports throughput, pickup latency
-//! under that load, and pickup latency on an idle queue (enqueue commit → handler start).
+//! queue's core (the functions its HTTP handlers call), provenance on and the events
+//! bus relaying task events to its topics, SQLite at `synchronous=FULL`, eight
+//! concurrent producers submitting `--batch` tasks per call and workers completing up
+//! to `--batch` per call. Reports throughput, pickup latency under that load, and
+//! pickup latency on an idle queue (enqueue commit → handler start).
 
 use super::quantile_ms;
 use crate::cli::{BenchBackend, GlobalArgs};
@@ -10,7 +12,10 @@ use crate::compose::Cores;
 use crate::config::Overrides;
 use crate::output;
 use anyhow::{Context, Result, bail};
-use mesh_queue::{ClaimBody, CompleteBody, TaskQueue};
+use mesh_queue::{
+    ClaimBody, CompleteBody, CompletionItem, CompletionsBody, MAX_CLAIM_BATCH, MAX_COMPLETE_BATCH,
+    MAX_ENQUEUE_BATCH, TaskQueue,
+};
 use mesh_service::{Caller, Readiness, ServiceName};
 use mesh_types::NewTask;
 use serde_json::json;
@@ -21,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// Tasks one claim leases when submissions are not batched.
 const CLAIM_BATCH: u32 = 32;
 const PRODUCERS: usize = 8;
 const IDLE_SAMPLES: usize = 200;
@@ -34,9 +40,16 @@ pub async fn run(
     backend: BenchBackend,
     tasks: usize,
     workers: usize,
+    batch: usize,
 ) -> Result<ExitCode> {
     if tasks == 0 || workers == 0 {
         bail!("--tasks and --workers must be at least 1");
+    }
+    if !(1..=MAX_ENQUEUE_BATCH.min(MAX_COMPLETE_BATCH)).contains(&batch) {
+        bail!(
+            "--batch must be between 1 and {}",
+            MAX_ENQUEUE_BATCH.min(MAX_COMPLETE_BATCH)
+        );
     }
     let scratch = super::tempdir()?;
     let mut flags = Overrides::default();
@@ -58,12 +71,19 @@ pub async fn run(
     let store = open_store(&config).await?;
     let cores = Cores::build(
         &store,
-        &[ServiceName::TaskQueue, ServiceName::AgentRegistry],
+        &[
+            ServiceName::TaskQueue,
+            ServiceName::AgentRegistry,
+            ServiceName::EventsBus,
+        ],
         &config,
         &Readiness::default(),
     )
     .await?;
     let queue = cores.queue.context("task queue core")?;
+    // Bus events on, as in `mesh up`: the relay publishes every task event to its topic.
+    let (stop_relay, relay_stops) = tokio::sync::watch::channel(false);
+    let relay = mesh_bus::spawn_relay(cores.bus.context("events bus core")?, relay_stops);
     let registry = cores.agents.context("agent registry core")?;
     let caller = cli_caller();
     let bench_type = format!("bench-{}", Uuid::new_v4().simple());
@@ -80,6 +100,10 @@ pub async fn run(
     let enqueued: Enqueued = Arc::default();
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let load = Load {
+        total: tasks,
+        batch,
+    };
     let pickups = run_workers(
         &queue,
         &caller,
@@ -87,20 +111,18 @@ pub async fn run(
         &bench_type,
         &enqueued,
         &done,
-        tasks,
-        async {
-            for i in 0..tasks {
-                let new = new_task(&bench_type, i);
-                let id = queue.enqueue(&caller.principal, new).await?.id;
-                enqueued
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                    .insert(id, Instant::now());
-            }
-            Ok(())
-        },
+        load,
+        produce(&queue, &caller, &bench_type, &enqueued, load),
     )
     .await?;
+    let completed_in = started.elapsed();
+    // The run ends when the bus has every event too: the relay publishes from the log
+    // behind the writes, and its work counts.
+    let head = store.provenance.head().await?.count;
+    let lag_at_completion = head - store.bus.cursor(mesh_bus::RELAY_CURSOR).await?;
+    while store.bus.cursor(mesh_bus::RELAY_CURSOR).await? < head {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let elapsed = started.elapsed();
 
     // Idle: one task at a time into a queue the workers poll.
@@ -112,7 +134,10 @@ pub async fn run(
         &bench_type,
         &enqueued,
         &done,
-        IDLE_SAMPLES,
+        Load {
+            total: IDLE_SAMPLES,
+            batch: 1,
+        },
         async {
             for i in 0..IDLE_SAMPLES {
                 let target = i + 1;
@@ -132,6 +157,8 @@ pub async fn run(
         },
     )
     .await?;
+    let _ = stop_relay.send(true);
+    let _ = relay.await;
     let _ = std::fs::remove_dir_all(&scratch);
 
     let report = json!({
@@ -139,7 +166,11 @@ pub async fn run(
         "backend": store.backend,
         "tasks": tasks,
         "workers": workers,
+        "batch": batch,
         "seconds": elapsed.as_secs_f64(),
+        "provenanceEvents": head,
+        "completedSeconds": completed_in.as_secs_f64(),
+        "relayLagAtCompletion": lag_at_completion,
         "tasksPerSec": tasks as f64 / elapsed.as_secs_f64(),
         "pickupP50Ms": quantile_ms(&pickups, 0.5),
         "pickupP99Ms": quantile_ms(&pickups, 0.99),
@@ -152,16 +183,62 @@ pub async fn run(
         output::json(&report)?;
     } else {
         println!(
-            "{tasks} tasks, {workers} workers, {} store: {:.0} tasks/s; pickup under load p50 {:.2} ms p99 {:.2} ms; idle pickup p50 {:.2} ms p99 {:.2} ms (long-poll claims)",
+            "{tasks} tasks, {workers} workers, batches of {batch}, {} store: {:.0} tasks/s; pickup under load p50 {:.2} ms p99 {:.2} ms; idle pickup p50 {:.2} ms p99 {:.2} ms (long-poll claims); every task completed after {:.2} s, its {head} events all on the bus after {:.2} s",
             store.backend,
             report["tasksPerSec"].as_f64().unwrap_or(0.0),
             quantile_ms(&pickups, 0.5),
             quantile_ms(&pickups, 0.99),
             quantile_ms(&idle, 0.5),
             quantile_ms(&idle, 0.99),
+            completed_in.as_secs_f64(),
+            elapsed.as_secs_f64(),
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many tasks a phase runs and how many go in one enqueue or complete call.
+#[derive(Clone, Copy)]
+struct Load {
+    total: usize,
+    batch: usize,
+}
+
+/// `PRODUCERS` concurrent producers enqueue `load.total` tasks between them,
+/// `load.batch` per call.
+async fn produce(
+    queue: &Arc<TaskQueue>,
+    caller: &Caller,
+    task_type: &str,
+    enqueued: &Enqueued,
+    load: Load,
+) -> Result<()> {
+    let mut producers = tokio::task::JoinSet::new();
+    for p in 0..PRODUCERS {
+        let (queue, caller, enqueued) = (queue.clone(), caller.clone(), enqueued.clone());
+        let task_type = task_type.to_string();
+        producers.spawn(async move {
+            let mine: Vec<usize> = (p..load.total).step_by(PRODUCERS).collect();
+            for chunk in mine.chunks(load.batch) {
+                let ids: Vec<Uuid> = if load.batch == 1 {
+                    let new = new_task(&task_type, chunk[0]);
+                    vec![queue.enqueue(&caller.principal, new).await?.id]
+                } else {
+                    let news = chunk.iter().map(|i| new_task(&task_type, *i)).collect();
+                    let stored = queue.enqueue_batch(&caller.principal, news).await?;
+                    stored.into_iter().map(|t| t.id).collect()
+                };
+                let now = Instant::now();
+                let mut times = enqueued.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                times.extend(ids.into_iter().map(|id| (id, now)));
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(joined) = producers.join_next().await {
+        joined??;
+    }
+    Ok(())
 }
 
 fn new_task(task_type: &str, i: usize) -> NewTask {
@@ -178,7 +255,7 @@ fn new_task(task_type: &str, i: usize) -> NewTask {
     }
 }
 
-/// Runs one worker loop per agent while `producer` runs, until `total` tasks completed;
+/// Runs one worker loop per agent while `producer` runs, until `load.total` tasks completed;
 /// returns each task's pickup latency (enqueue commit → claimed).
 #[allow(clippy::too_many_arguments)]
 async fn run_workers(
@@ -188,7 +265,7 @@ async fn run_workers(
     task_type: &str,
     enqueued: &Enqueued,
     done: &Arc<AtomicUsize>,
-    total: usize,
+    load: Load,
     producer: impl std::future::Future<Output = Result<()>>,
 ) -> Result<Vec<Duration>> {
     let mut handles = Vec::new();
@@ -202,11 +279,16 @@ async fn run_workers(
         let (agent, task_type) = (*agent, task_type.to_string());
         handles.push(tokio::spawn(async move {
             let mut pickups = Vec::new();
-            while done.load(Ordering::SeqCst) < total {
+            let limit = if load.batch == 1 {
+                CLAIM_BATCH
+            } else {
+                MAX_CLAIM_BATCH
+            };
+            while done.load(Ordering::SeqCst) < load.total {
                 let body = ClaimBody {
                     agent_id: agent,
                     task_types: vec![task_type.clone()],
-                    limit: Some(CLAIM_BATCH),
+                    limit: Some(limit),
                     lease_ms: None,
                     wait_ms: Some(CLAIM_WAIT_MS),
                 };
@@ -215,8 +297,7 @@ async fn run_workers(
                     continue;
                 }
                 let claimed = Instant::now();
-                let mut completions = Vec::with_capacity(leases.len());
-                for lease in leases {
+                for lease in &leases {
                     // The producer records the commit time just after enqueue returns;
                     // a task claimed before that is counted as a zero wait.
                     let since = enqueued
@@ -228,20 +309,11 @@ async fn run_workers(
                             .map(|t| claimed.saturating_duration_since(t))
                             .unwrap_or_default(),
                     );
-                    let body = CompleteBody {
-                        lease_token: lease.lease_token,
-                        output: None,
-                    };
-                    // A worker finishes its claimed tasks side by side, as a worker with
-                    // that much concurrency would.
-                    completions.push(queue.complete(&caller, lease.task.id, body));
                 }
-                for done_task in futures_util::future::join_all(completions).await {
-                    done_task?;
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
+                let finished = complete(&queue, &caller, leases, load.batch).await?;
+                done.fetch_add(finished, Ordering::SeqCst);
             }
-            Ok::<_, mesh_service::ApiError>(pickups)
+            Ok::<_, anyhow::Error>(pickups)
         }));
     }
     producer.await?;
@@ -251,4 +323,46 @@ async fn run_workers(
     }
     all.sort();
     Ok(all)
+}
+
+/// Completes claimed tasks: `batch` per call, or one call each side by side (as a
+/// worker with that much concurrency and no batching would).
+async fn complete(
+    queue: &Arc<TaskQueue>,
+    caller: &Caller,
+    leases: Vec<mesh_types::queue::Lease>,
+    batch: usize,
+) -> Result<usize> {
+    let count = leases.len();
+    if batch == 1 {
+        let calls = leases.into_iter().map(|lease| {
+            let body = CompleteBody {
+                lease_token: lease.lease_token,
+                output: None,
+            };
+            queue.complete(caller, lease.task.id, body)
+        });
+        for done in futures_util::future::join_all(calls).await {
+            done?;
+        }
+        return Ok(count);
+    }
+    for chunk in leases.chunks(batch) {
+        let body = CompletionsBody {
+            completions: chunk
+                .iter()
+                .map(|lease| CompletionItem {
+                    task_id: lease.task.id,
+                    lease_token: lease.lease_token,
+                    output: None,
+                })
+                .collect(),
+        };
+        for result in queue.complete_batch(caller, body).await? {
+            if let Some(error) = result.error {
+                bail!("completing task {}: {}", result.task_id, error.message);
+            }
+        }
+    }
+    Ok(count)
 }
