@@ -27,6 +27,14 @@ use tokio::task::JoinHandle;
 
 /// Payloads queued for the writer; past this, new ones are counted as lost.
 const QUEUE: usize = 4096;
+/// Jobs the writer takes from the queue at once.
+const BATCH: usize = 256;
+/// Objects written side by side.
+const WRITERS: usize = 16;
+/// Object names remembered as stored (see `Inner::known`).
+const KNOWN: usize = 8192;
+/// How long an object is remembered as stored.
+const KNOWN_FOR: Duration = Duration::from_secs(60);
 /// Classifications, in the order objects are looked up.
 const CLASSES: [&str; 4] = ["public", "internal", "confidential", "restricted"];
 
@@ -52,6 +60,11 @@ struct Counters {
 
 struct Inner {
     store: Arc<dyn ObjectStore>,
+    /// Objects this process wrote or found already stored, so a payload sent again
+    /// costs no round trip to the store. Bounded: cleared when full, when it is a
+    /// minute old (another process's retention sweep may have deleted an object since)
+    /// and by this process's sweeps.
+    known: std::sync::Mutex<Known>,
     /// Where sealed objects wait while a remote store is unreachable (a directory
     /// under the data directory), replayed by [`spawn_replayer`] when it returns.
     spool: Option<Arc<dyn ObjectStore>>,
@@ -67,6 +80,10 @@ pub struct Archive {
     retention: ByClass<Option<u64>>,
     location: String,
     tx: mpsc::Sender<Job>,
+    /// For rate-limiting the queue-full log: when this archive was made, and the
+    /// second (since then, plus one) of the last such line.
+    started: std::time::Instant,
+    queue_full_logged: AtomicU64,
 }
 
 /// SHA-256 (hex) of bytes: an archived payload's name.
@@ -85,6 +102,10 @@ impl Archive {
     ) -> (Arc<Self>, JoinHandle<()>) {
         let inner = Arc::new(Inner {
             store,
+            known: std::sync::Mutex::new(Known {
+                since: std::time::Instant::now(),
+                names: Default::default(),
+            }),
             spool,
             sealer,
             counters: Counters::default(),
@@ -93,16 +114,39 @@ impl Archive {
         let writer = {
             let inner = inner.clone();
             tokio::spawn(async move {
-                while let Some(job) = rx.recv().await {
-                    match job {
-                        Job::Put {
-                            class,
-                            sha256,
-                            bytes,
-                        } => inner.put(class, &sha256, bytes).await,
-                        Job::Flush(done) => {
-                            let _ = done.send(());
+                // What is queued is taken in batches: the same payload queued twice in
+                // a batch (a prompt sent again) is written once, and the batch's writes
+                // run side by side, so a store's per-object round trip does not cap
+                // the archive at one object per round trip.
+                let mut jobs = Vec::with_capacity(BATCH);
+                while rx.recv_many(&mut jobs, BATCH).await > 0 {
+                    let mut puts: Vec<(&'static str, String, Vec<u8>)> = Vec::new();
+                    let mut flushes = Vec::new();
+                    for job in jobs.drain(..) {
+                        match job {
+                            Job::Put {
+                                class,
+                                sha256,
+                                bytes,
+                            } => {
+                                if puts.iter().any(|(c, s, _)| *c == class && *s == sha256) {
+                                    inner.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    puts.push((class, sha256, bytes));
+                                }
+                            }
+                            Job::Flush(done) => flushes.push(done),
                         }
+                    }
+                    futures_util::stream::iter(puts)
+                        .for_each_concurrent(WRITERS, |(class, sha256, bytes)| {
+                            let inner = &inner;
+                            async move { inner.put(class, &sha256, bytes).await }
+                        })
+                        .await;
+                    // Everything queued before a flush was in this batch or an earlier one.
+                    for done in flushes {
+                        let _ = done.send(());
                     }
                 }
             })
@@ -113,6 +157,8 @@ impl Archive {
             retention: config.retention_days,
             location,
             tx,
+            started: std::time::Instant::now(),
+            queue_full_logged: AtomicU64::new(0),
         };
         (Arc::new(archive), writer)
     }
@@ -142,8 +188,24 @@ impl Archive {
             bytes: payload,
         };
         if self.tx.try_send(job).is_err() {
-            counters.failed_queue.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(sha256 = %sha256, "archive queue full: payload not archived");
+            let lost = counters.failed_queue.fetch_add(1, Ordering::Relaxed) + 1;
+            // Counted every time; logged once a second at most, so an overloaded writer
+            // does not also flood the log (and the CPU writing it) with one line per
+            // payload.
+            let now = self.started.elapsed().as_secs() + 1;
+            let last = self.queue_full_logged.load(Ordering::Relaxed);
+            if now > last
+                && self
+                    .queue_full_logged
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::error!(
+                    sha256 = %sha256,
+                    lost_in_total = lost,
+                    "archive queue full: payload not archived (counted in mesh_archive_write_failures_total)"
+                );
+            }
         }
         sha256
     }
@@ -235,6 +297,7 @@ impl Archive {
     /// how many. Retention runs from when a payload was first archived (a payload
     /// sent again is not rewritten).
     pub async fn sweep(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64, String> {
+        self.inner.forget_known();
         let mut deleted = 0;
         for class in CLASSES {
             let Some(days) = self.retention.get(class) else {
@@ -337,6 +400,21 @@ pub fn spawn_replayer(
     });
 }
 
+/// Object names known to be stored, since `since`.
+struct Known {
+    since: std::time::Instant,
+    names: std::collections::HashSet<String>,
+}
+
+impl Known {
+    fn expire(&mut self) {
+        if self.since.elapsed() > KNOWN_FOR {
+            self.names.clear();
+            self.since = std::time::Instant::now();
+        }
+    }
+}
+
 /// `<classification>/<sha256>`: the classification prefix lets retention be swept
 /// per class by listing; the name is the plaintext's SHA-256 so dedup works.
 fn object_path(class: &str, sha256: &str) -> ObjectPath {
@@ -344,17 +422,51 @@ fn object_path(class: &str, sha256: &str) -> ObjectPath {
 }
 
 impl Inner {
+    fn is_known(&self, path: &ObjectPath) -> bool {
+        match self.known.lock() {
+            Ok(mut known) => {
+                known.expire();
+                known.names.contains(path.as_ref())
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn remember(&self, path: &ObjectPath) {
+        if let Ok(mut known) = self.known.lock() {
+            known.expire();
+            if known.names.len() >= KNOWN {
+                known.names.clear();
+            }
+            known.names.insert(path.to_string());
+        }
+    }
+
+    fn forget_known(&self) {
+        if let Ok(mut known) = self.known.lock() {
+            known.names.clear();
+        }
+    }
+
     async fn put(&self, class: &str, sha256: &str, bytes: Vec<u8>) {
         let path = object_path(class, sha256);
+        if self.is_known(&path) {
+            self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         // Two tries: a blip should not lose a payload, an outage must not stall the
         // queue behind it.
         for attempt in 0..2 {
             match self.try_put(&path, sha256, &bytes).await {
                 Ok(true) => {
+                    self.remember(&path);
                     self.counters.written.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 Ok(false) => {
+                    // Not remembered: an object found already stored may be old enough
+                    // for another process's retention sweep to delete it any moment;
+                    // one this process just wrote is not.
                     self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
                     return;
                 }

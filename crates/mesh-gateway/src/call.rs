@@ -7,7 +7,7 @@ use crate::chat::{ChatRequest, Completion};
 use crate::providers::{Provider, Upstream};
 use crate::resilience::{CallError, Failure, backoff};
 use crate::routing::{AUTO, RouteRequest, Strategy};
-use crate::trail::{Caller, Trail, Usage, now_secs, spend};
+use crate::trail::{Caller, Hashes, Trail, Usage, now_secs, spend};
 use crate::{Gateway, spans, stream};
 use mesh_policy::{Point, Resource, Verdict, inputs};
 use mesh_service::ApiError;
@@ -488,14 +488,22 @@ impl Gateway {
         }
         let mut out = request.clone();
         out.model = model.to_string();
-        if let Some(messages) = verdict.input["resource"]["attributes"].get("body")
-            && let Ok(messages) = serde_json::from_value(messages.clone())
-        {
-            out.messages = messages;
+        // Only a redacting decision changes the input; otherwise the messages (and the
+        // prompt the trail made of them) are the client's, and are not read back.
+        if verdict.decision.action == PolicyAction::AllowWithRedactions {
+            if let Some(messages) = verdict.input["resource"]["attributes"].get("body")
+                && let Ok(messages) = serde_json::from_value(messages.clone())
+            {
+                out.messages = messages;
+            }
+            trail.redacted = true;
+            // What is archived and hashed is what left for the provider, redactions
+            // applied.
+            trail.prompt = json!(out.messages);
+        } else if trail.redacted {
+            // An earlier candidate's redactions do not apply to this one's request.
+            trail.prompt = json!(out.messages);
         }
-        trail.redacted |= verdict.decision.action == PolicyAction::AllowWithRedactions;
-        // What is archived and hashed is what left for the provider, redactions applied.
-        trail.prompt = json!(out.messages);
         trail.decisions.push(verdict.audit);
         // Under load, a routed call passes over a model at its rate limit.
         if auto
@@ -668,17 +676,21 @@ impl Gateway {
                 self.agent_breaker(agent.id).success();
             }
         }
-        if let Some(archive) = self.archive.get() {
+        let hashes = match self.archive.get() {
             // A failed call's event names no response, so none is archived.
-            let response = served.as_ref().filter(|_| error.is_none());
-            trail.archive(archive, response.map(|(_, _, u)| u));
-        }
+            Some(archive) => {
+                let response = served.as_ref().filter(|_| error.is_none());
+                trail.archive(archive, response.map(|(_, _, u)| u))
+            }
+            None => Hashes::default(),
+        };
         let event = trail.event(
             &caller.name(),
             caller.agent.as_ref().map(|a| (a.id, a.name.clone())),
             caller.call.task_id,
             served.as_ref().map(|(p, m, u)| (*p, *m, u)),
             error,
+            hashes,
         );
         let mut events = trail.decisions;
         events.push(event);

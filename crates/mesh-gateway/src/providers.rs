@@ -97,14 +97,16 @@ pub struct Provider {
 enum Kind {
     /// Misbehaviour (configured sim providers only) and the scripted replies.
     Sim(Option<Arc<SimBehaviour>>, Arc<sim::Script>),
+    /// `endpoint` is `{base_url}/chat/completions`, parsed once.
     OpenAi {
-        base_url: String,
+        endpoint: reqwest::Url,
         api_key: Option<String>,
         timeout: Duration,
     },
-    /// Anthropic's Messages API; requests and replies are translated.
+    /// Anthropic's Messages API; requests and replies are translated. `endpoint` is
+    /// `{base_url}/messages`.
     Anthropic {
-        base_url: String,
+        endpoint: reqwest::Url,
         api_key: Option<String>,
         timeout: Duration,
     },
@@ -199,15 +201,19 @@ impl Provider {
                     .timeout_ms
                     .map(Duration::from_millis)
                     .unwrap_or(DEFAULT_TIMEOUT);
+                let endpoint = |path: &str| {
+                    reqwest::Url::parse(&format!("{base_url}/{path}"))
+                        .map_err(|e| format!("{at}: base_url: {e}"))
+                };
                 if config.kind == "anthropic" {
                     Kind::Anthropic {
-                        base_url,
+                        endpoint: endpoint("messages")?,
                         api_key,
                         timeout,
                     }
                 } else {
                     Kind::OpenAi {
-                        base_url,
+                        endpoint: endpoint("chat/completions")?,
                         api_key,
                         timeout,
                     }
@@ -327,30 +333,31 @@ impl Provider {
                 return Ok(Sent::Sim(sim::complete(request, script)));
             }
             Kind::OpenAi {
-                base_url,
+                endpoint,
                 api_key,
                 timeout,
             } => {
-                let mut body = serde_json::to_value(request)
+                // Written straight from the request (no intermediate JSON tree).
+                let body = serde_json::to_vec(&Outgoing { request, stream })
                     .map_err(|e| self.error(Failure::Garbage, e.to_string()))?;
-                body["stream"] = Value::Bool(stream);
                 let mut call = http
-                    .post(format!("{base_url}/chat/completions"))
-                    .json(&body);
+                    .post(endpoint.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body);
                 if let Some(key) = api_key {
                     call = call.bearer_auth(key);
                 }
                 (call, *timeout)
             }
             Kind::Anthropic {
-                base_url,
+                endpoint,
                 api_key,
                 timeout,
             } => {
                 let mut body = anthropic::from_chat(request, ANTHROPIC_DEFAULT_MAX_TOKENS);
                 body["stream"] = Value::Bool(stream);
                 let mut call = http
-                    .post(format!("{base_url}/messages"))
+                    .post(endpoint.clone())
                     .header("anthropic-version", ANTHROPIC_VERSION)
                     .json(&body);
                 if let Some(key) = api_key {
@@ -402,6 +409,33 @@ fn non_negative(at: &str, field: &str, value: Option<f64>) -> Result<f64, String
         Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
         Some(_) => Err(format!("{at}: {field} must be a non-negative number")),
         None => Ok(0.0),
+    }
+}
+
+/// A chat request as sent upstream: the client's, with `stream` set as the gateway
+/// calls it.
+struct Outgoing<'a> {
+    request: &'a ChatRequest,
+    stream: bool,
+}
+
+impl serde::Serialize for Outgoing<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.request;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("model", &r.model)?;
+        map.serialize_entry("messages", &r.messages)?;
+        if let Some(max) = r.max_tokens {
+            map.serialize_entry("max_tokens", &max)?;
+        }
+        map.serialize_entry("stream", &self.stream)?;
+        for (k, v) in &r.extra {
+            if !matches!(k.as_str(), "model" | "messages" | "max_tokens" | "stream") {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
     }
 }
 

@@ -195,15 +195,17 @@ impl Gateway {
                 Some((&provider, &model, &usage)),
                 error.as_deref(),
             );
-            if let Some(archive) = gateway.archive.get() {
-                trail.archive(archive, error.is_none().then_some(&usage));
-            }
+            let hashes = match gateway.archive.get() {
+                Some(archive) => trail.archive(archive, error.is_none().then_some(&usage)),
+                None => Default::default(),
+            };
             let event = trail.event(
                 &actor.name,
                 actor.agent,
                 actor.task,
                 Some((&provider, &model, &usage)),
                 error.as_deref(),
+                hashes,
             );
             let mut events = trail.decisions;
             events.push(event);

@@ -85,6 +85,13 @@ pub(crate) struct Trail {
     pub classification: String,
 }
 
+/// The SHA-256 of the prompt and the response as archived, when they were.
+#[derive(Default)]
+pub(crate) struct Hashes {
+    pub prompt: Option<String>,
+    pub response: Option<String>,
+}
+
 /// What a call's usage costs at `provider`'s prices.
 pub(crate) fn spend(provider: &Provider, usage: &Usage) -> Spend {
     Spend {
@@ -118,11 +125,13 @@ impl Trail {
     /// Queues the prompt and the response for the archive. They are archived as the
     /// canonical JSON whose SHA-256 the event carries (`promptSha256`,
     /// `responseSha256`), so a hash in provenance names exactly the archived bytes.
-    pub fn archive(&self, archive: &mesh_archive::Archive, usage: Option<&Usage>) {
+    /// Returns their hashes, so the event does not serialise and hash them again.
+    pub fn archive(&self, archive: &mesh_archive::Archive, usage: Option<&Usage>) -> Hashes {
         let canonical = |v: &Value| mesh_types::canonical::to_string(v).into_bytes();
-        archive.submit(&self.classification, canonical(&self.prompt));
-        if let Some(usage) = usage {
-            archive.submit(&self.classification, canonical(&json!(usage.text)));
+        Hashes {
+            prompt: Some(archive.submit(&self.classification, canonical(&self.prompt))),
+            response: usage
+                .map(|usage| archive.submit(&self.classification, canonical(&json!(usage.text)))),
         }
     }
 
@@ -137,6 +146,7 @@ impl Trail {
         task: Option<Uuid>,
         served: Option<(&Provider, &str, &Usage)>,
         error: Option<&str>,
+        hashes: Hashes,
     ) -> EventDraft {
         let mut payload = json!({
             "modelCallId": self.call_id,
@@ -149,7 +159,9 @@ impl Trail {
             "failedAttempts": self.attempts,
             "degradedForBudget": self.degraded,
             "degradedForLoad": self.degraded_for_load,
-            "promptSha256": mesh_types::canonical::sha256_hex(&self.prompt),
+            "promptSha256": hashes
+                .prompt
+                .unwrap_or_else(|| mesh_types::canonical::sha256_hex(&self.prompt)),
         });
         if let Some(ensemble) = &self.ensemble {
             payload["ensemble"] = ensemble.clone();
@@ -165,7 +177,9 @@ impl Trail {
                 payload["failover"] = json!(self.first_choice.as_deref() != Some(*model));
                 payload["tokensIn"] = json!(usage.tokens_in);
                 payload["tokensOut"] = json!(usage.tokens_out);
-                let response = mesh_types::canonical::sha256_hex(&json!(usage.text));
+                let response = hashes
+                    .response
+                    .unwrap_or_else(|| mesh_types::canonical::sha256_hex(&json!(usage.text)));
                 payload["responseSha256"] = json!(response);
                 // The name the record had before archives: the same hash.
                 payload["outputSha256"] = json!(response);

@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 
 const BUFFER: usize = 16_384;
 const BATCH: usize = 512;
+/// How long a batch waits for more events after its first.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// A batching provenance writer. Events logged in one call stay in one transaction.
 #[derive(Clone)]
@@ -28,10 +30,21 @@ impl DecisionLogger {
         let writer = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = first;
-                while batch.len() < BATCH
-                    && let Ok(events) = rx.try_recv()
-                {
-                    batch.extend(events);
+                // A commit costs the writer far more than an event does, so events that
+                // arrive within LINGER of the first share its commit (nobody waits on
+                // it: callers only queue).
+                let deadline = tokio::time::Instant::now() + LINGER;
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(events) => batch.extend(events),
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                                Ok(Some(events)) => batch.extend(events),
+                                Ok(None) | Err(_) => break,
+                            }
+                        }
+                    }
                 }
                 if let Err(e) = store.provenance.append(batch).await {
                     tracing::error!(error = %e, "decision log batch lost");
