@@ -364,7 +364,15 @@ impl Enforcer {
         } = record;
         let mut input = input;
         strip_credentials(&mut input);
-        let mut logged = json!({"input": input, "result": result});
+        let field = |name: &str| result.get(name).cloned().unwrap_or(Value::Null);
+        let (action, reason) = (field("action"), field("reason"));
+        // Built by moving the values in: `json!` would copy input and result, and this
+        // runs for every decision, inside the claim's write transaction for task.assign.
+        let mut logged = Value::Object(
+            [("input".to_string(), input), ("result".to_string(), result)]
+                .into_iter()
+                .collect(),
+        );
         if policies.has_mask
             && let Ok(masking_input) = regorus::Value::deserialize(&logged)
             && let Ok(mask) = policies.eval_rule(MASK_RULE, masking_input)
@@ -372,17 +380,19 @@ impl Enforcer {
         {
             apply_mask(&mut logged, &mask);
         }
+        let mut take = |name: &str| logged.get_mut(name).map(Value::take).unwrap_or(Value::Null);
+        let (input, result) = (take("input"), take("result"));
         let mut payload = json!({
             "decisionId": decision_id,
             "point": point,
-            "action": result.get("action").cloned().unwrap_or(Value::Null),
-            "reason": result.get("reason").cloned().unwrap_or(Value::Null),
+            "action": action,
+            "reason": reason,
             "path": path,
-            "input": logged.get("input").cloned().unwrap_or(Value::Null),
-            "result": logged.get("result").cloned().unwrap_or(Value::Null),
             "revision": policies.revision(),
             "metrics": {"timer_rego_eval_ns": eval_ns},
         });
+        payload["input"] = input;
+        payload["result"] = result;
         if let Some((id, name)) = &actor.agent {
             payload["agentId"] = json!(id);
             payload["agentName"] = json!(name);

@@ -169,12 +169,18 @@ impl TaskStore for PgStore {
                 .await?;
             stored.push(task_from_row(&row)?);
         }
-        if !events.is_empty() {
+        let queued = !events.is_empty();
+        if queued {
             append_in_tx(&tx, events).await?;
             tx.execute("SELECT pg_notify($1, '')", &[&super::listen::CHANNEL])
                 .await?;
         }
         tx.commit().await?;
+        if queued {
+            // Claimers in this process need not wait for the notification's round trip
+            // through the server; other processes get it from LISTEN.
+            self.work.notify_waiters();
+        }
         Ok(stored)
     }
 

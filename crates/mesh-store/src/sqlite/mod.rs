@@ -9,6 +9,7 @@
 mod agents;
 mod budget;
 mod bus;
+mod checkpointer;
 mod keys;
 mod mcp;
 mod projection;
@@ -63,6 +64,7 @@ struct Inner {
     work: Arc<tokio::sync::Notify>,
     writer: writer::Writer,
     readers: Mutex<Vec<Connection>>,
+    _checkpointer: checkpointer::Checkpointer,
 }
 
 impl SqliteStore {
@@ -82,12 +84,19 @@ impl SqliteStore {
         }
         let mut writer = connect(&options)?;
         migrate(&mut writer)?;
+        writer.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            checkpointer::WRITER_BACKSTOP_PAGES,
+        )?;
+        let checkpoints = checkpointer::Checkpointer::start(&options)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 options,
                 work: Arc::new(tokio::sync::Notify::new()),
                 writer: writer::Writer::start(writer)?,
                 readers: Mutex::new(Vec::new()),
+                _checkpointer: checkpoints,
             }),
         })
     }
@@ -200,6 +209,38 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_off_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let store = SqliteStore::open(SqliteOptions {
+            path: path.clone(),
+            synchronous_full: true,
+        })
+        .await
+        .unwrap();
+        // Let the checkpointer copy the migrations over, then note the file's size.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let before = std::fs::metadata(&path).unwrap().len();
+        store
+            .write(|tx| {
+                tx.execute_batch("CREATE TABLE filler (x TEXT)")?;
+                for i in 0..2_000 {
+                    tx.execute("INSERT INTO filler VALUES (?1)", [format!("{i:0>200}")])?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        // The writer's own threshold is far above these pages, so only the background
+        // checkpoint can move them from the WAL into the database file.
+        let grown = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::fs::metadata(&path).unwrap().len() > before + 200 * 1_000
+        });
+        assert!(grown, "the database file never received the WAL's pages");
+    }
 
     #[test]
     fn connections_use_wal_and_full_sync_by_default() {
