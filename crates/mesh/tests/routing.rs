@@ -516,6 +516,13 @@ models = ["garbage-model"]
 input_per_1k = 0.1
 
 [[gateway.providers]]
+name = "up-late"
+kind = "openai"
+base_url = "{base}/late"
+models = ["late-model"]
+input_per_1k = 0.2
+
+[[gateway.providers]]
 name = "slow-sim"
 kind = "sim"
 models = ["slow-model"]
@@ -535,12 +542,12 @@ candidates = ["slow-model", "good-model"]
 [[gateway.routes]]
 name = "race-failing"
 when = {{ task_type = "race-failing" }}
-candidates = ["failing-model", "good-model"]
+candidates = ["failing-model", "late-model"]
 
 [[gateway.routes]]
 name = "race-garbage"
 when = {{ task_type = "race-garbage" }}
-candidates = ["garbage-model", "good-model"]
+candidates = ["garbage-model", "late-model"]
 
 [[gateway.routes]]
 name = "vote"
@@ -615,17 +622,18 @@ candidates = ["sim-small", "good-model", "good-too-model"]
         })
         .collect();
     let race = json!("defensive_multi_model");
-    let good = json!("good-model");
+    let (good, late) = (json!("good-model"), json!("late-model"));
     assert_eq!(
         asked[..3],
         [
             (&race, &json!(["slow-model", "good-model"]), &good),
-            (&race, &json!(["failing-model", "good-model"]), &good),
-            (&race, &json!(["garbage-model", "good-model"]), &good),
+            (&race, &json!(["failing-model", "late-model"]), &late),
+            (&race, &json!(["garbage-model", "late-model"]), &late),
         ],
         "{calls:?}"
     );
-    // The failures before the first byte are on the record.
+    // The failures before the first byte are on the record (the winner answers 300 ms
+    // late, so they always come first).
     let failed = |c: &Value| c["failedAttempts"][0]["model"].clone();
     assert_eq!(failed(calls[1]), "failing-model", "{}", calls[1]);
     assert_eq!(failed(calls[2]), "garbage-model", "{}", calls[2]);

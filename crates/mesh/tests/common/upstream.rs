@@ -13,7 +13,8 @@ pub static WOBBLY_HITS: AtomicUsize = AtomicUsize::new(0);
 
 /// An OpenAI-compatible upstream: `/good/chat/completions` answers like OpenAI does,
 /// `/garbage/…` answers HTML, `/down/…` a 503, `/wobbly/…` a 503 twice, then like
-/// `/good`.
+/// `/good`, `/late/…` like `/good` after 300 ms (so a race's other runner, failing,
+/// always finishes first).
 pub async fn upstream() -> (String, Seen) {
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -71,8 +72,17 @@ pub async fn upstream() -> (String, Seen) {
             good(headers, body).await
         }
     };
+    let good3 = good.clone();
+    let late = move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
+        let good = good3.clone();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            good(headers, body).await
+        }
+    };
     let app = axum::Router::new()
         .route("/good/chat/completions", axum::routing::post(good))
+        .route("/late/chat/completions", axum::routing::post(late))
         .route("/wobbly/chat/completions", axum::routing::post(wobbly))
         .route(
             "/garbage/chat/completions",

@@ -4,8 +4,9 @@
 //! `mesh serve routing-gateway` process fronts it with everything on (the `model.call`
 //! policy decision, the breaker, metrics, the provenance record of every call). The same
 //! requests go direct and through the gateway: one at a time, then open-loop at a fixed
-//! rate with latency timed from each request's scheduled send time (so a stall counts
-//! against every request it delays), then streamed, timing the first byte.
+//! rate over at most 64 connections with latency timed from each request's scheduled
+//! send time (so a stall counts against every request it delays), then streamed,
+//! timing the first byte.
 
 use super::quantile_ms;
 use crate::cli::GlobalArgs;
@@ -82,7 +83,7 @@ async fn measure(
 ) -> Result<Value> {
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(1024)
+        .pool_max_idle_per_host(CONNECTIONS)
         .build()?;
     let idle_rss = rss_mib(pid)?;
     let direct = Target::new(&client, &format!("{upstream}/v1/chat/completions"), None);
@@ -179,18 +180,29 @@ async fn sequential(target: &Target, n: usize, stream: bool) -> Result<Vec<Durat
     Ok(out)
 }
 
+/// Requests in flight at once in the open loop (the load generator's connections).
+const CONNECTIONS: usize = 64;
+
 /// Sends at `rate` for `duration` whatever the replies do; each latency runs from the
 /// request's scheduled time. Returns sorted latencies, errors and successes.
 async fn open_loop(target: &Target, rate: u64, duration: Duration) -> (Vec<Duration>, u64, u64) {
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    // At most CONNECTIONS requests in flight, as a load generator with a fixed pool of
+    // connections sends (wrk2's model): a request due while all are busy waits for one,
+    // and that wait counts in its latency. Without the bound, a gateway that fell
+    // behind was met with ever more new connections, which starved both processes.
+    let connections = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..total {
         let scheduled = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(scheduled).await;
-        let target = target.clone();
+        let (target, connections) = (target.clone(), connections.clone());
         tasks.spawn(async move {
+            let Ok(_connection) = connections.acquire_owned().await else {
+                return (false, scheduled.elapsed());
+            };
             let result = target.call(false).await;
             (result.is_ok(), scheduled.elapsed())
         });
