@@ -11,6 +11,8 @@ pub struct MeshClient {
     pub(crate) caller: Caller,
     pub(crate) queue: TaskQueueClient,
     pub(crate) agents: AgentRegistryClient,
+    /// Reports completions that finish together in one call.
+    pub(crate) completions: crate::completions::Completions,
 }
 
 impl MeshClient {
@@ -33,6 +35,7 @@ impl MeshClient {
                 ServiceName::AgentRegistry,
                 registry_url,
             )?),
+            completions: Default::default(),
         })
     }
 
@@ -49,6 +52,7 @@ impl MeshClient {
             },
             queue: TaskQueueClient::InProcess(queue),
             agents: AgentRegistryClient::InProcess(agents),
+            completions: Default::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ mod a2a_remote;
 mod a2a_supervisor;
 mod agent;
 mod client;
+mod completions;
 mod spans;
 mod worker;
 

@@ -1,6 +1,6 @@
 use crate::agent::{AgentError, BaseAgent, Health, TaskContext, TaskOutcome};
 use crate::client::MeshClient;
-use mesh_queue::{AwaitBody, ClaimBody, CompleteBody, ExtendBody, FailBody, TaskListQuery};
+use mesh_queue::{AwaitBody, ClaimBody, ExtendBody, FailBody, TaskListQuery};
 use mesh_service::ApiError;
 use mesh_types::queue::Lease;
 use mesh_types::{Agent, NewTask};
@@ -62,6 +62,9 @@ pub struct WorkerReport {
     pub lost_leases: u64,
     /// Tasks handed back to make room for critical ones.
     pub yielded: u64,
+    /// Calls that reported completions: fewer than `completed` when handlers that
+    /// finished together were reported in one call.
+    pub completion_reports: u64,
 }
 
 #[derive(Default)]
@@ -239,6 +242,7 @@ impl<A: BaseAgent> Worker<A> {
             failed: counters.failed.load(Ordering::Relaxed),
             lost_leases: counters.lost.load(Ordering::Relaxed),
             yielded: counters.yielded.load(Ordering::Relaxed),
+            completion_reports: self.client.completions.reports(),
         })
     }
 }
@@ -431,13 +435,9 @@ async fn complete(
     token: uuid::Uuid,
     output: serde_json::Value,
 ) -> Reported {
-    let body = CompleteBody {
-        lease_token: token,
-        output: Some(output),
-    };
     client
-        .queue
-        .complete(&client.caller, *id, body)
+        .completions
+        .complete(&client.queue, &client.caller, *id, token, output)
         .await
         .map(|_| Some(true))
 }

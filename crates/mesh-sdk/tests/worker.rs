@@ -70,10 +70,16 @@ fn principal() -> Principal {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_in_process_worker_runs_tasks_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = mesh_store::open(None, dir.path()).await.unwrap();
+/// A store in `dir` with the queue (configured by `config`) and registry cores over it.
+async fn cores(
+    dir: &std::path::Path,
+    config: QueueConfig,
+) -> (
+    mesh_store::Store,
+    std::sync::Arc<AgentRegistry>,
+    std::sync::Arc<TaskQueue>,
+) {
+    let store = mesh_store::open(None, dir).await.unwrap();
     let ready = Readiness::default();
     let policy = mesh_policy::Enforcer::start(
         mesh_policy::PolicyLocation::Embedded,
@@ -85,6 +91,18 @@ async fn an_in_process_worker_runs_tasks_end_to_end() {
         ServiceContext::new(ServiceName::AgentRegistry, store.clone(), ready.clone()),
         policy.clone(),
     );
+    let queue = TaskQueue::new(
+        ServiceContext::new(ServiceName::TaskQueue, store.clone(), ready),
+        config,
+        AgentRegistryClient::InProcess(agents.clone()),
+        policy,
+    );
+    (store, agents, queue)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_worker_runs_tasks_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
     let config = QueueConfig {
         retry: RetryPolicy {
             base_ms: 10,
@@ -92,12 +110,7 @@ async fn an_in_process_worker_runs_tasks_end_to_end() {
         },
         ..Default::default()
     };
-    let queue = TaskQueue::new(
-        ServiceContext::new(ServiceName::TaskQueue, store.clone(), ready),
-        config,
-        AgentRegistryClient::InProcess(agents.clone()),
-        policy,
-    );
+    let (store, agents, queue) = cores(dir.path(), config).await;
     let mut ids = Vec::new();
     for (t, input) in [
         ("echo", json!({"n": 1})),
@@ -235,29 +248,12 @@ impl BaseAgent for PatientAgent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_critical_task_preempts_running_work() {
     let dir = tempfile::tempdir().unwrap();
-    let store = mesh_store::open(None, dir.path()).await.unwrap();
-    let ready = Readiness::default();
-    let policy = mesh_policy::Enforcer::start(
-        mesh_policy::PolicyLocation::Embedded,
-        store.clone(),
-        ready.clone(),
-    )
-    .unwrap();
-    let agents = AgentRegistry::new(
-        ServiceContext::new(ServiceName::AgentRegistry, store.clone(), ready.clone()),
-        policy.clone(),
-    );
     let config = QueueConfig {
         critical_priority: 100,
         preempt_after_ms: 0,
         ..Default::default()
     };
-    let queue = TaskQueue::new(
-        ServiceContext::new(ServiceName::TaskQueue, store.clone(), ready),
-        config,
-        AgentRegistryClient::InProcess(agents.clone()),
-        policy,
-    );
+    let (store, agents, queue) = cores(dir.path(), config).await;
     let submit = |priority: i32| {
         let queue = queue.clone();
         async move {
@@ -314,4 +310,58 @@ async fn a_critical_task_preempts_running_work() {
     stop.send(()).unwrap();
     let report = worker.await.unwrap().unwrap();
     assert_eq!((report.completed, report.yielded), (2, 1));
+}
+
+/// One thread, so the handlers that finish together are all waiting on their reports
+/// before the reporter runs: they go to the queue in one call, and each handler still
+/// hears its own outcome.
+#[tokio::test(flavor = "current_thread")]
+async fn completions_that_finish_together_are_reported_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, agents, queue) = cores(dir.path(), QueueConfig::default()).await;
+    let tasks: Vec<NewTask> = (0..16)
+        .map(|i| serde_json::from_value(json!({"type": "echo", "input": {"n": i}})).unwrap())
+        .collect();
+    queue.enqueue_batch(&principal(), tasks).await.unwrap();
+    let client = MeshClient::in_process(queue.clone(), agents.clone(), principal());
+    let options = WorkerOptions {
+        concurrency: 16,
+        poll_interval: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = TestAgent {
+        retire_calls: AtomicU32::new(0),
+    };
+    let worker = tokio::spawn(Worker::new(agent, client, options).run(async {
+        let _ = stopped.await;
+    }));
+    let mut done = 0;
+    for _ in 0..500 {
+        let filter = mesh_types::task::TaskFilter {
+            status: Some(TaskStatus::Completed),
+            ..Default::default()
+        };
+        let page = mesh_types::PageRequest::new(Some(100), None);
+        done = store
+            .tasks
+            .list_tasks(&filter, &page)
+            .await
+            .unwrap()
+            .items
+            .len();
+        if done == 16 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(done, 16);
+    stop.send(()).unwrap();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!((report.completed, report.failed), (16, 0));
+    assert!(
+        report.completion_reports < 16,
+        "16 completions took {} calls",
+        report.completion_reports
+    );
 }
