@@ -94,12 +94,11 @@ impl AgentStore for PgStore {
 
     async fn get_agent(&self, id: Uuid) -> Result<Option<Agent>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"),
-                &[&id],
-            )
+        // Every claim reads its agent: one round trip, not a parse and then a run.
+        let by_id = client
+            .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
             .await?;
+        let row = client.query_opt(&by_id, &[&id]).await?;
         row.as_ref().map(agent_from_row).transpose()
     }
 

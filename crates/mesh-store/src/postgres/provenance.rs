@@ -21,12 +21,10 @@ pub(crate) async fn append_in_tx(
     if drafts.is_empty() {
         return Ok(Vec::new());
     }
-    let row = tx
-        .query_one(
-            "SELECT count, last_hash FROM provenance_head WHERE id = 1 FOR UPDATE",
-            &[],
-        )
+    let head = tx
+        .prepare_cached("SELECT count, last_hash FROM provenance_head WHERE id = 1 FOR UPDATE")
         .await?;
+    let row = tx.query_one(&head, &[]).await?;
     let mut head = ChainHead {
         count: get(&row, 0)?,
         last_hash: get(&row, 1)?,
@@ -40,11 +38,11 @@ pub(crate) async fn append_in_tx(
         sealed.push(event);
     }
     insert_events(tx, &sealed).await?;
-    tx.execute(
-        "UPDATE provenance_head SET count = $1, last_hash = $2 WHERE id = 1",
-        &[&head.count, &head.last_hash],
-    )
-    .await?;
+    let advance = tx
+        .prepare_cached("UPDATE provenance_head SET count = $1, last_hash = $2 WHERE id = 1")
+        .await?;
+    tx.execute(&advance, &[&head.count, &head.last_hash])
+        .await?;
     Ok(sealed)
 }
 

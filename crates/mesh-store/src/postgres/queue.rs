@@ -14,11 +14,9 @@ use uuid::Uuid;
 
 /// Row-locks a task and returns it with its current lease token.
 async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<(Task, Option<Uuid>)> {
+    let sql = format!("SELECT {TASK_COLUMNS}, lease_token FROM tasks WHERE id = $1 FOR UPDATE");
     let row = tx
-        .query_opt(
-            &format!("SELECT {TASK_COLUMNS}, lease_token FROM tasks WHERE id = $1 FOR UPDATE"),
-            &[&id],
-        )
+        .query_opt(&tx.prepare_cached(&sql).await?, &[&id])
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
     let token: Option<Uuid> = super::rows::get(&row, 25)?;
@@ -69,14 +67,20 @@ async fn write_row(tx: &Transaction<'_>, step: &Step) -> Result<()> {
     let t = &step.task;
     if t.status == mesh_types::TaskStatus::Queued {
         // Delivered at commit to every process LISTENing.
-        tx.execute("SELECT pg_notify($1, '')", &[&super::listen::CHANNEL])
-            .await?;
+        let notify = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
+        tx.execute(&notify, &[&super::listen::CHANNEL]).await?;
     }
+    // Prepared once per connection: every queue transition runs it.
+    let update = tx
+        .prepare_cached(
+            "UPDATE tasks SET status = $2, output = $3, attempts = $4, available_at = $5, leased_by = $6,
+               lease_token = $7, lease_expires_at = $8, last_failed_agent = $9, last_error = $10,
+               started_at = $11, completed_at = $12, updated_at = $13, yield_requested = $14
+             WHERE id = $1",
+        )
+        .await?;
     tx.execute(
-        "UPDATE tasks SET status = $2, output = $3, attempts = $4, available_at = $5, leased_by = $6,
-           lease_token = $7, lease_expires_at = $8, last_failed_agent = $9, last_error = $10,
-           started_at = $11, completed_at = $12, updated_at = $13, yield_requested = $14
-         WHERE id = $1",
+        &update,
         &[
             &t.id,
             &t.status.as_str(),
@@ -104,7 +108,7 @@ async fn ids(
     sql: &str,
     args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<Uuid>> {
-    let rows = tx.query(sql, args).await?;
+    let rows = tx.query(&tx.prepare_cached(sql).await?, args).await?;
     rows.iter().map(|r| super::rows::get(r, 0)).collect()
 }
 
@@ -158,13 +162,12 @@ impl QueueStore for PgStore {
         // in rank order, then write the leases together (rows pipelined, events in one
         // append) rather than a round trip per row while the log's head is locked.
         let mut loaded = std::collections::HashMap::new();
-        for row in tx
-            .query(
-                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1)"),
-                &[&chosen],
-            )
-            .await?
-        {
+        let rows = tx
+            .prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1)"
+            ))
+            .await?;
+        for row in tx.query(&rows, &[&chosen]).await? {
             let task = task_from_row(&row)?;
             loaded.insert(task.id, task);
         }
@@ -250,13 +253,12 @@ impl QueueStore for PgStore {
         wanted.sort();
         wanted.dedup();
         let mut loaded = std::collections::HashMap::new();
-        for row in tx
-            .query(
-                &format!("SELECT {TASK_COLUMNS}, lease_token FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE"),
-                &[&wanted],
-            )
-            .await?
-        {
+        let rows = tx
+            .prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS}, lease_token FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+            ))
+            .await?;
+        for row in tx.query(&rows, &[&wanted]).await? {
             let token: Option<Uuid> = super::rows::get(&row, 25)?;
             let task = task_from_row(&row)?;
             loaded.insert(task.id, (task, token));

@@ -172,8 +172,8 @@ impl TaskStore for PgStore {
         let queued = !events.is_empty();
         if queued {
             append_in_tx(&tx, events).await?;
-            tx.execute("SELECT pg_notify($1, '')", &[&super::listen::CHANNEL])
-                .await?;
+            let notify = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
+            tx.execute(&notify, &[&super::listen::CHANNEL]).await?;
         }
         tx.commit().await?;
         if queued {
@@ -186,12 +186,10 @@ impl TaskStore for PgStore {
 
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
-                &[&id],
-            )
+        let by_id = client
+            .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
             .await?;
+        let row = client.query_opt(&by_id, &[&id]).await?;
         row.as_ref().map(task_from_row).transpose()
     }
 
