@@ -10,8 +10,14 @@ use mesh_types::bus::{BusEvent, Delivery};
 
 #[async_trait]
 pub trait EventBus: Send + Sync {
-    /// `embedded`, `memory` or `redis`.
+    /// `embedded`, `memory`, `redis` or `nats`.
     fn kind(&self) -> &'static str;
+    /// Whether lifecycle topics are read straight from the provenance log (the
+    /// embedded bus, which lives in the same store); other backends are fed by the
+    /// relay.
+    fn reads_lifecycle_from_log(&self) -> bool {
+        false
+    }
     /// Publishes in order; `audit` goes to the provenance log and `cursor` (a relay's
     /// position) moves with the batch — atomically where the backend allows.
     async fn publish(
@@ -61,6 +67,10 @@ impl StoreBus {
 impl EventBus for StoreBus {
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    fn reads_lifecycle_from_log(&self) -> bool {
+        true
     }
 
     async fn publish(

@@ -61,6 +61,14 @@ impl EventsBus {
         payload: Value,
     ) -> Result<BusEvent, ApiError> {
         validate_name("topic", topic)?;
+        if let Some(action) = mesh_types::bus::action_for_topic(topic) {
+            return Err(ApiError::invalid(
+                "topic",
+                format!(
+                    "topic: `{topic}` carries the mesh's own `{action}` events from the provenance log; publish to a topic of your own"
+                ),
+            ));
+        }
         let id = Uuid::now_v7();
         let audit = EventDraft::new(
             "event_published",

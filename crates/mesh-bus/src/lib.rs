@@ -2,10 +2,11 @@
 //! with at-least-once delivery, and Server-Sent Events streams.
 //!
 //! Backends by URL: none (embedded, in the mesh store: SQLite or PostgreSQL), `memory://`
-//! (explicitly non-durable), `redis://` (Redis Streams), `nats://` (NATS JetStream). Task, agent and tool lifecycle
-//! events reach the bus through a relay that tails the provenance log from a stored
-//! cursor, so no transition is lost when the bus is down: it is published late, never
-//! not at all. The bus never writes the mesh's other tables.
+//! (explicitly non-durable), `redis://` (Redis Streams), `nats://` (NATS JetStream). Task,
+//! agent and tool lifecycle topics are the mesh's own: the embedded bus reads them from
+//! the provenance log itself, and an external bus is fed by a relay that tails the log
+//! from a stored cursor, so no transition is lost when that bus is down: it is published
+//! late, never not at all. The bus never writes the mesh's other tables.
 
 mod backend;
 mod core;

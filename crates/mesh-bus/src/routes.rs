@@ -151,7 +151,10 @@ async fn stream_events(
                 return Some((Ok(sse), (core, topics, after, ready)));
             }
             // Register for wake-ups before reading, so a publish in between is not missed.
+            // Task transitions wake the queue's claimers, and lifecycle topics with them.
             let woken = core.published.notified();
+            let work = core.ctx.store.queue.work_signal();
+            let transition = work.notified();
             for topic in &topics {
                 match core
                     .read(topic, after.get(topic).map(String::as_str), Some(100))
@@ -164,6 +167,7 @@ async fn stream_events(
             if ready.is_empty() {
                 tokio::select! {
                     _ = woken => {}
+                    _ = transition => {}
                     _ = tokio::time::sleep(STREAM_POLL) => {}
                 }
             }

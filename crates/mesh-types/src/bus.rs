@@ -1,5 +1,6 @@
 //! Events on the events bus: topics, offsets, and what a consumer group is handed.
 
+use crate::provenance::ProvenanceEvent;
 use crate::time::{Timestamp, rfc3339_micros};
 use crate::validate::FieldError;
 use serde::{Deserialize, Serialize};
@@ -56,10 +57,49 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), FieldError> {
     }
 }
 
-/// The bus topic a provenance action is republished on, if any: task and agent
-/// lifecycle events (`task_completed` → `task.completed`; an attempt's start,
-/// `task_assigned`, is `task.started`).
-pub fn topic_for_action(action: &str) -> Option<String> {
+/// The provenance actions the mesh publishes on the bus: task, agent and tool
+/// lifecycle events. Their topics are the mesh's own (publishing to one is refused),
+/// and a new lifecycle action reaches the bus only once it is listed here.
+pub const LIFECYCLE_ACTIONS: &[&str] = &[
+    "task_created",
+    "task_queued",
+    "task_assigned",
+    "task_completed",
+    "task_failed",
+    "task_retry_scheduled",
+    "task_cancelled",
+    "task_reviewed",
+    "task_needs_approval",
+    "task_approved",
+    "task_rejected",
+    "task_waiting",
+    "task_resumed",
+    "task_requeued",
+    "task_yield_requested",
+    "task_yielded",
+    "subtask_created",
+    "agent_registered",
+    "agent_recovered",
+    "agent_retired",
+    "agent_heartbeat_expired",
+    "agent_draining",
+    "agent_drained",
+    "agent_busy",
+    "agent_available",
+    "agent_probe_failed",
+    "agent_process_exited",
+    "agent_spawned",
+    "tool_registered",
+    "tool_updated",
+    "tool_retired",
+    "tool_recovered",
+    "tool_unhealthy",
+    "tool_call",
+];
+
+/// `task_completed` → `task.completed`; an attempt's start, `task_assigned`, is
+/// `task.started`; `subtask_created` is `task.subtask_created`.
+fn lifecycle_topic(action: &str) -> Option<String> {
     if action == "task_assigned" {
         return Some("task.started".to_string());
     }
@@ -68,6 +108,45 @@ pub fn topic_for_action(action: &str) -> Option<String> {
         "task" | "agent" | "tool" => Some(format!("{kind}.{rest}")),
         "subtask" => Some(format!("task.subtask_{rest}")),
         _ => None,
+    }
+}
+
+/// The bus topic a provenance action is published on, if it is a lifecycle action.
+pub fn topic_for_action(action: &str) -> Option<String> {
+    LIFECYCLE_ACTIONS
+        .contains(&action)
+        .then(|| lifecycle_topic(action))
+        .flatten()
+}
+
+/// The lifecycle action whose events make up `topic`; `None` for a topic clients
+/// publish to. Each lifecycle topic carries exactly one action.
+pub fn action_for_topic(topic: &str) -> Option<&'static str> {
+    LIFECYCLE_ACTIONS
+        .iter()
+        .copied()
+        .find(|action| lifecycle_topic(action).as_deref() == Some(topic))
+}
+
+/// A lifecycle event as the bus delivers it: the provenance event, whose id it keeps
+/// (so consumers drop duplicates by it), with the log position in the payload.
+pub fn lifecycle_event(topic: String, offset: String, event: ProvenanceEvent) -> BusEvent {
+    let payload = serde_json::json!({
+        "provenanceSeq": event.seq,
+        "action": event.action,
+        "actor": event.actor,
+        "taskId": event.task_id,
+        "subjectType": event.subject_type,
+        "subjectId": event.subject_id,
+        "timestamp": crate::time::format(&event.timestamp),
+        "data": event.payload,
+    });
+    BusEvent {
+        topic,
+        offset,
+        id: event.id,
+        timestamp: event.timestamp,
+        payload,
     }
 }
 
@@ -96,5 +175,24 @@ mod tests {
         );
         assert_eq!(topic_for_action("auth_denied"), None);
         assert_eq!(topic_for_action("key_created"), None);
+        // Prefixed, but not a lifecycle action: `agent.chat` stays a client topic.
+        assert_eq!(topic_for_action("agent_chat"), None);
+        assert_eq!(action_for_topic("agent.chat"), None);
+        assert_eq!(action_for_topic("task.started"), Some("task_assigned"));
+        assert_eq!(
+            action_for_topic("task.subtask_created"),
+            Some("subtask_created")
+        );
+    }
+
+    #[test]
+    fn every_lifecycle_action_has_its_own_valid_topic() {
+        let mut topics = std::collections::HashSet::new();
+        for action in LIFECYCLE_ACTIONS {
+            let topic = topic_for_action(action).expect(action);
+            assert!(validate_name("topic", &topic).is_ok(), "{topic}");
+            assert_eq!(action_for_topic(&topic), Some(*action), "{topic}");
+            assert!(topics.insert(topic), "two actions share a topic");
+        }
     }
 }

@@ -1,5 +1,5 @@
 use super::PgStore;
-use super::provenance::append_in_tx;
+use super::provenance::{EVENT_COLUMNS, append_in_tx, event_from_row as provenance_event};
 use super::rows::get;
 use crate::{BusStore, GroupRead, Outgoing, Result};
 use async_trait::async_trait;
@@ -16,6 +16,18 @@ fn event_from_row(row: &Row) -> Result<BusEvent> {
         timestamp: get(row, 3)?,
         payload: get(row, 4)?,
     })
+}
+
+/// A lifecycle topic is the provenance log's events of one action, its offsets log
+/// positions: the log is the bus, with no copy to write. Any other topic holds what
+/// clients published, numbered 1, 2, 3….
+fn logged(topic: &str, row: &Row) -> Result<BusEvent> {
+    let event = provenance_event(row)?;
+    Ok(mesh_types::bus::lifecycle_event(
+        topic.to_string(),
+        event.seq.to_string(),
+        event,
+    ))
 }
 
 #[async_trait]
@@ -94,13 +106,27 @@ impl BusStore for PgStore {
 
     async fn read(&self, topic: &str, after: i64, limit: u32) -> Result<Vec<BusEvent>> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT topic, seq, id, ts, payload FROM bus_events WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                &[&topic, &after, &i64::from(limit)],
-            )
-            .await?;
-        rows.iter().map(event_from_row).collect()
+        let limit = i64::from(limit);
+        match mesh_types::bus::action_for_topic(topic) {
+            Some(action) => client
+                .query(
+                    &format!("SELECT {EVENT_COLUMNS} FROM provenance_events WHERE action = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+                    &[&action, &after, &limit],
+                )
+                .await?
+                .iter()
+                .map(|row| logged(topic, row))
+                .collect(),
+            None => client
+                .query(
+                    "SELECT topic, seq, id, ts, payload FROM bus_events WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    &[&topic, &after, &limit],
+                )
+                .await?
+                .iter()
+                .map(event_from_row)
+                .collect(),
+        }
     }
 
     async fn read_group(&self, r: &GroupRead) -> Result<Vec<Delivery>> {
@@ -136,13 +162,19 @@ impl BusStore for PgStore {
             .collect::<Result<_>>()?;
         let room = r.limit.saturating_sub(out.len() as u32);
         if room > 0 {
+            // A lifecycle topic's events are the log's events of its action.
+            let (source, key) = match mesh_types::bus::action_for_topic(&r.topic) {
+                Some(action) => ("provenance_events WHERE action = $7", action),
+                None => ("bus_events WHERE topic = $7", r.topic.as_str()),
+            };
             let fresh = tx
                 .query(
-                    "INSERT INTO bus_pending (topic, group_name, seq, consumer, delivered_at, deliveries)
-                     SELECT topic, $2, seq, $4, $5, 1 FROM bus_events
-                     WHERE topic = $1 AND seq > $3 ORDER BY seq LIMIT $6
-                     RETURNING seq",
-                    &[&r.topic, &r.group, &delivered, &r.consumer, &r.now, &i64::from(room)],
+                    &format!(
+                        "INSERT INTO bus_pending (topic, group_name, seq, consumer, delivered_at, deliveries)
+                         SELECT $1, $2, seq, $4, $5, 1 FROM {source} AND seq > $3 ORDER BY seq LIMIT $6
+                         RETURNING seq"
+                    ),
+                    &[&r.topic, &r.group, &delivered, &r.consumer, &r.now, &i64::from(room), &key],
                 )
                 .await?;
             let seqs: Vec<i64> = fresh.iter().map(|row| get(row, 0)).collect::<Result<_>>()?;
@@ -157,22 +189,32 @@ impl BusStore for PgStore {
         }
         out.sort_unstable();
         let seqs: Vec<i64> = out.iter().map(|(s, _)| *s).collect();
-        let rows = tx
-            .query(
-                "SELECT topic, seq, id, ts, payload FROM bus_events WHERE topic = $1 AND seq = ANY($2) ORDER BY seq",
-                &[&r.topic, &seqs],
-            )
-            .await?;
+        let events = match mesh_types::bus::action_for_topic(&r.topic) {
+            Some(action) => tx
+                .query(
+                    &format!("SELECT {EVENT_COLUMNS} FROM provenance_events WHERE action = $1 AND seq = ANY($2) ORDER BY seq"),
+                    &[&action, &seqs],
+                )
+                .await?
+                .iter()
+                .map(|row| logged(&r.topic, row))
+                .collect::<Result<Vec<_>>>()?,
+            None => tx
+                .query(
+                    "SELECT topic, seq, id, ts, payload FROM bus_events WHERE topic = $1 AND seq = ANY($2) ORDER BY seq",
+                    &[&r.topic, &seqs],
+                )
+                .await?
+                .iter()
+                .map(event_from_row)
+                .collect::<Result<Vec<_>>>()?,
+        };
         tx.commit().await?;
-        rows.iter()
+        Ok(events
+            .into_iter()
             .zip(out)
-            .map(|(row, (_, deliveries))| {
-                Ok(Delivery {
-                    event: event_from_row(row)?,
-                    deliveries,
-                })
-            })
-            .collect()
+            .map(|(event, (_, deliveries))| Delivery { event, deliveries })
+            .collect())
     }
 
     async fn ack(&self, topic: &str, group: &str, offsets: &[i64]) -> Result<u64> {

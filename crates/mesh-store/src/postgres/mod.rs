@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "provenance checkpoints", include_str!("migrate_11.sql")),
     (12, "projection cursors", include_str!("migrate_12.sql")),
     (13, "partial queue indexes", include_str!("migrate_13.sql")),
+    (
+        14,
+        "lifecycle topics read from the log",
+        include_str!("migrate_14.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

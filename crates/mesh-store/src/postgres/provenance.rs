@@ -8,7 +8,7 @@ use mesh_types::{EventDraft, ProvenanceEvent};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-const EVENT_COLUMNS: &str =
+pub(crate) const EVENT_COLUMNS: &str =
     "seq, id, ts, action, actor, task_id, subject_type, subject_id, payload, prev_hash, hash";
 
 /// Seals and appends `drafts` inside the caller's transaction. `FOR UPDATE` on the head
@@ -82,7 +82,7 @@ async fn insert_events(tx: &Transaction<'_>, events: &[ProvenanceEvent]) -> Resu
     Ok(())
 }
 
-fn event_from_row(row: &Row) -> Result<ProvenanceEvent> {
+pub(crate) fn event_from_row(row: &Row) -> Result<ProvenanceEvent> {
     Ok(ProvenanceEvent {
         seq: get(row, 0)?,
         id: get(row, 1)?,

@@ -1,5 +1,5 @@
 use super::SqliteStore;
-use super::provenance::append_in_tx;
+use super::provenance::{EVENT_COLUMNS, append_in_tx, event_from_row as provenance_event};
 use super::rows::{fmt_ts, json, to_json, ts, uuid};
 use crate::{BusStore, GroupRead, Outgoing, Result};
 use async_trait::async_trait;
@@ -18,12 +18,75 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<BusEvent> {
     })
 }
 
+/// Where a topic's events live. A lifecycle topic is the provenance log's events of
+/// one action, its offsets log positions: the log is the bus, with no copy to write.
+/// Any other topic holds what clients published, numbered 1, 2, 3….
+enum Source {
+    Log(&'static str),
+    Published,
+}
+
+fn source(topic: &str) -> Source {
+    match mesh_types::bus::action_for_topic(topic) {
+        Some(action) => Source::Log(action),
+        None => Source::Published,
+    }
+}
+
+fn logged(topic: &str, event: mesh_types::ProvenanceEvent) -> BusEvent {
+    mesh_types::bus::lifecycle_event(topic.to_string(), event.seq.to_string(), event)
+}
+
 fn load(conn: &Connection, topic: &str, seq: i64) -> Result<BusEvent> {
+    Ok(match source(topic) {
+        Source::Log(action) => logged(
+            topic,
+            conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM provenance_events WHERE seq = ?1 AND action = ?2"
+            ))?
+            .query_row(params![seq, action], provenance_event)?,
+        ),
+        Source::Published => conn
+            .prepare_cached(
+                "SELECT topic, seq, id, ts, payload FROM bus_events WHERE topic = ?1 AND seq = ?2",
+            )?
+            .query_row(params![topic, seq], event_from_row)?,
+    })
+}
+
+fn events_after(conn: &Connection, topic: &str, after: i64, limit: u32) -> Result<Vec<BusEvent>> {
+    Ok(match source(topic) {
+        Source::Log(action) => conn
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM provenance_events WHERE action = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+            ))?
+            .query_map(params![action, after, limit], provenance_event)?
+            .map(|e| e.map(|e| logged(topic, e)))
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+        Source::Published => conn
+            .prepare_cached(
+                "SELECT topic, seq, id, ts, payload FROM bus_events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?
+            .query_map(params![topic, after, limit], event_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+    })
+}
+
+fn offsets_after(conn: &Connection, topic: &str, after: i64, limit: u32) -> Result<Vec<i64>> {
+    let (sql, key) = match source(topic) {
+        Source::Log(action) => (
+            "SELECT seq FROM provenance_events WHERE action = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            action,
+        ),
+        Source::Published => (
+            "SELECT seq FROM bus_events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            topic,
+        ),
+    };
     Ok(conn
-        .prepare_cached(
-            "SELECT topic, seq, id, ts, payload FROM bus_events WHERE topic = ?1 AND seq = ?2",
-        )?
-        .query_row(params![topic, seq], event_from_row)?)
+        .prepare_cached(sql)?
+        .query_map(params![key, after, limit], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 #[async_trait]
@@ -56,13 +119,8 @@ impl BusStore for SqliteStore {
 
     async fn read(&self, topic: &str, after: i64, limit: u32) -> Result<Vec<BusEvent>> {
         let topic = topic.to_string();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT topic, seq, id, ts, payload FROM bus_events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?;
-            Ok(stmt.query_map(params![topic, after, limit], event_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
+        self.read(move |conn| events_after(conn, &topic, after, limit))
+            .await
     }
 
     async fn read_group(&self, read: &GroupRead) -> Result<Vec<Delivery>> {
@@ -91,13 +149,7 @@ impl BusStore for SqliteStore {
             if room > 0 {
                 let delivered: i64 = tx.prepare_cached("SELECT delivered_seq FROM bus_groups WHERE topic = ?1 AND group_name = ?2")?.query_row(params![r.topic, r.group],
                     |row| row.get(0),)?;
-                let fresh: Vec<i64> = {
-                    let mut stmt = tx.prepare(
-                        "SELECT seq FROM bus_events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                    )?;
-                    stmt.query_map(params![r.topic, delivered, room], |row| row.get(0))?
-                        .collect::<rusqlite::Result<Vec<_>>>()?
-                };
+                let fresh = offsets_after(tx, &r.topic, delivered, room)?;
                 for seq in &fresh {
                     tx.prepare_cached("INSERT INTO bus_pending (topic, group_name, seq, consumer, delivered_at, deliveries) VALUES (?1, ?2, ?3, ?4, ?5, 1)")?.execute(params![r.topic, r.group, seq, r.consumer, now],)?;
                     out.push((*seq, 1));

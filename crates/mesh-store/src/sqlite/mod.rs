@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "provenance checkpoints", include_str!("migrate_11.sql")),
     (12, "projection cursors", include_str!("migrate_12.sql")),
     (13, "partial queue indexes", include_str!("migrate_13.sql")),
+    (
+        14,
+        "lifecycle topics read from the log",
+        include_str!("migrate_14.sql"),
+    ),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -180,6 +185,11 @@ fn connect(options: &SqliteOptions) -> Result<Connection, StoreError> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, i64::MAX)
+}
+
+/// Applies the migrations after the database's version, up to `last`.
+fn migrate_to(conn: &mut Connection, last: i64) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -190,7 +200,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         [],
         |r| r.get(0),
     )?;
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > applied) {
+    for (version, name, sql) in MIGRATIONS
+        .iter()
+        .filter(|(v, _, _)| *v > applied && *v <= last)
+    {
         tx.execute_batch(sql)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
@@ -240,6 +253,56 @@ mod tests {
             std::fs::metadata(&path).unwrap().len() > before + 200 * 1_000
         });
         assert!(grown, "the database file never received the WAL's pages");
+    }
+
+    /// Migration 14: relayed copies of lifecycle events go, and consumer groups on
+    /// those topics keep their place as log positions; client topics are untouched.
+    #[test]
+    fn lifecycle_copies_become_log_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = connect(&SqliteOptions {
+            path: dir.path().join("m.db"),
+            synchronous_full: true,
+        })
+        .unwrap();
+        migrate_to(&mut conn, 13).unwrap();
+        // Relayed copies 1..=3 of task.queued, at log positions 2, 5, 30 (so pending 1
+        // maps onto pending 2's old place); a group handed 1 and 2, both pending; a
+        // client topic with one event.
+        conn.execute_batch(
+            "INSERT INTO bus_topics VALUES ('task.queued', 3), ('chat', 1);
+             INSERT INTO bus_events VALUES
+               ('task.queued', 1, 'a', 't', '{\"provenanceSeq\":2}'),
+               ('task.queued', 2, 'b', 't', '{\"provenanceSeq\":5}'),
+               ('task.queued', 3, 'c', 't', '{\"provenanceSeq\":30}'),
+               ('chat', 1, 'd', 't', '{\"provenanceSeq\":99}');
+             INSERT INTO bus_groups VALUES ('task.queued', 'g', 2), ('chat', 'g', 1);
+             INSERT INTO bus_pending VALUES ('task.queued', 'g', 1, 'x', 't', 1),
+               ('task.queued', 'g', 2, 'x', 't', 1), ('chat', 'g', 1, 'x', 't', 1);
+             INSERT INTO bus_cursors VALUES ('provenance-relay', 30);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows = |sql: &str| -> Vec<String> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(
+            rows("SELECT topic || ':' || seq FROM bus_events"),
+            ["chat:1"]
+        );
+        assert_eq!(
+            rows("SELECT topic || ':' || delivered_seq FROM bus_groups ORDER BY topic"),
+            ["chat:1", "task.queued:5"]
+        );
+        assert_eq!(
+            rows("SELECT topic || ':' || seq FROM bus_pending ORDER BY topic, seq"),
+            ["chat:1", "task.queued:2", "task.queued:5"]
+        );
+        assert!(rows("SELECT name FROM bus_cursors").is_empty());
     }
 
     #[test]

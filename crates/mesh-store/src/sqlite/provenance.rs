@@ -7,7 +7,7 @@ use mesh_types::{EventDraft, ProvenanceEvent};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use uuid::Uuid;
 
-const EVENT_COLUMNS: &str =
+pub(crate) const EVENT_COLUMNS: &str =
     "seq, id, ts, action, actor, task_id, subject_type, subject_id, payload, prev_hash, hash";
 
 /// Seals and appends `drafts` inside the caller's write transaction. The immediate
@@ -66,7 +66,7 @@ fn read_head(conn: &Connection) -> Result<ChainHead> {
         })
 }
 
-fn event_from_row(row: &Row<'_>) -> rusqlite::Result<ProvenanceEvent> {
+pub(crate) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<ProvenanceEvent> {
     Ok(ProvenanceEvent {
         seq: row.get(0)?,
         id: uuid(row, 1)?,

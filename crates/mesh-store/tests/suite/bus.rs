@@ -132,3 +132,70 @@ pub async fn cursors_move_with_their_batch(h: &Harness) {
         .unwrap();
     assert_eq!(s.bus.cursor("relay").await.unwrap(), 43);
 }
+
+/// A lifecycle topic is the provenance log's events of its action: nothing is copied,
+/// offsets are log positions, and consumer groups work on it as on any topic.
+pub async fn lifecycle_topics_are_read_from_the_log(h: &Harness) {
+    let s = &h.store;
+    let now = mesh_types::time::now();
+    let task = Uuid::now_v7();
+    let appended = s
+        .provenance
+        .append(vec![
+            event("task_queued").task(task),
+            event("key_created"),
+            event("task_completed")
+                .task(task)
+                .payload(json!({"output": 1})),
+            event("task_queued"),
+        ])
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = appended.iter().map(|e| e.seq).collect();
+
+    let queued = s.bus.read("task.queued", 0, 10).await.unwrap();
+    assert_eq!(
+        queued.iter().map(|e| e.offset.clone()).collect::<Vec<_>>(),
+        [seqs[0].to_string(), seqs[3].to_string()]
+    );
+    assert_eq!(queued[0].id, appended[0].id, "the provenance event's id");
+    assert_eq!(queued[0].topic, "task.queued");
+    assert_eq!(queued[0].payload["action"], "task_queued");
+    assert_eq!(queued[0].payload["provenanceSeq"], seqs[0]);
+    assert_eq!(queued[0].payload["taskId"], json!(task));
+    let tail = s.bus.read("task.queued", seqs[0], 10).await.unwrap();
+    assert_eq!(tail.len(), 1);
+    let completed = s.bus.read("task.completed", 0, 10).await.unwrap();
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0].payload["data"]["output"], 1);
+
+    let first = s
+        .bus
+        .read_group(&group("task.queued", "a", 1, now))
+        .await
+        .unwrap();
+    assert_eq!(first[0].event, queued[0]);
+    let second = s
+        .bus
+        .read_group(&group("task.queued", "b", 5, now))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1, "each event to one member");
+    assert_eq!(second[0].event, queued[1]);
+    assert_eq!(
+        s.bus
+            .ack("task.queued", "workers", &[seqs[0]])
+            .await
+            .unwrap(),
+        1
+    );
+    // The unacknowledged one comes back after the visibility window.
+    let later = now + mesh_types::time::millis(1_500);
+    let again = s
+        .bus
+        .read_group(&group("task.queued", "c", 5, later))
+        .await
+        .unwrap();
+    assert_eq!((again.len(), again[0].deliveries), (1, 2));
+    assert_eq!(again[0].event, queued[1]);
+}

@@ -1,6 +1,7 @@
 //! `mesh bench queue`: enqueue → claim → complete with no-op handlers through the task
-//! queue's core (the functions its HTTP handlers call), provenance on and the events
-//! bus relaying task events to its topics, SQLite at `synchronous=FULL`, eight
+//! queue's core (the functions its HTTP handlers call), provenance on and task events on
+//! the events bus (read from the log by the embedded bus, relayed to an external one),
+//! SQLite at `synchronous=FULL`, eight
 //! concurrent producers submitting `--batch` tasks per call and workers completing up
 //! to `--batch` per call. Reports throughput, pickup latency under that load, and
 //! pickup latency on an idle queue (enqueue commit → handler start).
@@ -81,9 +82,11 @@ pub async fn run(
     )
     .await?;
     let queue = cores.queue.context("task queue core")?;
-    // Bus events on, as in `mesh up`: the relay publishes every task event to its topic.
+    // Bus events on, as in `mesh up`: every task event reaches its topic (an external
+    // bus through the relay).
+    let bus = cores.bus.context("events bus core")?;
     let (stop_relay, relay_stops) = tokio::sync::watch::channel(false);
-    let relay = mesh_bus::spawn_relay(cores.bus.context("events bus core")?, relay_stops);
+    let relay = mesh_bus::spawn_relay(bus.clone(), relay_stops);
     let registry = cores.agents.context("agent registry core")?;
     let caller = cli_caller();
     let bench_type = format!("bench-{}", Uuid::new_v4().simple());
@@ -116,11 +119,11 @@ pub async fn run(
     )
     .await?;
     let completed_in = started.elapsed();
-    // The run ends when the bus has every event too: the relay publishes from the log
-    // behind the writes, and its work counts.
+    // The run ends when the bus has every event too: a relay publishes from the log
+    // behind the writes, and its work counts (the embedded bus has them at commit).
     let head = store.provenance.head().await?.count;
-    let lag_at_completion = head - store.bus.cursor(mesh_bus::RELAY_CURSOR).await?;
-    while store.bus.cursor(mesh_bus::RELAY_CURSOR).await? < head {
+    let lag_at_completion = head - bus.lifecycle_position().await?;
+    while bus.lifecycle_position().await? < head {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
@@ -158,7 +161,9 @@ pub async fn run(
     )
     .await?;
     let _ = stop_relay.send(true);
-    let _ = relay.await;
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
     let _ = std::fs::remove_dir_all(&scratch);
 
     let report = json!({
