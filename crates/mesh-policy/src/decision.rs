@@ -255,19 +255,30 @@ const CREDENTIAL_FIELDS: &[&str] = &[
 ];
 
 /// Removes credential-named fields at any depth. Decision logs run this on every input
-/// before the policy's own mask, so a policy author cannot forget it.
-pub fn strip_credentials(value: &mut Value) {
+/// before the policy's own mask, so a policy author cannot forget it. Says whether it
+/// removed any.
+pub fn strip_credentials(value: &mut Value) -> bool {
+    let mut removed = false;
     match value {
         Value::Object(map) => {
+            let before = map.len();
             map.retain(|k, _| {
                 let k = k.to_ascii_lowercase();
                 !CREDENTIAL_FIELDS.contains(&k.as_str())
             });
-            map.values_mut().for_each(strip_credentials);
+            removed = map.len() != before;
+            for v in map.values_mut() {
+                removed |= strip_credentials(v);
+            }
         }
-        Value::Array(items) => items.iter_mut().for_each(strip_credentials),
+        Value::Array(items) => {
+            for v in items {
+                removed |= strip_credentials(v);
+            }
+        }
         _ => {}
     }
+    removed
 }
 
 /// Applies OPA's `data.system.log.mask` output to a decision-log event: strings are
@@ -387,8 +398,9 @@ mod tests {
     #[test]
     fn credentials_are_stripped_at_any_depth() {
         let mut v = json!({"user": "u", "Password": "p", "nested": [{"apiKey": "k", "keep": 1}]});
-        strip_credentials(&mut v);
+        assert!(strip_credentials(&mut v));
         assert_eq!(v, json!({"user": "u", "nested": [{"keep": 1}]}));
+        assert!(!strip_credentials(&mut v), "nothing left to strip");
     }
 
     #[test]

@@ -229,27 +229,57 @@ impl Enforcer {
     }
 
     fn decide_input(&self, input: &Value) -> (Decision, u64, Arc<CompiledPolicies>) {
+        let (decision, eval_ns, policies, _) = self.decide_rego(input);
+        (decision, eval_ns, policies)
+    }
+
+    /// [`Self::decide_input`], also returning the input as the engine's value, so the
+    /// decision log's mask can be evaluated on it without converting it again.
+    fn decide_rego(
+        &self,
+        input: &Value,
+    ) -> (Decision, u64, Arc<CompiledPolicies>, Option<regorus::Value>) {
         let policies = self.current();
         let value = match regorus::Value::deserialize(input) {
             Ok(v) => v,
-            Err(e) => return (Decision::policy_error(&e.to_string()), 0, policies),
+            Err(e) => return (Decision::policy_error(&e.to_string()), 0, policies, None),
         };
-        match policies.eval_rule(DECISION_RULE, value) {
+        // A cheap clone: the engine's values share their contents.
+        match policies.eval_rule(DECISION_RULE, value.clone()) {
             Ok(eval) => match Decision::from_policy(eval.value) {
-                Ok(decision) => (decision, eval.eval_ns, policies),
-                Err(e) => (Decision::policy_error(&e), eval.eval_ns, policies),
+                Ok(decision) => (decision, eval.eval_ns, policies, Some(value)),
+                Err(e) => (
+                    Decision::policy_error(&e),
+                    eval.eval_ns,
+                    policies,
+                    Some(value),
+                ),
             },
-            Err(e) => (Decision::policy_error(&e.to_string()), 0, policies),
+            Err(e) => (
+                Decision::policy_error(&e.to_string()),
+                0,
+                policies,
+                Some(value),
+            ),
         }
     }
 
     /// What a point acts on: the decision for `ctx` at `point` and the policy input
     /// with the decision's redactions applied (the original input is returned too, for
     /// the decision log).
-    pub fn judge(&self, point: Point, mut ctx: PolicyContext) -> Judgement {
+    pub fn judge(&self, point: Point, ctx: PolicyContext) -> Judgement {
+        self.judge_rego(point, ctx).0
+    }
+
+    /// [`Self::judge`], with the input as the engine's value.
+    fn judge_rego(
+        &self,
+        point: Point,
+        mut ctx: PolicyContext,
+    ) -> (Judgement, Option<regorus::Value>) {
         ctx.action = point.as_str().to_string();
         let original = serde_json::to_value(&ctx).unwrap_or(Value::Null);
-        let (mut decision, eval_ns, policies) = self.decide_input(&original);
+        let (mut decision, eval_ns, policies, rego_input) = self.decide_rego(&original);
         let mut input = None;
         if decision.action == PolicyAction::AllowWithRedactions {
             let mut redacted = original.clone();
@@ -258,14 +288,15 @@ impl Enforcer {
                 Err(e) => decision = Decision::policy_error(&e),
             }
         }
-        Judgement {
+        let judgement = Judgement {
             point,
             decision,
             redacted: input,
             original,
             eval_ns,
             policies,
-        }
+        };
+        (judgement, rego_input)
     }
 
     /// Decides `ctx` at `point`, applies any redactions to the input, and drafts the
@@ -273,7 +304,7 @@ impl Enforcer {
     /// the point permits, alone when it refuses.
     pub fn enforce(&self, point: Point, ctx: PolicyContext, actor: &Actor) -> Verdict {
         let span = crate::spans::start(point, &ctx);
-        let j = self.judge(point, ctx);
+        let (j, rego_input) = self.judge_rego(point, ctx);
         crate::spans::finish(span, point, &j.decision, actor);
         let record = DecisionRecord {
             point: j.point.as_str().to_string(),
@@ -283,7 +314,7 @@ impl Enforcer {
             input: j.original.clone(),
             eval_ns: j.eval_ns,
         };
-        let audit = self.audit_event(record, &j.policies, actor);
+        let audit = self.audit_event_from(record, rego_input, &j.policies, actor);
         Verdict {
             decision: j.decision,
             input: j.redacted.unwrap_or(j.original),
@@ -354,6 +385,19 @@ impl Enforcer {
         policies: &CompiledPolicies,
         actor: &Actor,
     ) -> EventDraft {
+        self.audit_event_from(record, None, policies, actor)
+    }
+
+    /// [`Self::audit_event`], given the input as the engine already holds it (from the
+    /// decision), when there is one: the mask is then evaluated without converting the
+    /// input a second time.
+    fn audit_event_from(
+        &self,
+        record: DecisionRecord,
+        rego_input: Option<regorus::Value>,
+        policies: &CompiledPolicies,
+        actor: &Actor,
+    ) -> EventDraft {
         let DecisionRecord {
             point,
             path,
@@ -363,7 +407,7 @@ impl Enforcer {
             eval_ns,
         } = record;
         let mut input = input;
-        strip_credentials(&mut input);
+        let stripped = strip_credentials(&mut input);
         let field = |name: &str| result.get(name).cloned().unwrap_or(Value::Null);
         let (action, reason) = (field("action"), field("reason"));
         // Built by moving the values in: `json!` would copy input and result, and this
@@ -374,7 +418,7 @@ impl Enforcer {
                 .collect(),
         );
         if policies.has_mask
-            && let Ok(masking_input) = regorus::Value::deserialize(&logged)
+            && let Some(masking_input) = masking_input(&logged, rego_input.filter(|_| !stripped))
             && let Ok(mask) = policies.eval_rule(MASK_RULE, masking_input)
             && let Some(mask) = mask.value
         {
@@ -409,6 +453,23 @@ impl Enforcer {
         }
         event
     }
+}
+
+/// The mask rule's input, `{input, result}`: built around the engine's copy of the
+/// input when the decision made one (and no credential was stripped from the logged
+/// input since), else converted whole.
+fn masking_input(logged: &Value, input: Option<regorus::Value>) -> Option<regorus::Value> {
+    let Some(input) = input else {
+        return regorus::Value::deserialize(logged).ok();
+    };
+    let mut object = regorus::Value::new_object();
+    let map = object.as_object_mut().ok()?;
+    map.insert(regorus::Value::from("input"), input);
+    map.insert(
+        regorus::Value::from("result"),
+        regorus::Value::deserialize(&logged["result"]).ok()?,
+    );
+    Some(object)
 }
 
 /// `data.mesh.decision` → `mesh/decision`, the form OPA's decision logs use.
@@ -459,4 +520,61 @@ pub fn spawn_reloader(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Resource;
+
+    fn tool_call(attributes: Value) -> PolicyContext {
+        let subject = json!({"type": "agent", "id": "a1", "name": "coder", "riskTier": "low"});
+        let resource = Resource {
+            kind: Some("tool".into()),
+            id: Some("files".into()),
+            classification: Some("internal".into()),
+            attributes,
+        };
+        crate::inputs::context(subject, resource, "tool-registry")
+    }
+
+    /// The default bundle's mask drops a tool call's body from the decision log,
+    /// whether the mask sees the engine's copy of the input (the usual path) or a fresh
+    /// conversion (when credentials were stripped from the logged input first).
+    #[tokio::test]
+    async fn decision_logs_are_masked_on_both_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = mesh_store::open(None, dir.path()).await.unwrap();
+        let enforcer =
+            Enforcer::start(PolicyLocation::Embedded, store, Readiness::default()).unwrap();
+        let actor = Actor::named("coder");
+        let plain = enforcer.enforce(
+            Point::ToolCall,
+            tool_call(json!({"body": "ann@example.com", "path": "/tmp/x"})),
+            &actor,
+        );
+        let logged = &plain.audit.payload["input"]["resource"]["attributes"];
+        assert_eq!(
+            logged,
+            &json!({"path": "/tmp/x"}),
+            "{}",
+            plain.audit.payload
+        );
+        let with_key = enforcer.enforce(
+            Point::ToolCall,
+            tool_call(json!({"body": "ann@example.com", "path": "/tmp/x", "apiKey": "k"})),
+            &actor,
+        );
+        let logged = &with_key.audit.payload["input"]["resource"]["attributes"];
+        assert_eq!(
+            logged,
+            &json!({"path": "/tmp/x"}),
+            "{}",
+            with_key.audit.payload
+        );
+        assert_eq!(
+            plain.audit.payload["result"]["action"],
+            json!(plain.decision.action)
+        );
+    }
 }

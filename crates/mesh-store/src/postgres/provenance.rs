@@ -4,7 +4,7 @@ use crate::{ProvenanceLog, Result, StoredCheckpoint};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use mesh_types::provenance::ChainHead;
-use mesh_types::{EventDraft, ProvenanceEvent};
+use mesh_types::{EventDraft, PreparedDraft, ProvenanceEvent};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -21,6 +21,9 @@ pub(crate) async fn append_in_tx(
     if drafts.is_empty() {
         return Ok(Vec::new());
     }
+    // Everything of the seal that does not need the head is done before locking it:
+    // every other appender waits while this transaction holds the head.
+    let drafts: Vec<PreparedDraft> = drafts.into_iter().map(PreparedDraft::from).collect();
     let head = tx
         .prepare_cached("SELECT count, last_hash FROM provenance_head WHERE id = 1 FOR UPDATE")
         .await?;
@@ -32,7 +35,7 @@ pub(crate) async fn append_in_tx(
     let now = mesh_types::time::now();
     let mut sealed = Vec::with_capacity(drafts.len());
     for draft in drafts {
-        let event = ProvenanceEvent::seal(draft, head.count + 1, &head.last_hash, now);
+        let event = ProvenanceEvent::seal_prepared(draft, head.count + 1, &head.last_hash, now);
         head.count = event.seq;
         head.last_hash = event.hash.clone();
         sealed.push(event);

@@ -134,15 +134,22 @@ impl QueueStore for PgStore {
         let chosen = ids(
             &tx,
             // Ageing cannot be indexed (it depends on now), so rank only a bounded set
-            // of candidates: the highest-priority and the longest-waiting claimable tasks.
-            "WITH claimable AS (
-               SELECT id, priority, available_at FROM tasks
-               WHERE status = 'queued' AND available_at <= $1 AND type = ANY($2)
-                 AND (deadline IS NULL OR deadline >= $1)),
-             candidates AS (
-               (SELECT id FROM claimable ORDER BY priority DESC, available_at LIMIT 256)
-               UNION
-               (SELECT id FROM claimable ORDER BY available_at LIMIT 256))
+            // of candidates: the highest-priority and the longest-waiting claimable tasks
+            // of each type. Per type (the lateral join), so each half is an index scan
+            // that stops at its limit: a shared CTE over `type = ANY(…)` was materialised
+            // whole and sorted, 20 ms per claim behind a backlog of 20,000 tasks.
+            "WITH candidates AS (
+               SELECT c.id FROM unnest($2::text[]) AS t(type)
+               CROSS JOIN LATERAL (
+                 (SELECT id FROM tasks
+                  WHERE status = 'queued' AND tasks.type = t.type AND available_at <= $1
+                    AND (deadline IS NULL OR deadline >= $1)
+                  ORDER BY priority DESC, available_at LIMIT 256)
+                 UNION
+                 (SELECT id FROM tasks
+                  WHERE status = 'queued' AND tasks.type = t.type AND available_at <= $1
+                    AND (deadline IS NULL OR deadline >= $1)
+                  ORDER BY available_at LIMIT 256)) c)
              SELECT id FROM tasks WHERE id IN (SELECT id FROM candidates) AND status = 'queued'
              ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = $3) ASC,
                       priority + EXTRACT(EPOCH FROM ($1 - available_at))::FLOAT8 / $4::FLOAT8 DESC,

@@ -3,7 +3,7 @@ use super::rows::{fmt_ts, json, opt_uuid, to_json, ts, uuid};
 use crate::{ProvenanceLog, Result, StoreError, StoredCheckpoint};
 use async_trait::async_trait;
 use mesh_types::provenance::ChainHead;
-use mesh_types::{EventDraft, ProvenanceEvent};
+use mesh_types::{EventDraft, PreparedDraft, ProvenanceEvent};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use uuid::Uuid;
 
@@ -12,9 +12,9 @@ pub(crate) const EVENT_COLUMNS: &str =
 
 /// Seals and appends `drafts` inside the caller's write transaction. The immediate
 /// transaction holds SQLite's write lock, so the head read here cannot go stale.
-pub(crate) fn append_in_tx(
+pub(crate) fn append_in_tx<D: Into<PreparedDraft>>(
     tx: &Transaction<'_>,
-    drafts: Vec<EventDraft>,
+    drafts: Vec<D>,
 ) -> Result<Vec<ProvenanceEvent>> {
     if drafts.is_empty() {
         return Ok(Vec::new());
@@ -27,7 +27,8 @@ pub(crate) fn append_in_tx(
     let now = mesh_types::time::now();
     let mut sealed = Vec::with_capacity(drafts.len());
     for draft in drafts {
-        let event = ProvenanceEvent::seal(draft, head.count + 1, &head.last_hash, now);
+        let event =
+            ProvenanceEvent::seal_prepared(draft.into(), head.count + 1, &head.last_hash, now);
         insert.execute(params![
             event.seq,
             event.id.to_string(),
@@ -48,6 +49,12 @@ pub(crate) fn append_in_tx(
     tx.prepare_cached("UPDATE provenance_head SET count = ?1, last_hash = ?2 WHERE id = 1")?
         .execute(params![head.count, head.last_hash])?;
     Ok(sealed)
+}
+
+/// Prepares drafts before they are handed to the writer thread, so the part of their
+/// sealing that does not need the log's head runs on the caller's thread.
+pub(crate) fn prepare(drafts: Vec<EventDraft>) -> Vec<PreparedDraft> {
+    drafts.into_iter().map(PreparedDraft::from).collect()
 }
 
 fn read_head(conn: &Connection) -> Result<ChainHead> {
@@ -85,6 +92,7 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<ProvenanceEvent>
 #[async_trait]
 impl ProvenanceLog for SqliteStore {
     async fn append(&self, drafts: Vec<EventDraft>) -> Result<Vec<ProvenanceEvent>> {
+        let drafts = prepare(drafts);
         self.write(move |tx| append_in_tx(tx, drafts)).await
     }
 

@@ -1,11 +1,11 @@
 use super::SqliteStore;
-use super::provenance::append_in_tx;
+use super::provenance::{append_in_tx, prepare};
 use super::rows::{self, fmt_ts, json, opt_json, opt_ts, opt_uuid, parsed, to_json, ts, uuid};
 use crate::{EventFor, Result, StoreError, TaskStore};
 use async_trait::async_trait;
 use mesh_types::task::{QueueStats, TaskFilter};
 use mesh_types::time::Timestamp;
-use mesh_types::{EventDraft, Page, PageRequest, Task};
+use mesh_types::{EventDraft, Page, PageRequest, PreparedDraft, Task};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 use uuid::Uuid;
 
@@ -56,7 +56,7 @@ fn load(tx: &Transaction<'_>, id: Uuid) -> Result<Task> {
 
 /// Stores one task and its events in the caller's transaction; with its idempotency
 /// key already used, returns that task and writes nothing.
-fn insert_in_tx(tx: &Transaction<'_>, task: Task, audit: Vec<EventDraft>) -> Result<Task> {
+fn insert_in_tx(tx: &Transaction<'_>, task: Task, audit: Vec<PreparedDraft>) -> Result<Task> {
     if let Some(key) = &task.idempotency_key {
         let existing = tx
             .prepare_cached(&format!(
@@ -117,12 +117,18 @@ fn insert_in_tx(tx: &Transaction<'_>, task: Task, audit: Vec<EventDraft>) -> Res
 impl TaskStore for SqliteStore {
     async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<Task> {
         let task = task.clone();
+        // Drafts are prepared here, off the writer thread (see `PreparedDraft`).
+        let audit = prepare(audit);
         self.write(move |tx| insert_in_tx(tx, task, audit))
             .await
             .inspect(|_| self.signal_work())
     }
 
     async fn insert_tasks(&self, tasks: Vec<(Task, Vec<EventDraft>)>) -> Result<Vec<Task>> {
+        let tasks: Vec<_> = tasks
+            .into_iter()
+            .map(|(task, audit)| (task, prepare(audit)))
+            .collect();
         self.write(move |tx| {
             tasks
                 .into_iter()
