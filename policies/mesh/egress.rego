@@ -30,8 +30,12 @@ pii_patterns := {
 	`\b(sk|pk|rk|ghp|xox[abp])[-_][A-Za-z0-9_-]{16,}`,
 }
 
-redact contains {"path": "/resource/attributes/body", "pattern": pattern, "strategy": "mask"} if {
+# What leaves, as text: marshalled once per decision, not once per pattern.
+outbound_text := json.marshal(input.resource.attributes.body) if {
 	input.action in {"egress", "tool.call", "model.call"}
+}
+
+redact contains {"path": "/resource/attributes/body", "pattern": pattern, "strategy": "mask"} if {
 	some pattern in pii_patterns
-	regex.match(pattern, json.marshal(input.resource.attributes.body))
+	regex.match(pattern, outbound_text)
 }
