@@ -21,6 +21,7 @@ macro_rules! conformance {
                 cursors_move_with_their_batch, lifecycle_topics_are_read_from_the_log,
                 parents_resume_when_subtasks_finish,
                 concurrent_writes_fail_alone, critical_tasks_preempt_lower_priority_work,
+                gated_claims_lease_what_the_gate_allows, concurrent_gated_claims_decide_each_task_once,
                 new_work_wakes_waiters, events_are_read_by_action,
                 budgets_are_exact_under_concurrency, a_reservation_takes_every_scope_or_none,
                 agents_drain_busy_and_probes, projection_cursors_only_move_forward,

@@ -10,6 +10,7 @@ mod agents;
 mod budget;
 mod bus;
 mod checkpointer;
+mod claim;
 mod keys;
 mod mcp;
 mod projection;
@@ -69,6 +70,8 @@ struct Inner {
     work: Arc<tokio::sync::Notify>,
     writer: writer::Writer,
     readers: Mutex<Vec<Connection>>,
+    /// Tasks this process's gated claims are deciding on (see `claim.rs`).
+    in_flight: Arc<claim::InFlight>,
     _checkpointer: checkpointer::Checkpointer,
 }
 
@@ -101,6 +104,7 @@ impl SqliteStore {
                 work: Arc::new(tokio::sync::Notify::new()),
                 writer: writer::Writer::start(writer)?,
                 readers: Mutex::new(Vec::new()),
+                in_flight: Arc::default(),
                 _checkpointer: checkpoints,
             }),
         })
@@ -115,6 +119,10 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.inner.writer.write(f).await
+    }
+
+    pub(crate) fn in_flight(&self) -> Arc<claim::InFlight> {
+        self.inner.in_flight.clone()
     }
 
     /// Wakes claimers waiting for work.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use mesh_types::Task;
 use mesh_types::queue::{ClaimRequest, FailOutcome, Lease, RetryPolicy};
 use mesh_types::time::Timestamp;
-use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -19,8 +19,8 @@ const CANDIDATES: u32 = 256;
 
 /// The task and its current lease token. The immediate transaction already holds the
 /// database's write lock, so no row lock is needed.
-fn load(tx: &Transaction<'_>, id: Uuid) -> Result<(Task, Option<Uuid>)> {
-    tx.prepare_cached(&format!(
+pub(super) fn load(conn: &Connection, id: Uuid) -> Result<(Task, Option<Uuid>)> {
+    conn.prepare_cached(&format!(
         "SELECT {TASK_COLUMNS}, lease_token FROM tasks WHERE id = ?1"
     ))?
     .query_row(params![id.to_string()], |row| {
@@ -33,7 +33,7 @@ fn load(tx: &Transaction<'_>, id: Uuid) -> Result<(Task, Option<Uuid>)> {
 
 /// Writes back every column the queue's state machine may change, and the events; a
 /// subtask reaching a final status may resume its parked parent.
-fn save(tx: &Transaction<'_>, step: Step) -> Result<Task> {
+pub(super) fn save(tx: &Transaction<'_>, step: Step) -> Result<Task> {
     write_row(tx, &step)?;
     let task = step.task;
     append_in_tx(tx, step.events)?;
@@ -89,8 +89,8 @@ fn write_row(tx: &Transaction<'_>, step: &Step) -> Result<()> {
     Ok(())
 }
 
-fn ids(tx: &Transaction<'_>, sql: &str, args: Vec<String>) -> Result<Vec<Uuid>> {
-    let mut stmt = tx.prepare_cached(sql)?;
+pub(super) fn ids(conn: &Connection, sql: &str, args: Vec<String>) -> Result<Vec<Uuid>> {
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
     for row in rows {
@@ -100,6 +100,40 @@ fn ids(tx: &Transaction<'_>, sql: &str, args: Vec<String>) -> Result<Vec<Uuid>> 
         );
     }
     Ok(out)
+}
+
+/// The claim ranking for `req`, fetching up to `fetch` task ids: the SQL and its
+/// arguments. Tasks the agent failed last go last; then priority aged by waiting time.
+/// Ageing cannot be indexed (it depends on now), so only a bounded set of candidates
+/// is ranked: the highest-priority and the longest-waiting claimable tasks. The winner
+/// by aged priority is always among them, or ties them.
+pub(super) fn candidate_query(req: &ClaimRequest, fetch: usize) -> (String, Vec<String>) {
+    let types = (0..req.task_types.len())
+        .map(|i| format!("?{}", i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let claimable = format!(
+        "SELECT id, priority, available_at, last_failed_agent FROM tasks
+         WHERE status = 'queued' AND available_at <= ?1 AND type IN ({types})
+           AND (deadline IS NULL OR deadline >= ?1)"
+    );
+    let sql = format!(
+        "SELECT id FROM (
+           SELECT * FROM ({claimable} ORDER BY priority DESC, available_at LIMIT {CANDIDATES})
+           UNION
+           SELECT * FROM ({claimable} ORDER BY available_at LIMIT {CANDIDATES}))
+         ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = ?2) ASC,
+                  priority + (julianday(?1) - julianday(available_at)) * 86400.0 / ?3 DESC,
+                  id ASC
+         LIMIT {fetch}"
+    );
+    let mut args = vec![
+        fmt_ts(&req.now),
+        req.agent_id.to_string(),
+        req.ageing_secs.max(1).to_string(),
+    ];
+    args.extend(req.task_types.iter().cloned());
+    (sql, args)
 }
 
 #[async_trait]
@@ -116,40 +150,13 @@ impl QueueStore for SqliteStore {
         if req.task_types.is_empty() || req.limit == 0 {
             return Ok(ClaimOutcome::default());
         }
+        if let Some(gate) = gate {
+            // The gate's decisions are made outside the writer (see `claim.rs`).
+            return super::claim::claim_gated(self, req.clone(), gate.clone()).await;
+        }
         let req = req.clone();
-        let gate = gate.cloned();
-        let fetch = req.limit + if gate.is_some() { steps::GATE_SLACK } else { 0 };
         self.write(move |tx| {
-            let now = fmt_ts(&req.now);
-            let types = (0..req.task_types.len())
-                .map(|i| format!("?{}", i + 4))
-                .collect::<Vec<_>>()
-                .join(", ");
-            // Tasks this agent failed last go last; then priority aged by waiting time.
-            // Ageing cannot be indexed (it depends on now), so rank only a bounded set
-            // of candidates: the highest-priority and the longest-waiting claimable
-            // tasks. The winner by aged priority is always among them, or ties them.
-            let claimable = format!(
-                "SELECT id, priority, available_at, last_failed_agent FROM tasks
-                 WHERE status = 'queued' AND available_at <= ?1 AND type IN ({types})
-                   AND (deadline IS NULL OR deadline >= ?1)"
-            );
-            let sql = format!(
-                "SELECT id FROM (
-                   SELECT * FROM ({claimable} ORDER BY priority DESC, available_at LIMIT {CANDIDATES})
-                   UNION
-                   SELECT * FROM ({claimable} ORDER BY available_at LIMIT {CANDIDATES}))
-                 ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = ?2) ASC,
-                          priority + (julianday(?1) - julianday(available_at)) * 86400.0 / ?3 DESC,
-                          id ASC
-                 LIMIT {fetch}"
-            );
-            let mut args = vec![
-                now,
-                req.agent_id.to_string(),
-                req.ageing_secs.max(1).to_string(),
-            ];
-            args.extend(req.task_types.iter().cloned());
+            let (sql, args) = candidate_query(&req, req.limit as usize);
             let mut out = ClaimOutcome::default();
             for id in ids(tx, &sql, args)? {
                 if out.leases.len() as u32 >= req.limit {
@@ -158,14 +165,6 @@ impl QueueStore for SqliteStore {
                 let (task, _) = load(tx, id)?;
                 if steps::left_for_others(&task, &req) {
                     continue;
-                }
-                if let Some(gate) = &gate {
-                    let verdict = gate(&task);
-                    append_in_tx(tx, verdict.audit.into_iter().collect())?;
-                    if !verdict.allow {
-                        out.refused.push(verdict.reason);
-                        continue;
-                    }
                 }
                 let (step, lease) = steps::claim_step(task, &req);
                 save(tx, step)?;
