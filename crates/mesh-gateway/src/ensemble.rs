@@ -7,8 +7,9 @@
 //! the provider may bill it.
 
 use crate::Gateway;
+use crate::admission::Admission;
 use crate::budget::{self, Reservation};
-use crate::call::{Admission, Completed};
+use crate::call::Completed;
 use crate::chat::{ChatRequest, Completion};
 use crate::providers::Provider;
 use crate::resilience::CallError;

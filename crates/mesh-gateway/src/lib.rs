@@ -9,6 +9,7 @@
 //! routing strategies, rate limits and budgets are the routing-gateway issue's remaining
 //! work.
 
+mod admission;
 mod agent_routing;
 mod anthropic;
 mod budget;
@@ -18,6 +19,7 @@ mod ensemble;
 mod ensemble_stream;
 mod providers;
 mod ratelimit;
+mod record;
 mod resilience;
 mod routes;
 mod routing;
