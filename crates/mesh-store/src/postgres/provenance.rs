@@ -40,12 +40,17 @@ pub(crate) async fn append_in_tx(
         head.last_hash = event.hash.clone();
         sealed.push(event);
     }
-    insert_events(tx, &sealed).await?;
     let advance = tx
         .prepare_cached("UPDATE provenance_head SET count = $1, last_hash = $2 WHERE id = 1")
         .await?;
-    tx.execute(&advance, &[&head.count, &head.last_hash])
-        .await?;
+    // Pipelined: the events and the head's advance go out together, one round trip
+    // while the head is held (either order is right: this transaction holds the head).
+    futures_util::future::try_join(insert_events(tx, &sealed), async {
+        tx.execute(&advance, &[&head.count, &head.last_hash])
+            .await
+            .map_err(Into::into)
+    })
+    .await?;
     Ok(sealed)
 }
 

@@ -171,9 +171,12 @@ impl TaskStore for PgStore {
         }
         let queued = !events.is_empty();
         if queued {
-            append_in_tx(&tx, events).await?;
+            // The notification before the append: the append takes the log's head,
+            // which every other appender then waits for, so nothing follows it but
+            // the commit.
             let notify = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
             tx.execute(&notify, &[&super::listen::CHANNEL]).await?;
+            append_in_tx(&tx, events).await?;
         }
         tx.commit().await?;
         if queued {
