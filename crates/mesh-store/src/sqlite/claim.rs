@@ -11,12 +11,12 @@
 
 use super::SqliteStore;
 use super::provenance::append_in_tx;
-use super::queue::{candidate_query, ids, load, save};
+use super::queue::{Staged, candidate_query, ids, load, stage};
 use crate::queue::{self as steps, ClaimGate, ClaimOutcome, GateVerdict};
 use crate::{Result, StoreError};
-use mesh_types::Task;
 use mesh_types::enums::TaskStatus;
 use mesh_types::queue::ClaimRequest;
+use mesh_types::{PreparedDraft, Task};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
@@ -106,6 +106,7 @@ pub(crate) async fn claim_gated(
     let outcome = store
         .write(move |tx| {
             let mut out = ClaimOutcome::default();
+            let mut staged = Staged::new();
             for (seen, verdict) in decided {
                 let task = match load(tx, seen.id) {
                     Ok((task, _)) => task,
@@ -115,15 +116,16 @@ pub(crate) async fn claim_gated(
                 if !unchanged(&seen, &task) {
                     continue; // decided on an older version; a later claim decides again
                 }
-                append_in_tx(tx, verdict.audit.into_iter().collect())?;
+                staged.extend(verdict.audit.map(PreparedDraft::from));
                 if !verdict.allow {
                     out.refused.push(verdict.reason);
                     continue;
                 }
                 let (step, lease) = steps::claim_step(task, &req);
-                save(tx, step)?;
+                stage(tx, step, &mut staged)?;
                 out.leases.push(lease);
             }
+            append_in_tx(tx, staged)?;
             Ok(out)
         })
         .await;

@@ -7,9 +7,9 @@ use crate::queue::{self as steps, Step};
 use crate::queue::{ClaimGate, ClaimOutcome, Completion};
 use crate::{QueueStore, Result, StoreError};
 use async_trait::async_trait;
-use mesh_types::Task;
 use mesh_types::queue::{ClaimRequest, FailOutcome, Lease, RetryPolicy};
 use mesh_types::time::Timestamp;
+use mesh_types::{PreparedDraft, Task};
 use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
 use serde_json::Value;
 use uuid::Uuid;
@@ -31,16 +31,28 @@ pub(super) fn load(conn: &Connection, id: Uuid) -> Result<(Task, Option<Uuid>)> 
     .ok_or_else(|| StoreError::NotFound(format!("task {id}")))
 }
 
+/// Events staged for one append at the end of a write: every append reads and advances
+/// the log's head, so a write that changes many tasks appends all their events at once.
+pub(super) type Staged = Vec<PreparedDraft>;
+
 /// Writes back every column the queue's state machine may change, and the events; a
 /// subtask reaching a final status may resume its parked parent.
 pub(super) fn save(tx: &Transaction<'_>, step: Step) -> Result<Task> {
+    let mut staged = Staged::new();
+    let task = stage(tx, step, &mut staged)?;
+    append_in_tx(tx, staged)?;
+    Ok(task)
+}
+
+/// [`save`] with the events staged (in order) instead of appended.
+pub(super) fn stage(tx: &Transaction<'_>, step: Step, staged: &mut Staged) -> Result<Task> {
     write_row(tx, &step)?;
     let task = step.task;
-    append_in_tx(tx, step.events)?;
+    staged.extend(step.events.into_iter().map(PreparedDraft::from));
     if task.status.is_terminal()
         && let Some(parent) = task.parent_id
     {
-        resume_parent_if_done(tx, parent, task.updated_at)?;
+        stage_parent_resume(tx, parent, task.updated_at, staged)?;
     }
     Ok(task)
 }
@@ -57,10 +69,22 @@ pub(crate) fn resume_parent_if_done(
     parent: Uuid,
     now: Timestamp,
 ) -> Result<()> {
+    let mut staged = Staged::new();
+    stage_parent_resume(tx, parent, now, &mut staged)?;
+    append_in_tx(tx, staged)?;
+    Ok(())
+}
+
+fn stage_parent_resume(
+    tx: &Transaction<'_>,
+    parent: Uuid,
+    now: Timestamp,
+    staged: &mut Staged,
+) -> Result<()> {
     let (task, _) = load(tx, parent)?;
     if let Some(step) = steps::resume_step(task, unfinished_children(tx, parent)?, now) {
         write_row(tx, &step)?;
-        append_in_tx(tx, step.events)?;
+        staged.extend(step.events.into_iter().map(PreparedDraft::from));
     }
     Ok(())
 }
@@ -158,6 +182,7 @@ impl QueueStore for SqliteStore {
         self.write(move |tx| {
             let (sql, args) = candidate_query(&req, req.limit as usize);
             let mut out = ClaimOutcome::default();
+            let mut staged = Staged::new();
             for id in ids(tx, &sql, args)? {
                 if out.leases.len() as u32 >= req.limit {
                     break;
@@ -167,9 +192,10 @@ impl QueueStore for SqliteStore {
                     continue;
                 }
                 let (step, lease) = steps::claim_step(task, &req);
-                save(tx, step)?;
+                stage(tx, step, &mut staged)?;
                 out.leases.push(lease);
             }
+            append_in_tx(tx, staged)?;
             Ok(out)
         })
         .await
@@ -220,22 +246,28 @@ impl QueueStore for SqliteStore {
         let actor = actor.to_string();
         self.write(move |tx| {
             let mut results = Vec::with_capacity(completions.len());
+            let mut staged = Staged::new();
             for c in completions {
-                // Each completion in its own savepoint: a refused one undoes only itself.
+                // Each completion in its own savepoint: a refused one undoes only itself
+                // (its events are staged apart and dropped with it).
                 savepoint(tx, "SAVEPOINT completion")?;
+                let mut own = Staged::new();
                 let done = load(tx, c.task_id).and_then(|(task, current)| {
-                    save(
+                    stage(
                         tx,
                         steps::complete_step(task, current, c.token, c.output, now, &actor)?,
+                        &mut own,
                     )
                 });
                 if done.is_ok() {
                     savepoint(tx, "RELEASE completion")?;
+                    staged.append(&mut own);
                 } else {
                     undo_savepoint(tx, "completion");
                 }
                 results.push(done);
             }
+            append_in_tx(tx, staged)?;
             Ok(results)
         })
         .await

@@ -1,5 +1,6 @@
 use super::SqliteStore;
 use super::provenance::{append_in_tx, prepare};
+use super::queue::Staged;
 use super::rows::{self, fmt_ts, json, opt_json, opt_ts, opt_uuid, parsed, to_json, ts, uuid};
 use crate::{EventFor, Result, StoreError, TaskStore};
 use async_trait::async_trait;
@@ -54,9 +55,15 @@ fn load(tx: &Transaction<'_>, id: Uuid) -> Result<Task> {
         .ok_or_else(|| StoreError::NotFound(format!("task {id}")))
 }
 
-/// Stores one task and its events in the caller's transaction; with its idempotency
-/// key already used, returns that task and writes nothing.
-fn insert_in_tx(tx: &Transaction<'_>, task: Task, audit: Vec<PreparedDraft>) -> Result<Task> {
+/// Stores one task in the caller's transaction and stages its events for the write's
+/// one append; with its idempotency key already used, returns that task and writes
+/// nothing.
+fn insert_in_tx(
+    tx: &Transaction<'_>,
+    task: Task,
+    audit: Vec<PreparedDraft>,
+    staged: &mut Staged,
+) -> Result<Task> {
     if let Some(key) = &task.idempotency_key {
         let existing = tx
             .prepare_cached(&format!(
@@ -109,7 +116,7 @@ fn insert_in_tx(tx: &Transaction<'_>, task: Task, audit: Vec<PreparedDraft>) -> 
         }
         other => other.into(),
     })?;
-    append_in_tx(tx, audit)?;
+    staged.extend(audit);
     Ok(task)
 }
 
@@ -119,9 +126,14 @@ impl TaskStore for SqliteStore {
         let task = task.clone();
         // Drafts are prepared here, off the writer thread (see `PreparedDraft`).
         let audit = prepare(audit);
-        self.write(move |tx| insert_in_tx(tx, task, audit))
-            .await
-            .inspect(|_| self.signal_work())
+        self.write(move |tx| {
+            let mut staged = Staged::new();
+            let task = insert_in_tx(tx, task, audit, &mut staged)?;
+            append_in_tx(tx, staged)?;
+            Ok(task)
+        })
+        .await
+        .inspect(|_| self.signal_work())
     }
 
     async fn insert_tasks(&self, tasks: Vec<(Task, Vec<EventDraft>)>) -> Result<Vec<Task>> {
@@ -130,10 +142,13 @@ impl TaskStore for SqliteStore {
             .map(|(task, audit)| (task, prepare(audit)))
             .collect();
         self.write(move |tx| {
-            tasks
+            let mut staged = Staged::new();
+            let stored = tasks
                 .into_iter()
-                .map(|(task, audit)| insert_in_tx(tx, task, audit))
-                .collect()
+                .map(|(task, audit)| insert_in_tx(tx, task, audit, &mut staged))
+                .collect::<Result<Vec<_>>>()?;
+            append_in_tx(tx, staged)?;
+            Ok(stored)
         })
         .await
         .inspect(|_| self.signal_work())
