@@ -11,7 +11,7 @@
 
 use super::SqliteStore;
 use super::provenance::append_in_tx;
-use super::queue::{Staged, candidate_query, ids, load, stage};
+use super::queue::{Staged, candidate_query, ids, lease, load};
 use crate::queue::{self as steps, ClaimGate, ClaimOutcome, GateVerdict};
 use crate::{Result, StoreError};
 use mesh_types::enums::TaskStatus;
@@ -121,9 +121,7 @@ pub(crate) async fn claim_gated(
                     out.refused.push(verdict.reason);
                     continue;
                 }
-                let (step, lease) = steps::claim_step(task, &req);
-                stage(tx, step, &mut staged)?;
-                out.leases.push(lease);
+                lease(tx, task, &req, &mut staged, &mut out)?;
             }
             append_in_tx(tx, staged)?;
             Ok(out)

@@ -57,6 +57,20 @@ pub(super) fn stage(tx: &Transaction<'_>, step: Step, staged: &mut Staged) -> Re
     Ok(task)
 }
 
+/// Leases `task` to the claim's agent: the row written, its events staged.
+pub(super) fn lease(
+    tx: &Transaction<'_>,
+    task: Task,
+    req: &ClaimRequest,
+    staged: &mut Staged,
+    out: &mut ClaimOutcome,
+) -> Result<()> {
+    let (step, lease) = steps::claim_step(task, req);
+    stage(tx, step, staged)?;
+    out.leases.push(lease);
+    Ok(())
+}
+
 /// Subtasks of `parent` that have not reached a final status.
 fn unfinished_children(tx: &Transaction<'_>, parent: Uuid) -> Result<i64> {
     Ok(tx.prepare_cached("SELECT COUNT(*) FROM tasks WHERE parent_id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')")?.query_row(params![parent.to_string()],
@@ -191,9 +205,7 @@ impl QueueStore for SqliteStore {
                 if steps::left_for_others(&task, &req) {
                     continue;
                 }
-                let (step, lease) = steps::claim_step(task, &req);
-                stage(tx, step, &mut staged)?;
-                out.leases.push(lease);
+                lease(tx, task, &req, &mut staged, &mut out)?;
             }
             append_in_tx(tx, staged)?;
             Ok(out)
