@@ -382,6 +382,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// A bare relay to an upstream's chat completions, nothing else: the floor that
+    /// `mesh bench gateway` measures the gateway against (it starts one itself)
+    #[command(hide = true)]
+    Relay {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The upstream's base URL (without /v1)
+        #[arg(long)]
+        upstream: String,
+    },
     /// Provenance appends with checkpoint signing, proof verification, a 10k-node task graph
     Provenance {
         #[arg(long, value_enum, default_value = "sqlite")]

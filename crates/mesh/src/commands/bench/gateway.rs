@@ -6,14 +6,15 @@
 //! requests go direct and through the gateway: one at a time, then open-loop at a fixed
 //! rate over at most 64 connections with latency timed from each request's scheduled
 //! send time (so a stall counts against every request it delays), then streamed,
-//! timing the first byte.
+//! timing the first byte. A bare relay (`mesh bench relay`, axum in and reqwest out,
+//! nothing else) takes the same requests: the floor any relay of these parts adds here.
 
 use super::quantile_ms;
 use crate::cli::GlobalArgs;
 use crate::output;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,115 +33,233 @@ pub async fn run(g: &GlobalArgs, opts: Options) -> Result<ExitCode> {
     let upstream = start_upstream().await?;
     let scratch = super::tempdir()?;
     let key = admin_key(&scratch).await?;
-    let (mut child, gateway) = start_gateway(&scratch, &upstream)?;
-    let result = measure(&opts, &upstream, &gateway, &key, child.id()).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut children = Vec::new();
+    let result = async {
+        let (gateway, gateway_url) = start_gateway(&scratch, &upstream)?;
+        let gateway_pid = gateway.id();
+        children.push(gateway);
+        let (relay, relay_url) = super::relay::spawn_listening(
+            &[
+                "bench".as_ref(),
+                "relay".as_ref(),
+                "--upstream".as_ref(),
+                upstream.as_ref(),
+            ],
+            "the bare relay (`mesh bench relay`)",
+        )?;
+        let relay_pid = relay.id();
+        children.push(relay);
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(CONNECTIONS)
+            .build()?;
+        let idle_rss = rss_mib(gateway_pid)?;
+        let path = "/v1/chat/completions";
+        let direct = Target::new(&client, &format!("{upstream}{path}"), None, None);
+        let through = Target::new(
+            &client,
+            &format!("{gateway_url}{path}"),
+            Some(&key),
+            Some(gateway_pid),
+        );
+        let relayed = Target::new(
+            &client,
+            &format!("{relay_url}{path}"),
+            None,
+            Some(relay_pid),
+        );
+        let direct = figures(&opts, &direct).await?;
+        let gateway = figures(&opts, &through).await?;
+        let relay = figures(&opts, &relayed).await?;
+        Ok::<_, anyhow::Error>(report(&opts, idle_rss, &direct, &gateway, &relay))
+    }
+    .await;
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let _ = std::fs::remove_dir_all(&scratch);
     let report = result?;
     if g.json {
         output::json(&report)?;
     } else {
-        let f = |k: &str| report[k].as_f64().unwrap_or(0.0);
-        println!(
-            "concurrency 1 ({} requests): direct p50 {:.0} µs p99 {:.0} µs; through the gateway p50 {:.0} µs p99 {:.0} µs; added p50 {:.0} µs, p99 {:.0} µs",
-            opts.requests,
-            f("c1DirectP50Us"),
-            f("c1DirectP99Us"),
-            f("c1GatewayP50Us"),
-            f("c1GatewayP99Us"),
-            f("c1AddedP50Us"),
-            f("c1AddedP99Us")
-        );
-        println!(
-            "open loop at {} req/s for {} s: direct p99 {:.0} µs; gateway served {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, errors {}; added p99 {:.0} µs",
-            opts.rate,
-            opts.seconds,
-            f("rateDirectP99Us"),
-            f("rateRps"),
-            f("rateGatewayP50Us"),
-            f("rateGatewayP99Us"),
-            report["rateErrors"],
-            f("rateAddedP99Us")
-        );
-        println!(
-            "streaming first byte: direct p99 {:.0} µs, gateway p99 {:.0} µs, added p99 {:.0} µs; idle gateway RSS {:.1} MiB",
-            f("streamTtftDirectP99Us"),
-            f("streamTtftGatewayP99Us"),
-            f("streamTtftAddedP99Us"),
-            f("idleRssMiB")
-        );
+        print_table(&opts, &report);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn measure(
-    opts: &Options,
-    upstream: &str,
-    gateway: &str,
-    key: &str,
-    pid: u32,
-) -> Result<Value> {
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(CONNECTIONS)
-        .build()?;
-    let idle_rss = rss_mib(pid)?;
-    let direct = Target::new(&client, &format!("{upstream}/v1/chat/completions"), None);
-    let through = Target::new(
-        &client,
-        &format!("{gateway}/v1/chat/completions"),
-        Some(key),
+fn print_table(opts: &Options, report: &Value) {
+    let f = |k: &str| report[k].as_f64().unwrap_or(0.0);
+    println!(
+        "concurrency 1 ({} requests): direct p50 {:.0} µs p99 {:.0} µs; through the gateway p50 {:.0} µs p99 {:.0} µs; added p50 {:.0} µs, p99 {:.0} µs (a bare relay adds p50 {:.0} µs, p99 {:.0} µs)",
+        opts.requests,
+        f("c1DirectP50Us"),
+        f("c1DirectP99Us"),
+        f("c1GatewayP50Us"),
+        f("c1GatewayP99Us"),
+        f("c1AddedP50Us"),
+        f("c1AddedP99Us"),
+        f("relayC1AddedP50Us"),
+        f("relayC1AddedP99Us"),
     );
+    println!(
+        "open loop at {} req/s for {} s: direct p99 {:.0} µs; gateway served {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, errors {}; added p99 {:.0} µs (a bare relay adds {:.0} µs)",
+        opts.rate,
+        opts.seconds,
+        f("rateDirectP99Us"),
+        f("rateRps"),
+        f("rateGatewayP50Us"),
+        f("rateGatewayP99Us"),
+        report["rateErrors"],
+        f("rateAddedP99Us"),
+        f("relayRateAddedP99Us"),
+    );
+    println!(
+        "CPU per request in the open loop: gateway {:.0} µs, bare relay {:.0} µs",
+        f("rateCpuUsPerRequest"),
+        f("relayRateCpuUsPerRequest"),
+    );
+    println!(
+        "streaming first byte: direct p99 {:.0} µs, gateway p99 {:.0} µs, added p99 {:.0} µs (a bare relay adds {:.0} µs); idle gateway RSS {:.1} MiB",
+        f("streamTtftDirectP99Us"),
+        f("streamTtftGatewayP99Us"),
+        f("streamTtftAddedP99Us"),
+        f("relayStreamTtftAddedP99Us"),
+        f("idleRssMiB")
+    );
+}
+
+/// One target's latencies (sorted) in each phase, and its process's CPU in the open loop.
+struct Figures {
+    c1: Vec<Duration>,
+    ttft: Vec<Duration>,
+    rate: Vec<Duration>,
+    errors: u64,
+    served: u64,
+    /// CPU time (user + system) the target's process spent per request served in the
+    /// open loop; `None` for the upstream, which shares the load generator's process.
+    cpu_us_per_request: Option<f64>,
+}
+
+impl Figures {
+    fn c1(&self) -> &[Duration] {
+        &self.c1
+    }
+    fn ttft(&self) -> &[Duration] {
+        &self.ttft
+    }
+    fn rate(&self) -> &[Duration] {
+        &self.rate
+    }
+}
+
+async fn figures(opts: &Options, target: &Target) -> Result<Figures> {
     // Warm connections and code paths.
     for _ in 0..200 {
-        direct.call(false).await?;
-        through.call(false).await?;
+        target.call(false).await?;
     }
-    let c1_direct = sequential(&direct, opts.requests, false).await?;
-    let c1_gateway = sequential(&through, opts.requests, false).await?;
-    let ttft_direct = sequential(&direct, opts.requests / 4 + 1, true).await?;
-    let ttft_gateway = sequential(&through, opts.requests / 4 + 1, true).await?;
-    let duration = Duration::from_secs(opts.seconds);
-    let (rate_direct, _, _) = open_loop(&direct, opts.rate, duration).await;
-    let (rate_gateway, errors, served) = open_loop(&through, opts.rate, duration).await;
+    let c1 = sequential(target, opts.requests, false).await?;
+    let ttft = sequential(target, opts.requests / 4 + 1, true).await?;
+    let cpu_before = target.pid.map(cpu_seconds).transpose()?;
+    let (rate, errors, served) =
+        open_loop(target, opts.rate, Duration::from_secs(opts.seconds)).await;
+    let cpu_us_per_request = match (target.pid, cpu_before) {
+        (Some(pid), Some(before)) if served > 0 => {
+            Some((cpu_seconds(pid)? - before) * 1e6 / served as f64)
+        }
+        _ => None,
+    };
+    Ok(Figures {
+        c1,
+        ttft,
+        rate,
+        errors,
+        served,
+        cpu_us_per_request,
+    })
+}
+
+fn report(
+    opts: &Options,
+    idle_rss: f64,
+    direct: &Figures,
+    gateway: &Figures,
+    relay: &Figures,
+) -> Value {
     let us = |d: &[Duration], p: f64| quantile_ms(d, p) * 1000.0;
-    Ok(json!({
+    // What `f` adds over calling the upstream direct, at quantile `p` of a phase.
+    let added = |f: &Figures, phase: fn(&Figures) -> &[Duration], p: f64| {
+        us(phase(f), p) - us(phase(direct), p)
+    };
+    let (c1, ttft, rate) = (Figures::c1, Figures::ttft, Figures::rate);
+    json!({
         "bench": "gateway",
         "idleRssMiB": idle_rss,
-        "c1DirectP50Us": us(&c1_direct, 0.5),
-        "c1DirectP99Us": us(&c1_direct, 0.99),
-        "c1GatewayP50Us": us(&c1_gateway, 0.5),
-        "c1GatewayP99Us": us(&c1_gateway, 0.99),
-        "c1AddedP50Us": us(&c1_gateway, 0.5) - us(&c1_direct, 0.5),
-        "c1AddedP99Us": us(&c1_gateway, 0.99) - us(&c1_direct, 0.99),
+        "c1DirectP50Us": us(&direct.c1, 0.5),
+        "c1DirectP99Us": us(&direct.c1, 0.99),
+        "c1GatewayP50Us": us(&gateway.c1, 0.5),
+        "c1GatewayP99Us": us(&gateway.c1, 0.99),
+        "c1AddedP50Us": added(gateway, c1, 0.5),
+        "c1AddedP99Us": added(gateway, c1, 0.99),
         "rateOffered": opts.rate,
         "rateSeconds": opts.seconds,
-        "rateRps": served as f64 / duration.as_secs_f64(),
-        "rateErrors": errors,
-        "rateDirectP99Us": us(&rate_direct, 0.99),
-        "rateGatewayP50Us": us(&rate_gateway, 0.5),
-        "rateGatewayP99Us": us(&rate_gateway, 0.99),
-        "rateAddedP99Us": us(&rate_gateway, 0.99) - us(&rate_direct, 0.99),
-        "streamTtftDirectP99Us": us(&ttft_direct, 0.99),
-        "streamTtftGatewayP99Us": us(&ttft_gateway, 0.99),
-        "streamTtftAddedP99Us": us(&ttft_gateway, 0.99) - us(&ttft_direct, 0.99),
-    }))
+        "rateRps": gateway.served as f64 / opts.seconds as f64,
+        "rateErrors": gateway.errors,
+        "rateDirectP99Us": us(&direct.rate, 0.99),
+        "rateGatewayP50Us": us(&gateway.rate, 0.5),
+        "rateGatewayP99Us": us(&gateway.rate, 0.99),
+        "rateAddedP99Us": added(gateway, rate, 0.99),
+        "rateCpuUsPerRequest": gateway.cpu_us_per_request,
+        "streamTtftDirectP99Us": us(&direct.ttft, 0.99),
+        "streamTtftGatewayP99Us": us(&gateway.ttft, 0.99),
+        "streamTtftAddedP99Us": added(gateway, ttft, 0.99),
+        "relayC1AddedP50Us": added(relay, c1, 0.5),
+        "relayC1AddedP99Us": added(relay, c1, 0.99),
+        "relayRateErrors": relay.errors,
+        "relayRateAddedP99Us": added(relay, rate, 0.99),
+        "relayRateCpuUsPerRequest": relay.cpu_us_per_request,
+        "relayStreamTtftAddedP99Us": added(relay, ttft, 0.99),
+    })
 }
+
+/// User plus system CPU time of process `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and
+    // 15th of the whole line, in clock ticks.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> Result<f64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .context("malformed /proc stat")
+    };
+    Ok((ticks(11)? + ticks(12)?) / CLOCK_TICKS_PER_SECOND)
+}
+
+/// `sysconf(_SC_CLK_TCK)`: 100 on every Linux architecture the mesh builds for.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 #[derive(Clone)]
 struct Target {
     client: reqwest::Client,
     url: String,
     key: Option<String>,
+    /// The process serving it, when it has one of its own.
+    pid: Option<u32>,
 }
 
 impl Target {
-    fn new(client: &reqwest::Client, url: &str, key: Option<&str>) -> Self {
+    fn new(client: &reqwest::Client, url: &str, key: Option<&str>, pid: Option<u32>) -> Self {
         Target {
             client: client.clone(),
             url: url.to_string(),
             key: key.map(str::to_string),
+            pid,
         }
     }
 
@@ -281,9 +400,6 @@ async fn admin_key(dir: &std::path::Path) -> Result<String> {
 
 /// `mesh serve routing-gateway` on a free port, fronting the upstream.
 fn start_gateway(dir: &std::path::Path, upstream: &str) -> Result<(Child, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
     let config = dir.join("bench.toml");
     std::fs::write(
         &config,
@@ -291,33 +407,17 @@ fn start_gateway(dir: &std::path::Path, upstream: &str) -> Result<(Child, String
             "[[gateway.providers]]\nname = \"bench\"\nkind = \"openai\"\nbase_url = \"{upstream}/v1\"\nmodels = [\"{MODEL}\"]\n"
         ),
     )?;
-    let child = Command::new(std::env::current_exe()?)
-        .args([
-            "serve",
-            "routing-gateway",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("MESH_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start `mesh serve routing-gateway`")?;
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok((child, url));
-        }
-        if Instant::now() > deadline {
-            bail!("the gateway process did not start listening on {url}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    super::relay::spawn_listening(
+        &[
+            "serve".as_ref(),
+            "routing-gateway".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--data-dir".as_ref(),
+            dir.as_os_str(),
+        ],
+        "`mesh serve routing-gateway`",
+    )
 }
 
 fn rss_mib(pid: u32) -> Result<f64> {

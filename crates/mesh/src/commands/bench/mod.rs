@@ -4,6 +4,7 @@ mod gateway;
 mod policy;
 mod provenance;
 mod queue;
+mod relay;
 mod tasks;
 
 use crate::cli::{BenchCommand, GlobalArgs};
@@ -26,6 +27,7 @@ pub async fn run(g: &GlobalArgs, cmd: BenchCommand) -> Result<ExitCode> {
             };
             gateway::run(g, opts).await
         }
+        BenchCommand::Relay { listen, upstream } => relay::serve(listen, upstream).await,
         BenchCommand::Policy {
             inputs,
             requests,
