@@ -83,20 +83,29 @@ pub struct PreparedDraft {
     draft: EventDraft,
     id: Uuid,
     digest: Sha256,
+    /// The payload as canonical JSON, written for the digest and kept for the store,
+    /// which would otherwise serialise the payload again.
+    payload_json: String,
 }
 
 impl From<EventDraft> for PreparedDraft {
     fn from(draft: EventDraft) -> Self {
         let id = Uuid::now_v7();
-        let digest = digest_head(&draft.action, &draft.actor, id, &draft.payload);
-        Self { draft, id, digest }
+        let (digest, payload_json) = digest_head(&draft.action, &draft.actor, id, &draft.payload);
+        Self {
+            draft,
+            id,
+            digest,
+            payload_json,
+        }
     }
 }
 
 /// The digest over `{"action":…,"actor":…,"id":…,"payload":…,"prevHash":` — the
-/// members that precede the event's place in the log.
-fn digest_head(action: &str, actor: &str, id: Uuid, payload: &Value) -> Sha256 {
-    let mut out = String::with_capacity(256);
+/// members that precede the event's place in the log — and the payload's canonical
+/// JSON.
+fn digest_head(action: &str, actor: &str, id: Uuid, payload: &Value) -> (Sha256, String) {
+    let mut out = String::with_capacity(128);
     out.push_str("{\"action\":");
     canonical::write_string(&mut out, action);
     out.push_str(",\"actor\":");
@@ -104,25 +113,33 @@ fn digest_head(action: &str, actor: &str, id: Uuid, payload: &Value) -> Sha256 {
     out.push_str(",\"id\":");
     canonical::write_string(&mut out, &id.hyphenated().to_string());
     out.push_str(",\"payload\":");
-    canonical::write_value(&mut out, payload);
-    out.push_str(",\"prevHash\":");
-    Sha256::new_with_prefix(out.as_bytes())
+    let mut digest = Sha256::new_with_prefix(out.as_bytes());
+    let payload_json = canonical::to_string(payload);
+    digest.update(payload_json.as_bytes());
+    digest.update(b",\"prevHash\":");
+    (digest, payload_json)
 }
 
 impl ProvenanceEvent {
     /// Places a draft at position `seq` after the event whose hash is `prev_hash`.
     pub fn seal(draft: EventDraft, seq: i64, prev_hash: &str, timestamp: Timestamp) -> Self {
-        Self::seal_prepared(draft.into(), seq, prev_hash, timestamp)
+        Self::seal_prepared(draft.into(), seq, prev_hash, timestamp).0
     }
 
-    /// [`Self::seal`] for a draft prepared beforehand.
+    /// [`Self::seal`] for a draft prepared beforehand; also returns the payload as
+    /// canonical JSON, which is what a store writes (it parses back to the same value).
     pub fn seal_prepared(
         prepared: PreparedDraft,
         seq: i64,
         prev_hash: &str,
         timestamp: Timestamp,
-    ) -> Self {
-        let PreparedDraft { draft, id, digest } = prepared;
+    ) -> (Self, String) {
+        let PreparedDraft {
+            draft,
+            id,
+            digest,
+            payload_json,
+        } = prepared;
         let mut event = ProvenanceEvent {
             seq,
             id,
@@ -137,7 +154,7 @@ impl ProvenanceEvent {
             hash: String::new(),
         };
         event.hash = event.finish_hash(digest);
-        event
+        (event, payload_json)
     }
 
     /// The hash this event's content commits to, whatever its stored `hash` says.
@@ -148,12 +165,8 @@ impl ProvenanceEvent {
     /// runs for every event, and copying the payload into a new object was a tenth of
     /// the store writer's time.
     pub fn compute_hash(&self) -> String {
-        self.finish_hash(digest_head(
-            &self.action,
-            &self.actor,
-            self.id,
-            &self.payload,
-        ))
+        let (digest, _) = digest_head(&self.action, &self.actor, self.id, &self.payload);
+        self.finish_hash(digest)
     }
 
     /// Completes a digest of the members up to `prevHash` with the rest.

@@ -35,7 +35,8 @@ pub(crate) async fn append_in_tx(
     let now = mesh_types::time::now();
     let mut sealed = Vec::with_capacity(drafts.len());
     for draft in drafts {
-        let event = ProvenanceEvent::seal_prepared(draft, head.count + 1, &head.last_hash, now);
+        let (event, _) =
+            ProvenanceEvent::seal_prepared(draft, head.count + 1, &head.last_hash, now);
         head.count = event.seq;
         head.last_hash = event.hash.clone();
         sealed.push(event);

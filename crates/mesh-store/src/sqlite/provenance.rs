@@ -1,5 +1,5 @@
 use super::SqliteStore;
-use super::rows::{fmt_ts, json, opt_uuid, to_json, ts, uuid};
+use super::rows::{fmt_ts, json, opt_uuid, ts, uuid};
 use crate::{ProvenanceLog, Result, StoreError, StoredCheckpoint};
 use async_trait::async_trait;
 use mesh_types::provenance::ChainHead;
@@ -27,7 +27,7 @@ pub(crate) fn append_in_tx<D: Into<PreparedDraft>>(
     let now = mesh_types::time::now();
     let mut sealed = Vec::with_capacity(drafts.len());
     for draft in drafts {
-        let event =
+        let (event, payload_json) =
             ProvenanceEvent::seal_prepared(draft.into(), head.count + 1, &head.last_hash, now);
         insert.execute(params![
             event.seq,
@@ -38,7 +38,7 @@ pub(crate) fn append_in_tx<D: Into<PreparedDraft>>(
             event.task_id.map(|t| t.to_string()),
             event.subject_type,
             event.subject_id,
-            to_json(&event.payload),
+            payload_json,
             event.prev_hash,
             event.hash,
         ])?;
