@@ -36,3 +36,13 @@ test_emails_and_keys_are_masked_on_egress if {
 		r.strategy == "mask"
 	}
 }
+
+test_github_tokens_are_masked if {
+	d := decision with input as egress("billing.internal", {"token": "ghp_0123456789abcdefghij"})
+	d.action == "allow_with_redactions"
+	count(d.redactions) == 1
+}
+
+test_text_with_an_at_sign_but_no_address_is_left_alone if {
+	decision.action == "allow" with input as egress("billing.internal", "meet @ noon, task-list_ready")
+}
