@@ -31,6 +31,8 @@ const QUEUE: usize = 4096;
 const BATCH: usize = 256;
 /// Objects written side by side.
 const WRITERS: usize = 16;
+/// How long a batch waits for more payloads after its first.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 /// Object names remembered as stored (see `Inner::known`).
 const KNOWN: usize = 8192;
 /// How long an object is remembered as stored.
@@ -120,6 +122,16 @@ impl Archive {
                 // the archive at one object per round trip.
                 let mut jobs = Vec::with_capacity(BATCH);
                 while rx.recv_many(&mut jobs, BATCH).await > 0 {
+                    // What arrives within LINGER joins the batch. Sleeping rather than
+                    // waiting on the channel means a submit only queues: waking this
+                    // task for every payload cost a thread wake-up per model call.
+                    tokio::time::sleep(LINGER).await;
+                    while jobs.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
                     let mut puts: Vec<(&'static str, String, Vec<u8>)> = Vec::new();
                     let mut flushes = Vec::new();
                     for job in jobs.drain(..) {

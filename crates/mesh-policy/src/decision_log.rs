@@ -32,18 +32,14 @@ impl DecisionLogger {
                 let mut batch = first;
                 // A commit costs the writer far more than an event does, so events that
                 // arrive within LINGER of the first share its commit (nobody waits on
-                // it: callers only queue).
-                let deadline = tokio::time::Instant::now() + LINGER;
+                // it: callers only queue). The writer sleeps through the linger instead
+                // of waiting on the channel: a sender then only queues, where waking
+                // this task for every event cost a thread wake-up per model call.
+                tokio::time::sleep(LINGER).await;
                 while batch.len() < BATCH {
                     match rx.try_recv() {
                         Ok(events) => batch.extend(events),
-                        Err(mpsc::error::TryRecvError::Disconnected) => break,
-                        Err(mpsc::error::TryRecvError::Empty) => {
-                            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                                Ok(Some(events)) => batch.extend(events),
-                                Ok(None) | Err(_) => break,
-                            }
-                        }
+                        Err(_) => break,
                     }
                 }
                 if let Err(e) = store.provenance.append(batch).await {
