@@ -34,19 +34,21 @@ pub(crate) async fn append_in_tx(
     };
     let now = mesh_types::time::now();
     let mut sealed = Vec::with_capacity(drafts.len());
+    let mut payloads = Vec::with_capacity(drafts.len());
     for draft in drafts {
-        let (event, _) =
+        let (event, payload_json) =
             ProvenanceEvent::seal_prepared(draft, head.count + 1, &head.last_hash, now);
         head.count = event.seq;
         head.last_hash = event.hash.clone();
         sealed.push(event);
+        payloads.push(payload_json);
     }
     let advance = tx
         .prepare_cached("UPDATE provenance_head SET count = $1, last_hash = $2 WHERE id = 1")
         .await?;
     // Pipelined: the events and the head's advance go out together, one round trip
     // while the head is held (either order is right: this transaction holds the head).
-    futures_util::future::try_join(insert_events(tx, &sealed), async {
+    futures_util::future::try_join(insert_events(tx, &sealed, &payloads), async {
         tx.execute(&advance, &[&head.count, &head.last_hash])
             .await
             .map_err(Into::into)
@@ -57,7 +59,13 @@ pub(crate) async fn append_in_tx(
 
 /// All of a transaction's events in one statement (columns as arrays, `UNNEST`ed):
 /// one round trip instead of one per event, while the head's row lock is held.
-async fn insert_events(tx: &Transaction<'_>, events: &[ProvenanceEvent]) -> Result<()> {
+/// `payloads` are the events' payloads as the canonical JSON their hashes were computed
+/// over (sent as text and cast, so they are not serialised again while the head is held).
+async fn insert_events(
+    tx: &Transaction<'_>,
+    events: &[ProvenanceEvent],
+    payloads: &[String],
+) -> Result<()> {
     fn column<'a, T>(
         events: &'a [ProvenanceEvent],
         f: impl Fn(&'a ProvenanceEvent) -> T,
@@ -68,7 +76,7 @@ async fn insert_events(tx: &Transaction<'_>, events: &[ProvenanceEvent]) -> Resu
         .prepare_cached(&format!(
             "INSERT INTO provenance_events ({EVENT_COLUMNS})
              SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[],
-               $5::text[], $6::uuid[], $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[])"
+               $5::text[], $6::uuid[], $7::text[], $8::text[], $9::text[]::jsonb[], $10::text[], $11::text[])"
         ))
         .await?;
     tx.execute(
@@ -82,7 +90,7 @@ async fn insert_events(tx: &Transaction<'_>, events: &[ProvenanceEvent]) -> Resu
             &column(events, |e| e.task_id),
             &column(events, |e| e.subject_type.as_str()),
             &column(events, |e| e.subject_id.as_deref()),
-            &column(events, |e| &e.payload),
+            &payloads,
             &column(events, |e| e.prev_hash.as_str()),
             &column(events, |e| e.hash.as_str()),
         ],
