@@ -64,12 +64,15 @@ impl BudgetsConfig {
         agent: Option<&Agent>,
         task: Option<Uuid>,
     ) -> Vec<BudgetScope> {
-        let day = mesh_types::time::now().format("%Y-%m-%d").to_string();
+        // Scope names are built only for the limits that are set: formatting the day on
+        // every call showed in profiles of a gateway with no budgets at all.
+        let day = std::cell::OnceCell::new();
+        let day = || day.get_or_init(|| mesh_types::time::now().format("%Y-%m-%d").to_string());
         let mut out = Vec::new();
-        let mut add = |scope: String, tokens: Option<i64>, cost: Option<f64>| {
+        let mut add = |scope: &dyn Fn() -> String, tokens: Option<i64>, cost: Option<f64>| {
             if tokens.is_some() || cost.is_some() {
                 out.push(BudgetScope {
-                    scope,
+                    scope: scope(),
                     token_limit: tokens,
                     cost_limit_micros: cost.map(micros),
                 });
@@ -77,20 +80,20 @@ impl BudgetsConfig {
         };
         if let Some(task) = task {
             add(
-                format!("task:{task}"),
+                &|| format!("task:{task}"),
                 self.per_task_tokens,
                 self.per_task_cost,
             );
         }
         add(
-            format!("tenant:{}:{day}", principal.tenant),
+            &|| format!("tenant:{}:{}", principal.tenant, day()),
             self.per_tenant_daily_tokens,
             self.per_tenant_daily_cost,
         );
         if let Some(agent) = agent {
             let tier = agent.risk_tier.as_str();
             add(
-                format!("tier:{tier}:{day}"),
+                &|| format!("tier:{tier}:{}", day()),
                 self.per_risk_tier_daily_tokens.get(tier).copied(),
                 self.per_risk_tier_daily_cost.get(tier).copied(),
             );
@@ -146,5 +149,85 @@ pub async fn settle(store: &Store, reservation: Option<Reservation>, used: Spend
         && let Err(e) = store.budgets.settle(&r.scopes, r.spend, used).await
     {
         tracing::error!(error = %e, "could not settle a budget reservation");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_types::{AgentRole, AgentStatus, RiskTier};
+
+    fn principal() -> Principal {
+        Principal {
+            key_id: Uuid::now_v7(),
+            name: "caller".into(),
+            roles: vec![],
+            tenant: "acme".into(),
+        }
+    }
+
+    fn agent(tier: RiskTier) -> Agent {
+        Agent {
+            id: Uuid::now_v7(),
+            name: "coder-1".into(),
+            version: "1".into(),
+            role: AgentRole::Coder,
+            risk_tier: tier,
+            capabilities: vec![],
+            model_preference: None,
+            cost_profile: None,
+            status: AgentStatus::Active,
+            registered_at: mesh_types::time::now(),
+            last_heartbeat: None,
+            max_concurrency: None,
+            draining_since: None,
+            a2a: None,
+        }
+    }
+
+    #[test]
+    fn a_call_falls_in_the_scopes_whose_limits_are_set() {
+        let task = Uuid::now_v7();
+        let config = BudgetsConfig {
+            per_task_tokens: Some(100),
+            per_tenant_daily_cost: Some(2.5),
+            per_risk_tier_daily_tokens: [("high".to_string(), 50)].into(),
+            ..Default::default()
+        };
+        let today = || mesh_types::time::now().format("%Y-%m-%d").to_string();
+        let before = today();
+        let scopes = config.scopes(&principal(), Some(&agent(RiskTier::High)), Some(task));
+        // The day is the one the call was made on (either side of a midnight).
+        let day = if scopes[1].scope.ends_with(&before) {
+            before
+        } else {
+            today()
+        };
+        let named: Vec<_> = scopes
+            .iter()
+            .map(|s| (s.scope.as_str(), s.token_limit, s.cost_limit_micros))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (format!("task:{task}").as_str(), Some(100), None),
+                (format!("tenant:acme:{day}").as_str(), None, Some(2_500_000)),
+                (format!("tier:high:{day}").as_str(), Some(50), None),
+            ]
+        );
+        // A tier without a limit, and no task: only the tenant's scope.
+        let scopes = config.scopes(&principal(), Some(&agent(RiskTier::Low)), None);
+        assert_eq!(scopes.len(), 1);
+        assert!(scopes[0].scope.starts_with("tenant:acme:"));
+    }
+
+    #[test]
+    fn no_limits_means_no_scopes() {
+        let scopes = BudgetsConfig::default().scopes(
+            &principal(),
+            Some(&agent(RiskTier::Critical)),
+            Some(Uuid::now_v7()),
+        );
+        assert!(scopes.is_empty());
     }
 }
