@@ -71,7 +71,7 @@ pub fn spawn_listening(args: &[&std::ffi::OsStr], what: &str) -> Result<(Child, 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new(std::env::current_exe()?)
+    let mut child = Command::new(std::env::current_exe()?)
         .args(args)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
@@ -86,8 +86,13 @@ pub fn spawn_listening(args: &[&std::ffi::OsStr], what: &str) -> Result<(Child, 
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok((child, url));
         }
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited ({status}) before listening on {url}");
+        }
         if Instant::now() > deadline {
-            bail!("{what} did not start listening on {url}");
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} did not start listening on {url} within 30 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -137,6 +142,19 @@ mod tests {
         assert_eq!(
             reply.text().await.unwrap(),
             r#"application/json|{"model":"m"}"#
+        );
+    }
+
+    #[test]
+    fn a_process_that_exits_before_listening_is_reported_at_once() {
+        // In a test the current executable is the test harness, which refuses an
+        // option it does not know and exits.
+        let started = Instant::now();
+        let err = spawn_listening(&["--no-such-option".as_ref()], "the harness").unwrap_err();
+        assert!(err.to_string().contains("exited"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "it waited out the deadline"
         );
     }
 
