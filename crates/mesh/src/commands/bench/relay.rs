@@ -148,14 +148,10 @@ mod tests {
     #[test]
     fn a_process_that_exits_before_listening_is_reported_at_once() {
         // In a test the current executable is the test harness, which refuses an
-        // option it does not know and exits.
-        let started = Instant::now();
+        // option it does not know and exits. (Waiting out the deadline would fail
+        // with "did not start listening" instead.)
         let err = spawn_listening(&["--no-such-option".as_ref()], "the harness").unwrap_err();
         assert!(err.to_string().contains("exited"), "{err}");
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "it waited out the deadline"
-        );
     }
 
     #[tokio::test]
