@@ -38,7 +38,7 @@ pub async fn run(g: &GlobalArgs, opts: Options) -> Result<ExitCode> {
         let (gateway, gateway_url) = start_gateway(&scratch, &upstream)?;
         let gateway_pid = gateway.id();
         children.push(gateway);
-        let (relay, relay_url) = super::relay::spawn_listening(
+        let (relay, relay_url) = super::spawn_listening(
             &[
                 "bench".as_ref(),
                 "relay".as_ref(),
@@ -241,7 +241,8 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / CLOCK_TICKS_PER_SECOND)
 }
 
-/// `sysconf(_SC_CLK_TCK)`: 100 on every Linux architecture the mesh builds for.
+/// The unit of /proc's CPU times: USER_HZ, which Linux fixes at 100 for what it
+/// reports to user space whatever the kernel's own tick rate.
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 #[derive(Clone)]
@@ -407,7 +408,7 @@ fn start_gateway(dir: &std::path::Path, upstream: &str) -> Result<(Child, String
             "[[gateway.providers]]\nname = \"bench\"\nkind = \"openai\"\nbase_url = \"{upstream}/v1\"\nmodels = [\"{MODEL}\"]\n"
         ),
     )?;
-    super::relay::spawn_listening(
+    super::spawn_listening(
         &[
             "serve".as_ref(),
             "routing-gateway".as_ref(),

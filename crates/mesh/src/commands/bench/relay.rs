@@ -4,14 +4,13 @@
 //! call is what any relay of these parts adds on this machine, so what the gateway adds
 //! beyond it is the gateway's own work.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// Serves `POST /v1/chat/completions` on `listen`, passing each body to `upstream` and
 /// the reply back as it arrives (streams included).
@@ -65,39 +64,6 @@ async fn relay(client: &reqwest::Client, url: &str, headers: &HeaderMap, body: B
     }
 }
 
-/// Starts `mesh` with `args` plus `--listen 127.0.0.1:PORT` on a free port, and waits
-/// until it accepts connections. Returns the process and its base URL.
-pub fn spawn_listening(args: &[&std::ffi::OsStr], what: &str) -> Result<(Child, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(args)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("MESH_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("cannot start {what}"))?;
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok((child, url));
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("{what} exited ({status}) before listening on {url}");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{what} did not start listening on {url} within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,15 +109,6 @@ mod tests {
             reply.text().await.unwrap(),
             r#"application/json|{"model":"m"}"#
         );
-    }
-
-    #[test]
-    fn a_process_that_exits_before_listening_is_reported_at_once() {
-        // In a test the current executable is the test harness, which refuses an
-        // option it does not know and exits. (Waiting out the deadline would fail
-        // with "did not start listening" instead.)
-        let err = spawn_listening(&["--no-such-option".as_ref()], "the harness").unwrap_err();
-        assert!(err.to_string().contains("exited"), "{err}");
     }
 
     #[tokio::test]
