@@ -143,23 +143,36 @@ pub(super) fn ids(conn: &Connection, sql: &str, args: Vec<String>) -> Result<Vec
 /// The claim ranking for `req`, fetching up to `fetch` task ids: the SQL and its
 /// arguments. Tasks the agent failed last go last; then priority aged by waiting time.
 /// Ageing cannot be indexed (it depends on now), so only a bounded set of candidates
-/// is ranked: the highest-priority and the longest-waiting claimable tasks. The winner
-/// by aged priority is always among them, or ties them.
+/// is ranked: per task type, the highest-priority and the longest-waiting claimable
+/// tasks. A task in neither set is ranked once the tasks ahead of it on both counts
+/// are claimed (each claim takes the best of the candidates; nothing waits forever,
+/// since every task becomes one of the longest-waiting).
+///
+/// Each candidate scan names its index and takes one type: without statistics the
+/// planner would range-scan every claimable task by `available_at` and sort them all
+/// to find the highest priorities, a cost that grows with the backlog.
 pub(super) fn candidate_query(req: &ClaimRequest, fetch: usize) -> (String, Vec<String>) {
-    let types = (0..req.task_types.len())
-        .map(|i| format!("?{}", i + 4))
+    let scans = (0..req.task_types.len())
+        .flat_map(|i| {
+            let claimable = |index: &str, order: &str| {
+                format!(
+                    "SELECT * FROM (SELECT id, priority, available_at, last_failed_agent
+                       FROM tasks INDEXED BY {index}
+                       WHERE status = 'queued' AND type = ?{ty} AND available_at <= ?1
+                         AND (deadline IS NULL OR deadline >= ?1)
+                       ORDER BY {order} LIMIT {CANDIDATES})",
+                    ty = i + 4
+                )
+            };
+            [
+                claimable("tasks_claim_priority", "priority DESC, available_at"),
+                claimable("tasks_claimable", "available_at"),
+            ]
+        })
         .collect::<Vec<_>>()
-        .join(", ");
-    let claimable = format!(
-        "SELECT id, priority, available_at, last_failed_agent FROM tasks
-         WHERE status = 'queued' AND available_at <= ?1 AND type IN ({types})
-           AND (deadline IS NULL OR deadline >= ?1)"
-    );
+        .join(" UNION ");
     let sql = format!(
-        "SELECT id FROM (
-           SELECT * FROM ({claimable} ORDER BY priority DESC, available_at LIMIT {CANDIDATES})
-           UNION
-           SELECT * FROM ({claimable} ORDER BY available_at LIMIT {CANDIDATES}))
+        "SELECT id FROM ({scans})
          ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = ?2) ASC,
                   priority + (julianday(?1) - julianday(available_at)) * 86400.0 / ?3 DESC,
                   id ASC
@@ -474,5 +487,49 @@ impl QueueStore for SqliteStore {
         })
         .await
         .inspect(|_| self.signal_work())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::SqliteOptions;
+
+    /// Each candidate scan reads its index in order and stops at its limit: the only
+    /// sorts are the union's dedup and the final ranking of the bounded candidates. A
+    /// per-type sort would mean reading every claimable task of that type.
+    #[tokio::test]
+    async fn the_candidate_scans_need_no_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(SqliteOptions {
+            path: dir.path().join("m.db"),
+            synchronous_full: false,
+        })
+        .await
+        .unwrap();
+        let req = ClaimRequest {
+            agent_id: Uuid::now_v7(),
+            agent_name: "a".into(),
+            task_types: vec!["a".into(), "b".into()],
+            limit: 10,
+            lease_ms: 1_000,
+            now: mesh_types::time::now(),
+            ageing_secs: 60,
+        };
+        let (sql, args) = candidate_query(&req, 10);
+        let plan: Vec<String> = store
+            .read(move |conn| {
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = stmt.query_map(params_from_iter(args), |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+            .unwrap();
+        let sorts = plan.iter().filter(|l| l.contains("FOR ORDER BY")).count();
+        assert_eq!(sorts, 1, "only the final ranking sorts: {plan:#?}");
+        let scans = plan
+            .iter()
+            .filter(|l| l.starts_with("SEARCH tasks USING INDEX"));
+        assert_eq!(scans.count(), 4, "two index scans per type: {plan:#?}");
     }
 }
