@@ -86,6 +86,8 @@ pub struct PreparedDraft {
     /// The payload as canonical JSON, written for the digest and kept for the store,
     /// which would otherwise serialise the payload again.
     payload_json: String,
+    /// Whether the payload's value was dropped (see [`Self::detach`]).
+    detached: bool,
 }
 
 impl From<EventDraft> for PreparedDraft {
@@ -97,7 +99,22 @@ impl From<EventDraft> for PreparedDraft {
             id,
             digest,
             payload_json,
+            detached: false,
         }
+    }
+}
+
+impl PreparedDraft {
+    /// Drops the payload's value now, on the caller's thread, keeping its canonical
+    /// JSON (all a store writes). A store's writer is its one serial resource, and
+    /// freeing payload trees was 9% of its time under `mesh bench queue`.
+    /// `ProvenanceEvent::seal_prepared` parses a detached payload back, so its event
+    /// is the same; `ProvenanceEvent::seal_for_store` leaves it `null`.
+    pub fn detach(mut self) -> Self {
+        // Replaced, so the old value is dropped here rather than where it is sealed.
+        drop(std::mem::take(&mut self.draft.payload));
+        self.detached = true;
+        self
     }
 }
 
@@ -134,11 +151,30 @@ impl ProvenanceEvent {
         prev_hash: &str,
         timestamp: Timestamp,
     ) -> (Self, String) {
+        let detached = prepared.detached;
+        let (mut event, payload_json) = Self::seal_for_store(prepared, seq, prev_hash, timestamp);
+        if detached {
+            // Canonical JSON parses back to the value it was written from.
+            event.payload = serde_json::from_str(&payload_json).unwrap_or(Value::Null);
+        }
+        (event, payload_json)
+    }
+
+    /// [`Self::seal_prepared`] for a store that writes the payload's JSON and discards
+    /// the event: a detached draft's payload stays `null` in the returned event rather
+    /// than being parsed back.
+    pub fn seal_for_store(
+        prepared: PreparedDraft,
+        seq: i64,
+        prev_hash: &str,
+        timestamp: Timestamp,
+    ) -> (Self, String) {
         let PreparedDraft {
             draft,
             id,
             digest,
             payload_json,
+            detached: _,
         } = prepared;
         let mut event = ProvenanceEvent {
             seq,
@@ -409,6 +445,27 @@ mod tests {
             assert_eq!(e.hash, hash_of_object(&e), "event {i}");
             assert_eq!(e.compute_hash(), e.hash, "event {i}");
         }
+    }
+
+    /// A detached draft seals to the same event: same hash and stored JSON, and
+    /// `seal_prepared` gives the payload back; `seal_for_store` leaves it null.
+    #[test]
+    fn a_detached_draft_seals_to_the_same_event() {
+        let draft = EventDraft::new("policy_decision", "gate", "policy", Some("d".into()))
+            .task(Uuid::now_v7())
+            .payload(json!({"input": {"b": [1, 2.5, null], "a": "x"}, "n": -7}));
+        let now = crate::time::now();
+        let kept = PreparedDraft::from(draft);
+        let detached = kept.clone().detach();
+        let (whole, whole_json) = ProvenanceEvent::seal_prepared(kept, 3, GENESIS_HASH, now);
+        let (back, back_json) =
+            ProvenanceEvent::seal_prepared(detached.clone(), 3, GENESIS_HASH, now);
+        assert_eq!(back, whole);
+        assert_eq!(back_json, whole_json);
+        let (stored, stored_json) = ProvenanceEvent::seal_for_store(detached, 3, GENESIS_HASH, now);
+        assert_eq!(stored.hash, whole.hash);
+        assert_eq!(stored_json, whole_json);
+        assert!(stored.payload.is_null());
     }
 
     fn verify(events: &[ProvenanceEvent], head: &ChainHead) -> Result<i64, Breach> {

@@ -1,5 +1,5 @@
 use super::SqliteStore;
-use super::provenance::append_in_tx;
+use super::provenance::record_in_tx;
 use super::rows::{self, fmt_ts, json, opt_json, opt_ts, parsed, to_json, ts, uuid};
 use crate::{AgentStore, EventFor, EventsFor, Result, StoreError};
 use async_trait::async_trait;
@@ -84,7 +84,7 @@ impl AgentStore for SqliteStore {
                     agent.draining_since.as_ref().map(fmt_ts),
                     agent.a2a.as_ref().map(to_json),
                 ],)?;
-            append_in_tx(tx, audit)?;
+            record_in_tx(tx, audit)?;
             Ok(())
         })
         .await
@@ -141,7 +141,7 @@ impl AgentStore for SqliteStore {
                         "UPDATE agents SET status = 'active', last_heartbeat = ?2 WHERE id = ?1",
                     )?
                     .execute(params![id.to_string(), fmt_ts(&now)])?;
-                    append_in_tx(tx, vec![on_recovery])?;
+                    record_in_tx(tx, vec![on_recovery])?;
                 }
                 AgentStatus::Active | AgentStatus::Busy => {
                     tx.prepare_cached("UPDATE agents SET last_heartbeat = ?2 WHERE id = ?1")?
@@ -163,7 +163,7 @@ impl AgentStore for SqliteStore {
             }
             tx.prepare_cached("UPDATE agents SET status = 'retired' WHERE id = ?1")?
                 .execute(params![id.to_string()])?;
-            append_in_tx(tx, audit)?;
+            record_in_tx(tx, audit)?;
             load(tx, id)
         })
         .await
@@ -184,7 +184,7 @@ impl AgentStore for SqliteStore {
                 .query_map(params![fmt_ts(&cutoff)], agent_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             expired.sort_by_key(|a| a.id);
-            append_in_tx(tx, expired.iter().map(|a| event(a)).collect())?;
+            record_in_tx(tx, expired.iter().map(|a| event(a)).collect())?;
             Ok(expired)
         })
         .await
@@ -219,7 +219,7 @@ impl AgentStore for SqliteStore {
             if agent.draining_since.is_none() {
                 tx.prepare_cached("UPDATE agents SET draining_since = ?2 WHERE id = ?1")?
                     .execute(params![id.to_string(), fmt_ts(&now)])?;
-                append_in_tx(tx, audit)?;
+                record_in_tx(tx, audit)?;
             }
             load(tx, id)
         })
@@ -236,7 +236,7 @@ impl AgentStore for SqliteStore {
                      RETURNING {AGENT_COLUMNS}"
                 ),
             )?;
-            append_in_tx(tx, retired.iter().flat_map(|a| events(a)).collect())?;
+            record_in_tx(tx, retired.iter().flat_map(|a| events(a)).collect())?;
             Ok(retired)
         })
         .await
@@ -254,7 +254,7 @@ impl AgentStore for SqliteStore {
                      RETURNING {AGENT_COLUMNS}"
                 ),
             )?;
-            append_in_tx(tx, changed.iter().map(|a| event(a)).collect())?;
+            record_in_tx(tx, changed.iter().map(|a| event(a)).collect())?;
             Ok(changed)
         })
         .await
@@ -287,7 +287,7 @@ impl AgentStore for SqliteStore {
             if changed == 0 {
                 return Ok(None);
             }
-            append_in_tx(tx, vec![event])?;
+            record_in_tx(tx, vec![event])?;
             load(tx, id).map(Some)
         })
         .await

@@ -1,5 +1,5 @@
 use super::SqliteStore;
-use super::provenance::{EVENT_COLUMNS, append_in_tx, event_from_row as provenance_event};
+use super::provenance::{EVENT_COLUMNS, event_from_row as provenance_event, record_in_tx};
 use super::rows::{fmt_ts, json, to_json, ts, uuid};
 use crate::{BusStore, GroupRead, Outgoing, Result};
 use async_trait::async_trait;
@@ -111,7 +111,7 @@ impl BusStore for SqliteStore {
                 tx.prepare_cached("INSERT INTO bus_cursors (name, position) VALUES (?1, ?2)
                      ON CONFLICT (name) DO UPDATE SET position = excluded.position")?.execute(params![name, position],)?;
             }
-            append_in_tx(tx, audit)?;
+            record_in_tx(tx, audit)?;
             Ok(published)
         })
         .await

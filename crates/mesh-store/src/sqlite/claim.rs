@@ -10,9 +10,9 @@
 //! decide on different tasks instead of racing for the same ones.
 
 use super::SqliteStore;
-use super::provenance::append_in_tx;
+use super::provenance::record_in_tx;
 use super::queue::{Staged, candidate_query, ids, lease, load};
-use crate::queue::{self as steps, ClaimGate, ClaimOutcome, GateVerdict};
+use crate::queue::{self as steps, ClaimGate, ClaimOutcome};
 use crate::{Result, StoreError};
 use mesh_types::enums::TaskStatus;
 use mesh_types::queue::ClaimRequest;
@@ -89,7 +89,7 @@ pub(crate) async fn claim_gated(
         .await?;
     let (reserved, tasks) = Reserved::take(in_flight, candidates);
     // Decide in rank order until `limit` tasks may go (refused ones are skipped).
-    let mut decided: Vec<(Task, GateVerdict)> = Vec::new();
+    let mut decided: Vec<(Task, Decided)> = Vec::new();
     let mut allowed = 0;
     for task in tasks {
         if allowed >= req.limit {
@@ -100,7 +100,16 @@ pub(crate) async fn claim_gated(
         }
         let verdict = gate(&task);
         allowed += u32::from(verdict.allow);
-        decided.push((task, verdict));
+        // The decision's event is prepared here, off the writer thread.
+        let audit = verdict.audit.map(|a| PreparedDraft::from(a).detach());
+        decided.push((
+            task,
+            Decided {
+                allow: verdict.allow,
+                reason: verdict.reason,
+                audit,
+            },
+        ));
     }
     let reserved_count = reserved.ids.len();
     let outcome = store
@@ -116,14 +125,14 @@ pub(crate) async fn claim_gated(
                 if !unchanged(&seen, &task) {
                     continue; // decided on an older version; a later claim decides again
                 }
-                staged.extend(verdict.audit.map(PreparedDraft::from));
+                staged.extend(verdict.audit);
                 if !verdict.allow {
                     out.refused.push(verdict.reason);
                     continue;
                 }
                 lease(tx, task, &req, &mut staged, &mut out)?;
             }
-            append_in_tx(tx, staged)?;
+            record_in_tx(tx, staged)?;
             Ok(out)
         })
         .await;
@@ -139,6 +148,13 @@ pub(crate) async fn claim_gated(
     outcome
 }
 
+/// A gate's verdict on one task, its event prepared for the write.
+struct Decided {
+    allow: bool,
+    reason: String,
+    audit: Option<PreparedDraft>,
+}
+
 /// Whether `now` is the version of the task a decision was made on, still claimable.
 fn unchanged(seen: &Task, now: &Task) -> bool {
     now.status == TaskStatus::Queued
@@ -150,7 +166,7 @@ fn unchanged(seen: &Task, now: &Task) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::QueueStore;
+    use crate::queue::{GateVerdict, QueueStore};
     use crate::sqlite::SqliteOptions;
     use crate::{ProvenanceLog, TaskStore};
     use mesh_types::{EventDraft, NewTask};

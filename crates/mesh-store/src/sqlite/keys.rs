@@ -1,5 +1,5 @@
 use super::SqliteStore;
-use super::provenance::append_in_tx;
+use super::provenance::record_in_tx;
 use super::rows::{fmt_ts, json, opt_ts, to_json, ts, uuid};
 use crate::{ApiKeyRecord, KeyStore, Result, StoreError};
 use async_trait::async_trait;
@@ -42,7 +42,7 @@ impl KeyStore for SqliteStore {
         let key = key.clone();
         self.write(move |tx| {
             insert(tx, &key)?;
-            append_in_tx(tx, audit)?;
+            record_in_tx(tx, audit)?;
             Ok(())
         })
         .await
@@ -58,7 +58,7 @@ impl KeyStore for SqliteStore {
                 return Ok(false);
             }
             insert(tx, &key)?;
-            append_in_tx(tx, audit)?;
+            record_in_tx(tx, audit)?;
             Ok(true)
         })
         .await
@@ -109,7 +109,7 @@ impl KeyStore for SqliteStore {
             }
             tx.prepare_cached("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1")?
                 .execute(params![id.to_string(), fmt_ts(&mesh_types::time::now())])?;
-            append_in_tx(tx, audit)?;
+            record_in_tx(tx, audit)?;
             Ok(ApiKeyRecord {
                 revoked: true,
                 ..key

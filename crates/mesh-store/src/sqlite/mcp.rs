@@ -1,5 +1,5 @@
 use super::SqliteStore;
-use super::provenance::append_in_tx;
+use super::provenance::record_in_tx;
 use super::rows::{conversion, fmt_ts, opt_json, parsed, to_json, ts, uuid};
 use super::tools::{TOOL_COLUMNS, insert_in_tx, tool_from_row};
 use crate::columns::{transport_columns, transport_from_columns};
@@ -74,7 +74,7 @@ impl McpServerStore for SqliteStore {
             for tool in &tools {
                 insert_in_tx(tx, tool)?;
             }
-            append_in_tx(tx, audit)?;
+            record_in_tx(tx, audit)?;
             Ok(())
         })
         .await
@@ -126,7 +126,7 @@ impl McpServerStore for SqliteStore {
             tx.prepare_cached("UPDATE mcp_servers SET status = 'retired' WHERE name = ?1")?
                 .execute(params![name])?;
             audit.extend(tools.iter().map(|t| tool_event(t)));
-            append_in_tx(tx, audit)?;
+            record_in_tx(tx, audit)?;
             Ok(McpServer {
                 status: McpServerStatus::Retired,
                 ..server

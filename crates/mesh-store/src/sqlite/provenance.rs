@@ -16,8 +16,32 @@ pub(crate) fn append_in_tx<D: Into<PreparedDraft>>(
     tx: &Transaction<'_>,
     drafts: Vec<D>,
 ) -> Result<Vec<ProvenanceEvent>> {
+    let mut sealed = Vec::with_capacity(drafts.len());
+    insert_sealed(tx, drafts, ProvenanceEvent::seal_prepared, |e| {
+        sealed.push(e)
+    })?;
+    Ok(sealed)
+}
+
+/// [`append_in_tx`] for a write that does not return the events: they are not built
+/// whole (a detached draft's payload is not parsed back).
+pub(crate) fn record_in_tx<D: Into<PreparedDraft>>(
+    tx: &Transaction<'_>,
+    drafts: Vec<D>,
+) -> Result<()> {
+    insert_sealed(tx, drafts, ProvenanceEvent::seal_for_store, drop)
+}
+
+type Seal = fn(PreparedDraft, i64, &str, mesh_types::time::Timestamp) -> (ProvenanceEvent, String);
+
+fn insert_sealed<D: Into<PreparedDraft>>(
+    tx: &Transaction<'_>,
+    drafts: Vec<D>,
+    seal: Seal,
+    mut sealed: impl FnMut(ProvenanceEvent),
+) -> Result<()> {
     if drafts.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let mut head = read_head(tx)?;
     let mut insert = tx.prepare_cached(
@@ -25,10 +49,8 @@ pub(crate) fn append_in_tx<D: Into<PreparedDraft>>(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     let now = mesh_types::time::now();
-    let mut sealed = Vec::with_capacity(drafts.len());
     for draft in drafts {
-        let (event, payload_json) =
-            ProvenanceEvent::seal_prepared(draft.into(), head.count + 1, &head.last_hash, now);
+        let (event, payload_json) = seal(draft.into(), head.count + 1, &head.last_hash, now);
         insert.execute(params![
             event.seq,
             event.id.to_string(),
@@ -44,17 +66,26 @@ pub(crate) fn append_in_tx<D: Into<PreparedDraft>>(
         ])?;
         head.count = event.seq;
         head.last_hash = event.hash.clone();
-        sealed.push(event);
+        sealed(event);
     }
     tx.prepare_cached("UPDATE provenance_head SET count = ?1, last_hash = ?2 WHERE id = 1")?
         .execute(params![head.count, head.last_hash])?;
-    Ok(sealed)
+    Ok(())
 }
 
 /// Prepares drafts before they are handed to the writer thread, so the part of their
 /// sealing that does not need the log's head runs on the caller's thread.
 pub(crate) fn prepare(drafts: Vec<EventDraft>) -> Vec<PreparedDraft> {
     drafts.into_iter().map(PreparedDraft::from).collect()
+}
+
+/// [`prepare`] for a write that records the events without returning them: their
+/// payload values are freed here too (see [`PreparedDraft::detach`]).
+pub(crate) fn prepare_detached(drafts: Vec<EventDraft>) -> Vec<PreparedDraft> {
+    drafts
+        .into_iter()
+        .map(|d| PreparedDraft::from(d).detach())
+        .collect()
 }
 
 fn read_head(conn: &Connection) -> Result<ChainHead> {

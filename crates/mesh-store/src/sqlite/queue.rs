@@ -1,5 +1,5 @@
 use super::SqliteStore;
-use super::provenance::append_in_tx;
+use super::provenance::record_in_tx;
 use super::rows::{fmt_ts, to_json};
 use super::tasks::{TASK_COLUMNS, task_from_row};
 use super::writer::{savepoint, undo_savepoint};
@@ -40,7 +40,7 @@ pub(super) type Staged = Vec<PreparedDraft>;
 pub(super) fn save(tx: &Transaction<'_>, step: Step) -> Result<Task> {
     let mut staged = Staged::new();
     let task = stage(tx, step, &mut staged)?;
-    append_in_tx(tx, staged)?;
+    record_in_tx(tx, staged)?;
     Ok(task)
 }
 
@@ -85,7 +85,7 @@ pub(crate) fn resume_parent_if_done(
 ) -> Result<()> {
     let mut staged = Staged::new();
     stage_parent_resume(tx, parent, now, &mut staged)?;
-    append_in_tx(tx, staged)?;
+    record_in_tx(tx, staged)?;
     Ok(())
 }
 
@@ -220,7 +220,7 @@ impl QueueStore for SqliteStore {
                 }
                 lease(tx, task, &req, &mut staged, &mut out)?;
             }
-            append_in_tx(tx, staged)?;
+            record_in_tx(tx, staged)?;
             Ok(out)
         })
         .await
@@ -292,7 +292,7 @@ impl QueueStore for SqliteStore {
                 }
                 results.push(done);
             }
-            append_in_tx(tx, staged)?;
+            record_in_tx(tx, staged)?;
             Ok(results)
         })
         .await

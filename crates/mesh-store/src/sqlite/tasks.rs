@@ -1,5 +1,5 @@
 use super::SqliteStore;
-use super::provenance::{append_in_tx, prepare};
+use super::provenance::{prepare_detached, record_in_tx};
 use super::queue::Staged;
 use super::rows::{self, fmt_ts, json, opt_json, opt_ts, opt_uuid, parsed, to_json, ts, uuid};
 use crate::{EventFor, Result, StoreError, TaskStore};
@@ -124,12 +124,12 @@ fn insert_in_tx(
 impl TaskStore for SqliteStore {
     async fn insert_task(&self, task: &Task, audit: Vec<EventDraft>) -> Result<Task> {
         let task = task.clone();
-        // Drafts are prepared here, off the writer thread (see `PreparedDraft`).
-        let audit = prepare(audit);
+        // Drafts are prepared (and their values freed) here, off the writer thread.
+        let audit = prepare_detached(audit);
         self.write(move |tx| {
             let mut staged = Staged::new();
             let task = insert_in_tx(tx, task, audit, &mut staged)?;
-            append_in_tx(tx, staged)?;
+            record_in_tx(tx, staged)?;
             Ok(task)
         })
         .await
@@ -139,7 +139,7 @@ impl TaskStore for SqliteStore {
     async fn insert_tasks(&self, tasks: Vec<(Task, Vec<EventDraft>)>) -> Result<Vec<Task>> {
         let tasks: Vec<_> = tasks
             .into_iter()
-            .map(|(task, audit)| (task, prepare(audit)))
+            .map(|(task, audit)| (task, prepare_detached(audit)))
             .collect();
         self.write(move |tx| {
             let mut staged = Staged::new();
@@ -147,7 +147,7 @@ impl TaskStore for SqliteStore {
                 .into_iter()
                 .map(|(task, audit)| insert_in_tx(tx, task, audit, &mut staged))
                 .collect::<Result<Vec<_>>>()?;
-            append_in_tx(tx, staged)?;
+            record_in_tx(tx, staged)?;
             Ok(stored)
         })
         .await
@@ -218,7 +218,7 @@ impl TaskStore for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             // The cancelled task itself first, then descendants in creation order.
             cancelled.sort_by_key(|t| (t.id != id, t.id));
-            append_in_tx(tx, cancelled.iter().map(|t| event(t)).collect())?;
+            record_in_tx(tx, cancelled.iter().map(|t| event(t)).collect())?;
             // A cancelled subtask may have been the last its parked parent waited for.
             if let Some(parent) = root.parent_id {
                 super::queue::resume_parent_if_done(tx, parent, now)?;

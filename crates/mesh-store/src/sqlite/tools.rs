@@ -1,5 +1,5 @@
 use super::SqliteStore;
-use super::provenance::append_in_tx;
+use super::provenance::record_in_tx;
 use super::rows::{self, conversion, fmt_ts, json, opt_json, parsed, to_json, ts, uuid};
 use crate::columns::{backend_columns, backend_from_columns};
 use crate::{Result, StoreError, ToolStore};
@@ -80,7 +80,7 @@ impl ToolStore for SqliteStore {
         let tool = tool.clone();
         self.write(move |tx| {
             insert_in_tx(tx, &tool)?;
-            append_in_tx(tx, audit)?;
+            record_in_tx(tx, audit)?;
             Ok(())
         })
         .await
@@ -129,7 +129,7 @@ impl ToolStore for SqliteStore {
             }
             tx.prepare_cached("UPDATE tools SET status = 'retired' WHERE id = ?1")?
                 .execute(params![id.to_string()])?;
-            append_in_tx(tx, audit)?;
+            record_in_tx(tx, audit)?;
             load(tx, id)
         })
         .await
@@ -166,7 +166,7 @@ impl ToolStore for SqliteStore {
                 mcp_server,
                 mcp_tool,
             ])?;
-            append_in_tx(tx, audit)?;
+            record_in_tx(tx, audit)?;
             load(tx, tool.id)
         })
         .await
