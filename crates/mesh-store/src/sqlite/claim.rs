@@ -167,7 +167,6 @@ fn unchanged(seen: &Task, now: &Task) -> bool {
 mod tests {
     use super::*;
     use crate::queue::{GateVerdict, QueueStore};
-    use crate::sqlite::SqliteOptions;
     use crate::{ProvenanceLog, TaskStore};
     use mesh_types::{EventDraft, NewTask};
     use serde_json::json;
@@ -176,13 +175,7 @@ mod tests {
     /// while its gate decides is not leased, and the stale decision is not recorded.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_task_changed_while_decided_is_not_leased() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(SqliteOptions {
-            path: dir.path().join("m.db"),
-            synchronous_full: false,
-        })
-        .await
-        .unwrap();
+        let (_dir, store) = crate::sqlite::scratch_store().await;
         let new: NewTask = serde_json::from_value(json!({"type": "t", "input": {}})).unwrap();
         let task = new.into_task(Uuid::now_v7(), "acme", 3, mesh_types::time::now());
         store.insert_task(&task, vec![]).await.unwrap();

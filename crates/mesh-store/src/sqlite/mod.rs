@@ -227,6 +227,19 @@ fn migrate_to(conn: &mut Connection, last: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A store on a fresh file for a unit test (kept alive by the returned directory).
+#[cfg(test)]
+pub(crate) async fn scratch_store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(SqliteOptions {
+        path: dir.path().join("m.db"),
+        synchronous_full: false,
+    })
+    .await
+    .expect("a fresh store opens");
+    (dir, store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

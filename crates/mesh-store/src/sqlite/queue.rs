@@ -493,20 +493,13 @@ impl QueueStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sqlite::SqliteOptions;
 
     /// Each candidate scan reads its index in order and stops at its limit: the only
     /// sorts are the union's dedup and the final ranking of the bounded candidates. A
     /// per-type sort would mean reading every claimable task of that type.
     #[tokio::test]
     async fn the_candidate_scans_need_no_sort() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(SqliteOptions {
-            path: dir.path().join("m.db"),
-            synchronous_full: false,
-        })
-        .await
-        .unwrap();
+        let (_dir, store) = crate::sqlite::scratch_store().await;
         let req = ClaimRequest {
             agent_id: Uuid::now_v7(),
             agent_name: "a".into(),
