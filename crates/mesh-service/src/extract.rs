@@ -60,6 +60,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "strings must not contain NUL (\\u0000) characters",
         ));
     }
+    // Most bodies are well formed: parse them without tracking the path, and only
+    // parse a failing body again, tracked, to name the field at fault.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
