@@ -437,13 +437,18 @@ struct Rss {
 fn rss_mib(pid: u32) -> Result<Rss> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    rss_in(&status).with_context(|| format!("in /proc/{pid}/status"))
+}
+
+/// The resident memory a `/proc/PID/status` text reports.
+fn rss_in(status: &str) -> Result<Rss> {
     let field = |name: &str| -> Result<f64> {
         let kib: f64 = status
             .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+            .with_context(|| format!("no {name}"))?;
         Ok(kib / 1024.0)
     };
     Ok(Rss {
@@ -451,4 +456,18 @@ fn rss_mib(pid: u32) -> Result<Rss> {
         anon: field("RssAnon")?,
         file: field("RssFile")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rss_in;
+
+    #[test]
+    fn resident_memory_is_read_in_its_parts() {
+        let status = "Name:\tmesh\nVmHWM:\t   40000 kB\nVmRSS:\t   26112 kB\nRssAnon:\t    5120 kB\nRssFile:\t   20992 kB\nRssShmem:\t       0 kB\n";
+        let rss = rss_in(status).unwrap();
+        assert_eq!((rss.total, rss.anon, rss.file), (25.5, 5.0, 20.5));
+        let missing = rss_in("VmRSS:\t 1024 kB\n").err().unwrap();
+        assert!(format!("{missing:#}").contains("RssAnon"), "{missing:#}");
+    }
 }
