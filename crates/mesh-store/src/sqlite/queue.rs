@@ -2,7 +2,6 @@ use super::SqliteStore;
 use super::provenance::record_in_tx;
 use super::rows::{fmt_ts, to_json};
 use super::tasks::{TASK_COLUMNS, task_from_row};
-use super::writer::{savepoint, undo_savepoint};
 use crate::queue::{self as steps, Step};
 use crate::queue::{ClaimGate, ClaimOutcome, Completion};
 use crate::{QueueStore, Result, StoreError};
@@ -273,24 +272,19 @@ impl QueueStore for SqliteStore {
             let mut results = Vec::with_capacity(completions.len());
             let mut staged = Staged::new();
             for c in completions {
-                // Each completion in its own savepoint: a refused one undoes only itself
-                // (its events are staged apart and dropped with it).
-                savepoint(tx, "SAVEPOINT completion")?;
-                let mut own = Staged::new();
-                let done = load(tx, c.task_id).and_then(|(task, current)| {
-                    stage(
-                        tx,
-                        steps::complete_step(task, current, c.token, c.output, now, &actor)?,
-                        &mut own,
-                    )
+                // Every refusal (unknown task, stale token, named twice) is known before
+                // anything is written, because the step is pure: a refused completion
+                // changes nothing without a savepoint of its own. Savepoints cost the
+                // writer a copy of every page a completion touches. A write that fails
+                // after that is a storage error, and fails the whole batch: the job's
+                // savepoint undoes it all.
+                let step = load(tx, c.task_id).and_then(|(task, current)| {
+                    steps::complete_step(task, current, c.token, c.output, now, &actor)
                 });
-                if done.is_ok() {
-                    savepoint(tx, "RELEASE completion")?;
-                    staged.append(&mut own);
-                } else {
-                    undo_savepoint(tx, "completion");
-                }
-                results.push(done);
+                results.push(match step {
+                    Ok(step) => Ok(stage(tx, step, &mut staged)?),
+                    Err(refused) => Err(refused),
+                });
             }
             record_in_tx(tx, staged)?;
             Ok(results)
