@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lifecycle topics read from the log",
         include_str!("migrate_14.sql"),
     ),
+    (
+        15,
+        "provenance payloads as hashed text",
+        include_str!("migrate_15.sql"),
+    ),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

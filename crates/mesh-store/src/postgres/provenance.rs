@@ -76,7 +76,7 @@ async fn insert_events(
         .prepare_cached(&format!(
             "INSERT INTO provenance_events ({EVENT_COLUMNS})
              SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[],
-               $5::text[], $6::uuid[], $7::text[], $8::text[], $9::text[]::jsonb[], $10::text[], $11::text[])"
+               $5::text[], $6::uuid[], $7::text[], $8::text[], $9::text[]::json[], $10::text[], $11::text[])"
         ))
         .await?;
     tx.execute(
