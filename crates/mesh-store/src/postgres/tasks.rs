@@ -100,62 +100,67 @@ impl TaskStore for PgStore {
         let tx = client.transaction().await?;
         check_parents(&tx, &tasks).await?;
         // ON CONFLICT makes a concurrent duplicate submission find the first task
-        // instead of failing on the unique index. The inserts are sent together
-        // (pipelined on the connection), not one round trip each.
+        // instead of failing on the unique index. All rows go in one statement (columns
+        // as arrays), not a statement each; foreign keys are checked at its end, so a
+        // child may follow its parent in the batch.
         let insert = tx
             .prepare_cached(&format!(
-                "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
-                 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
+                "INSERT INTO tasks ({TASK_COLUMNS})
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[],
+                   $6::jsonb[], $7::jsonb[], $8::jsonb[], $9::text[], $10::text[], $11::text[],
+                   $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[],
+                   $16::int[], $17::int[], $18::timestamptz[], $19::timestamptz[], $20::text[],
+                   $21::uuid[], $22::timestamptz[], $23::uuid[], $24::text[], $25::bool[])
+                 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                 RETURNING id"
             ))
             .await?;
-        let inserted = futures_util::future::try_join_all(tasks.iter().map(|(task, _)| {
-            let insert = &insert;
-            let tx = &tx;
-            async move {
-                let (status, risk, class) = (
-                    task.status.as_str(),
-                    task.risk_tier.as_str(),
-                    task.data_classification.as_str(),
-                );
-                tx.query_opt(
-                    insert,
-                    &[
-                        &task.id,
-                        &task.parent_id,
-                        &task.task_type,
-                        &status,
-                        &task.priority,
-                        &task.input,
-                        &task.output,
-                        &task.metadata,
-                        &risk,
-                        &class,
-                        &task.tenant,
-                        &task.created_at,
-                        &task.updated_at,
-                        &task.started_at,
-                        &task.completed_at,
-                        &task.attempts,
-                        &task.max_attempts,
-                        &task.available_at,
-                        &task.deadline,
-                        &task.idempotency_key,
-                        &task.leased_by,
-                        &task.lease_expires_at,
-                        &task.last_failed_agent,
-                        &task.last_error,
-                        &task.yield_requested,
-                    ],
-                )
-                .await
-                .map_err(|e| unique_conflict(e, format!("task {} already exists", task.id)))
-            }
-        }))
-        .await?;
+        fn column<'a, T>(
+            tasks: &'a [(Task, Vec<EventDraft>)],
+            f: impl Fn(&'a Task) -> T,
+        ) -> Vec<T> {
+            tasks.iter().map(|(t, _)| f(t)).collect()
+        }
+        let inserted: std::collections::HashSet<Uuid> = tx
+            .query(
+                &insert,
+                &[
+                    &column(&tasks, |t| t.id),
+                    &column(&tasks, |t| t.parent_id),
+                    &column(&tasks, |t| t.task_type.as_str()),
+                    &column(&tasks, |t| t.status.as_str()),
+                    &column(&tasks, |t| t.priority),
+                    &column(&tasks, |t| &t.input),
+                    &column(&tasks, |t| t.output.as_ref()),
+                    &column(&tasks, |t| &t.metadata),
+                    &column(&tasks, |t| t.risk_tier.as_str()),
+                    &column(&tasks, |t| t.data_classification.as_str()),
+                    &column(&tasks, |t| t.tenant.as_str()),
+                    &column(&tasks, |t| t.created_at),
+                    &column(&tasks, |t| t.updated_at),
+                    &column(&tasks, |t| t.started_at),
+                    &column(&tasks, |t| t.completed_at),
+                    &column(&tasks, |t| t.attempts),
+                    &column(&tasks, |t| t.max_attempts),
+                    &column(&tasks, |t| t.available_at),
+                    &column(&tasks, |t| t.deadline),
+                    &column(&tasks, |t| t.idempotency_key.as_deref()),
+                    &column(&tasks, |t| t.leased_by),
+                    &column(&tasks, |t| t.lease_expires_at),
+                    &column(&tasks, |t| t.last_failed_agent),
+                    &column(&tasks, |t| t.last_error.as_deref()),
+                    &column(&tasks, |t| t.yield_requested),
+                ],
+            )
+            .await
+            .map_err(|e| unique_conflict(e, "a task with this id already exists".into()))?
+            .iter()
+            .map(|r| get(r, 0))
+            .collect::<Result<_>>()?;
         let mut stored = Vec::with_capacity(tasks.len());
         let mut events = Vec::new();
-        for ((task, audit), row) in tasks.into_iter().zip(inserted) {
-            if row.is_some() {
+        for (task, audit) in tasks {
+            if inserted.contains(&task.id) {
                 events.extend(audit);
                 stored.push(task);
                 continue;
