@@ -11,7 +11,7 @@ macro_rules! conformance {
                 tasks_round_trip, task_pagination_and_filters, cancel_cascades_to_descendants,
                 task_lifecycle_and_queue_stats, agents_lifecycle, agent_heartbeat_expiry,
                 tools_lifecycle, mcp_servers_and_their_tools, keys_lifecycle, rejected_writes_leave_nothing,
-                concurrent_appends_never_fork, tampering_is_detected, events_for_task_timeline,
+                concurrent_appends_never_fork, a_failed_event_write_commits_nothing, tampering_is_detected, events_for_task_timeline,
                 claims_follow_types_priority_and_limit, old_low_priority_tasks_age_past_new_ones,
                 stale_lease_tokens_are_refused, failures_retry_with_backoff_then_dead_letter,
                 expired_leases_go_to_another_agent, retries_wait_for_another_agent_first,

@@ -15,6 +15,10 @@ enum Raw {
 }
 
 impl Harness {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.raw, Raw::Postgres(_))
+    }
+
     pub async fn exec(&self, sql: &str) {
         match &self.raw {
             Raw::Sqlite(path) => {

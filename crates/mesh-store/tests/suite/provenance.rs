@@ -48,6 +48,48 @@ pub async fn concurrent_appends_never_fork(h: &Harness) {
     );
 }
 
+/// The database refuses an event as it is written (here a guard on one action): the
+/// write it belongs to commits nothing (its task row included, though written first),
+/// and the connection it ran on goes on working, not left in an aborted transaction.
+pub async fn a_failed_event_write_commits_nothing(h: &Harness) {
+    if h.is_postgres() {
+        h.exec("ALTER TABLE provenance_events ADD CONSTRAINT no_boom CHECK (action <> 'boom')")
+            .await;
+    } else {
+        h.exec(
+            "CREATE TRIGGER no_boom BEFORE INSERT ON provenance_events WHEN NEW.action = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+        )
+        .await;
+    }
+    let s = &h.store;
+    let head = s.provenance.head().await.unwrap();
+    let refused = new_task("guarded", 0, None);
+    let err = s
+        .tasks
+        .insert_task(&refused, vec![event("boom").task(refused.id)])
+        .await;
+    assert!(err.is_err(), "{err:?}");
+    assert!(s.tasks.get_task(refused.id).await.unwrap().is_none());
+    assert!(s.provenance.append(vec![event("boom")]).await.is_err());
+    assert_eq!(s.provenance.head().await.unwrap(), head, "nothing appended");
+
+    // More writes than the pool has connections, one at a time: each connection is
+    // used again after the failures, and none is stuck in a transaction.
+    for i in 0..64 {
+        let task = new_task("guarded", 0, None);
+        s.tasks
+            .insert_task(&task, vec![event("task_created").task(task.id)])
+            .await
+            .unwrap_or_else(|e| panic!("write {i} after the refused ones: {e}"));
+        assert!(s.tasks.get_task(task.id).await.unwrap().is_some());
+    }
+    assert_eq!(
+        verify_chain(s.provenance.as_ref()).await.unwrap(),
+        Ok(head.count + 64)
+    );
+}
+
 pub async fn tampering_is_detected(h: &Harness) {
     let events = fill(h, 12).await;
     assert_eq!(
