@@ -18,7 +18,20 @@ pub(crate) async fn append_in_tx(
     tx: &Transaction<'_>,
     drafts: Vec<EventDraft>,
 ) -> Result<Vec<ProvenanceEvent>> {
+    append_after(tx, async { Ok(()) }, drafts).await
+}
+
+/// [`append_in_tx`] after `write`, the transaction's last other statement, sent in the
+/// same round trip as the read of the head: one round trip fewer for a claim or a
+/// completion to wait through. PostgreSQL runs a connection's statements in order, so
+/// the head is not locked before `write` has run.
+pub(crate) async fn append_after(
+    tx: &Transaction<'_>,
+    write: impl std::future::Future<Output = Result<()>>,
+    drafts: Vec<EventDraft>,
+) -> Result<Vec<ProvenanceEvent>> {
     if drafts.is_empty() {
+        write.await?;
         return Ok(Vec::new());
     }
     // Everything of the seal that does not need the head is done before locking it:
@@ -27,7 +40,10 @@ pub(crate) async fn append_in_tx(
     let head = tx
         .prepare_cached("SELECT count, last_hash FROM provenance_head WHERE id = 1 FOR UPDATE")
         .await?;
-    let row = tx.query_one(&head, &[]).await?;
+    let ((), row) = futures_util::future::try_join(write, async {
+        tx.query_one(&head, &[]).await.map_err(Into::into)
+    })
+    .await?;
     let mut head = ChainHead {
         count: get(&row, 0)?,
         last_hash: get(&row, 1)?,

@@ -1,5 +1,5 @@
 use super::PgStore;
-use super::provenance::append_in_tx;
+use super::provenance::{append_after, append_in_tx};
 use super::tasks::{TASK_COLUMNS, task_from_row};
 use crate::queue::{self as steps, Step};
 use crate::queue::{ClaimGate, ClaimOutcome, Completion};
@@ -154,64 +154,61 @@ impl QueueStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // SKIP LOCKED: concurrent claimers take different tasks instead of queueing on
-        // the same rows. Tasks this agent failed last go last; then aged priority.
-        let chosen = ids(
-            &tx,
-            // Ageing cannot be indexed (it depends on now), so rank only a bounded set
-            // of candidates: the highest-priority and the longest-waiting claimable tasks
-            // of each type. Per type (the lateral join), so each half is an index scan
-            // that stops at its limit: a shared CTE over `type = ANY(…)` was materialised
-            // whole and sorted, 20 ms per claim behind a backlog of 20,000 tasks.
-            "WITH candidates AS (
-               SELECT c.id FROM unnest($2::text[]) AS t(type)
-               CROSS JOIN LATERAL (
-                 (SELECT id FROM tasks
-                  WHERE status = 'queued' AND tasks.type = t.type AND available_at <= $1
-                    AND (deadline IS NULL OR deadline >= $1)
-                  ORDER BY priority DESC, available_at LIMIT 256)
-                 UNION
-                 (SELECT id FROM tasks
-                  WHERE status = 'queued' AND tasks.type = t.type AND available_at <= $1
-                    AND (deadline IS NULL OR deadline >= $1)
-                  ORDER BY available_at LIMIT 256)) c)
-             SELECT id FROM tasks WHERE id IN (SELECT id FROM candidates) AND status = 'queued'
-             ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = $3) ASC,
-                      priority + EXTRACT(EPOCH FROM ($1 - available_at))::FLOAT8 / $4::FLOAT8 DESC,
-                      id ASC
-             LIMIT $5
-             FOR UPDATE SKIP LOCKED",
-            &[
-                &req.now,
-                &req.task_types,
-                &req.agent_id,
-                &(req.ageing_secs.max(1) as f64),
-                &i64::from(fetch),
-            ],
-        )
-        .await?;
-        // The chosen rows are locked already; read them in one statement, decide each
-        // in rank order, then write the leases together (rows in one statement, events
-        // in one append) rather than a round trip per row while the log's head is held.
-        let mut loaded = std::collections::HashMap::new();
-        let rows = tx
+        // the same rows. Tasks this agent failed last go last; then aged priority. The
+        // rows come back whole, locked and in rank order, so the claim needs no second
+        // read.
+        //
+        // Ageing cannot be indexed (it depends on now), so rank only a bounded set of
+        // candidates: the highest-priority and the longest-waiting claimable tasks of
+        // each type. Per type (the lateral join), so each half is an index scan that
+        // stops at its limit: a shared CTE over `type = ANY(…)` was materialised whole
+        // and sorted, 20 ms per claim behind a backlog of 20,000 tasks.
+        let rank = tx
             .prepare_cached(&format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1)"
+                "WITH candidates AS (
+                   SELECT c.id FROM unnest($2::text[]) AS t(type)
+                   CROSS JOIN LATERAL (
+                     (SELECT id FROM tasks
+                      WHERE status = 'queued' AND tasks.type = t.type AND available_at <= $1
+                        AND (deadline IS NULL OR deadline >= $1)
+                      ORDER BY priority DESC, available_at LIMIT 256)
+                     UNION
+                     (SELECT id FROM tasks
+                      WHERE status = 'queued' AND tasks.type = t.type AND available_at <= $1
+                        AND (deadline IS NULL OR deadline >= $1)
+                      ORDER BY available_at LIMIT 256)) c)
+                 SELECT {TASK_COLUMNS} FROM tasks
+                 WHERE id IN (SELECT id FROM candidates) AND status = 'queued'
+                 ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = $3) ASC,
+                          priority + EXTRACT(EPOCH FROM ($1 - available_at))::FLOAT8 / $4::FLOAT8 DESC,
+                          id ASC
+                 LIMIT $5
+                 FOR UPDATE SKIP LOCKED"
             ))
             .await?;
-        for row in tx.query(&rows, &[&chosen]).await? {
-            let task = task_from_row(&row)?;
-            loaded.insert(task.id, task);
-        }
+        let chosen = tx
+            .query(
+                &rank,
+                &[
+                    &req.now,
+                    &req.task_types,
+                    &req.agent_id,
+                    &(req.ageing_secs.max(1) as f64),
+                    &i64::from(fetch),
+                ],
+            )
+            .await?;
+        // Decide each in rank order, then write the leases together (rows in one
+        // statement, events in one append) rather than a round trip per row while the
+        // log's head is held.
         let mut out = ClaimOutcome::default();
         let mut steps_taken = Vec::new();
         let mut events = Vec::new();
-        for id in chosen {
+        for row in &chosen {
             if out.leases.len() as u32 >= req.limit {
                 break;
             }
-            let Some(task) = loaded.remove(&id) else {
-                continue;
-            };
+            let task = task_from_row(row)?;
             if steps::left_for_others(&task, req) {
                 continue;
             }
@@ -228,8 +225,7 @@ impl QueueStore for PgStore {
             steps_taken.push(step);
             out.leases.push(lease);
         }
-        write_rows(&tx, &steps_taken).await?;
-        append_in_tx(&tx, events).await?;
+        append_after(&tx, write_rows(&tx, &steps_taken), events).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -319,11 +315,11 @@ impl QueueStore for PgStore {
                 Err(e) => results.push(Err(e)),
             }
         }
-        write_rows(&tx, &accepted).await?;
-        let events = accepted
+        let events: Vec<_> = accepted
             .iter_mut()
-            .flat_map(|s| std::mem::take(&mut s.events));
-        append_in_tx(&tx, events.collect()).await?;
+            .flat_map(|s| std::mem::take(&mut s.events))
+            .collect();
+        append_after(&tx, write_rows(&tx, &accepted), events).await?;
         for step in &accepted {
             if let Some(parent) = step.task.parent_id {
                 resume_parent_if_done(&tx, parent, step.task.updated_at).await?;

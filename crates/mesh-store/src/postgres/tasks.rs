@@ -1,5 +1,5 @@
 use super::PgStore;
-use super::provenance::append_in_tx;
+use super::provenance::{append_after, append_in_tx};
 use super::rows::{self, get, opt_json, parsed, unique_conflict};
 use crate::{EventFor, Result, StoreError, TaskStore};
 use async_trait::async_trait;
@@ -176,12 +176,15 @@ impl TaskStore for PgStore {
         }
         let queued = !events.is_empty();
         if queued {
-            // The notification before the append: the append takes the log's head,
-            // which every other appender then waits for, so nothing follows it but
-            // the commit.
+            // The notification goes before the append, in the round trip that reads the
+            // head: the append takes the log's head, which every other appender then
+            // waits for, so nothing follows it but the commit.
             let notify = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
-            tx.execute(&notify, &[&super::listen::CHANNEL]).await?;
-            append_in_tx(&tx, events).await?;
+            let notified = async {
+                tx.execute(&notify, &[&super::listen::CHANNEL]).await?;
+                Ok(())
+            };
+            append_after(&tx, notified, events).await?;
         }
         tx.commit().await?;
         if queued {
