@@ -31,6 +31,6 @@ pub use enums::{
 };
 pub use mcp::{McpServer, McpTransport, NewMcpServer};
 pub use page::{Page, PageRequest};
-pub use provenance::{ChainHead, EventDraft, PreparedDraft, ProvenanceEvent};
+pub use provenance::{ChainHead, EventDraft, PreparedDraft, ProvenanceEvent, ServerSealed};
 pub use task::{NewTask, Task};
 pub use tool::{NewTool, Tool, ToolBackend, ToolCostModel};

@@ -122,6 +122,15 @@ impl PreparedDraft {
 /// members that precede the event's place in the log — and the payload's canonical
 /// JSON.
 fn digest_head(action: &str, actor: &str, id: Uuid, payload: &Value) -> (Sha256, String) {
+    let mut digest = Sha256::new_with_prefix(head_text(action, actor, id).as_bytes());
+    let payload_json = canonical::to_string(payload);
+    digest.update(payload_json.as_bytes());
+    digest.update(b",\"prevHash\":");
+    (digest, payload_json)
+}
+
+/// `{"action":…,"actor":…,"id":…,"payload":` — the canonical JSON before the payload.
+fn head_text(action: &str, actor: &str, id: Uuid) -> String {
     let mut out = String::with_capacity(128);
     out.push_str("{\"action\":");
     canonical::write_string(&mut out, action);
@@ -130,11 +139,7 @@ fn digest_head(action: &str, actor: &str, id: Uuid, payload: &Value) -> (Sha256,
     out.push_str(",\"id\":");
     canonical::write_string(&mut out, &id.hyphenated().to_string());
     out.push_str(",\"payload\":");
-    let mut digest = Sha256::new_with_prefix(out.as_bytes());
-    let payload_json = canonical::to_string(payload);
-    digest.update(payload_json.as_bytes());
-    digest.update(b",\"prevHash\":");
-    (digest, payload_json)
+    out
 }
 
 impl ProvenanceEvent {
@@ -208,23 +213,96 @@ impl ProvenanceEvent {
     /// Completes a digest of the members up to `prevHash` with the rest.
     fn finish_hash(&self, mut digest: Sha256) -> String {
         let mut out = String::with_capacity(256);
-        let opt = |out: &mut String, v: Option<&str>| match v {
-            Some(v) => canonical::write_string(out, v),
-            None => out.push_str("null"),
-        };
         canonical::write_string(&mut out, &self.prev_hash);
-        let _ = write!(out, ",\"seq\":{},\"subjectId\":", self.seq);
-        opt(&mut out, self.subject_id.as_deref());
-        out.push_str(",\"subjectType\":");
-        canonical::write_string(&mut out, &self.subject_type);
-        out.push_str(",\"taskId\":");
-        let task = self.task_id.map(|t| t.hyphenated().to_string());
-        opt(&mut out, task.as_deref());
-        out.push_str(",\"timestamp\":");
-        canonical::write_string(&mut out, &crate::time::format(&self.timestamp));
-        out.push('}');
+        let _ = write!(out, ",\"seq\":{}", self.seq);
+        write_tail(
+            &mut out,
+            self.subject_id.as_deref(),
+            &self.subject_type,
+            self.task_id,
+            &self.timestamp,
+        );
         digest.update(out.as_bytes());
         hex::encode(digest.finalize())
+    }
+}
+
+/// The canonical JSON the hash covers after `seq`'s value: `,"subjectId":…}`.
+fn write_tail(
+    out: &mut String,
+    subject_id: Option<&str>,
+    subject_type: &str,
+    task_id: Option<Uuid>,
+    timestamp: &Timestamp,
+) {
+    let opt = |out: &mut String, v: Option<&str>| match v {
+        Some(v) => canonical::write_string(out, v),
+        None => out.push_str("null"),
+    };
+    out.push_str(",\"subjectId\":");
+    opt(out, subject_id);
+    out.push_str(",\"subjectType\":");
+    canonical::write_string(out, subject_type);
+    out.push_str(",\"taskId\":");
+    let task = task_id.map(|t| t.hyphenated().to_string());
+    opt(out, task.as_deref());
+    out.push_str(",\"timestamp\":");
+    canonical::write_string(out, &crate::time::format(timestamp));
+    out.push('}');
+}
+
+/// A draft split for a store that chains events on its database server: the canonical
+/// JSON the hash covers is `head`, then the payload's JSON, then
+/// `,"prevHash":"<previous hash>","seq":<seq>`, then `tail`. The server fills in the
+/// middle once it holds the log's head; everything else is written here.
+#[derive(Debug, Clone)]
+pub struct ServerSealed {
+    pub draft: EventDraft,
+    pub id: Uuid,
+    pub timestamp: Timestamp,
+    pub head: String,
+    pub payload_json: String,
+    pub tail: String,
+}
+
+impl ServerSealed {
+    pub fn new(draft: EventDraft, timestamp: Timestamp) -> Self {
+        let id = Uuid::now_v7();
+        let head = head_text(&draft.action, &draft.actor, id);
+        let payload_json = canonical::to_string(&draft.payload);
+        let mut tail = String::with_capacity(160);
+        write_tail(
+            &mut tail,
+            draft.subject_id.as_deref(),
+            &draft.subject_type,
+            draft.task_id,
+            &timestamp,
+        );
+        Self {
+            draft,
+            id,
+            timestamp,
+            head,
+            payload_json,
+            tail,
+        }
+    }
+
+    /// The event, once the server has placed it at `seq` after `prev_hash` with `hash`.
+    pub fn into_event(self, seq: i64, prev_hash: String, hash: String) -> ProvenanceEvent {
+        ProvenanceEvent {
+            seq,
+            id: self.id,
+            timestamp: self.timestamp,
+            action: self.draft.action,
+            actor: self.draft.actor,
+            task_id: self.draft.task_id,
+            subject_type: self.draft.subject_type,
+            subject_id: self.draft.subject_id,
+            payload: self.draft.payload,
+            prev_hash,
+            hash,
+        }
     }
 }
 
@@ -399,6 +477,23 @@ impl ChainVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parts a database server completes hash to what the event's own hash is.
+    #[test]
+    fn server_sealed_parts_hash_like_the_event() {
+        let draft = EventDraft::new("tool_call", "agent \"ü\"\n", "tool", Some("t/1".into()))
+            .task(Uuid::now_v7())
+            .payload(json!({"z": [1, 2.5, null], "a": "é\u{1F600}\\", "m": {"k": true}}));
+        let parts = ServerSealed::new(draft, crate::time::now());
+        let prev = "ab".repeat(32);
+        let mut preimage = parts.head.clone();
+        preimage.push_str(&parts.payload_json);
+        preimage.push_str(&format!(",\"prevHash\":\"{prev}\",\"seq\":42"));
+        preimage.push_str(&parts.tail);
+        let hash = hex::encode(Sha256::digest(preimage.as_bytes()));
+        let event = parts.into_event(42, prev, hash.clone());
+        assert_eq!(event.compute_hash(), hash);
+    }
 
     fn chain(n: i64) -> Vec<ProvenanceEvent> {
         let mut prev = GENESIS_HASH.to_string();

@@ -50,6 +50,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "provenance payloads as hashed text",
         include_str!("migrate_15.sql"),
     ),
+    (16, "chaining on the server", include_str!("migrate_16.sql")),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

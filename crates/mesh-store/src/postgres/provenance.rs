@@ -4,115 +4,163 @@ use crate::{ProvenanceLog, Result, StoredCheckpoint};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use mesh_types::provenance::ChainHead;
-use mesh_types::{EventDraft, PreparedDraft, ProvenanceEvent};
+use mesh_types::{EventDraft, ProvenanceEvent, ServerSealed};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 pub(crate) const EVENT_COLUMNS: &str =
     "seq, id, ts, action, actor, task_id, subject_type, subject_id, payload, prev_hash, hash";
 
-/// Seals and appends `drafts` inside the caller's transaction. `FOR UPDATE` on the head
-/// row makes every other appender wait until this transaction ends, so the chain
-/// cannot fork however many processes write.
+/// Seals and appends `drafts` inside the caller's transaction. The server chains them
+/// (`mesh_append_events`, migration 16): it locks the head row `FOR UPDATE`, so every
+/// other appender waits until this transaction ends and the chain cannot fork however
+/// many processes write.
+///
+/// Everything but the chaining is done here, before the head is locked: each event's
+/// id, timestamp and canonical JSON but for its place in the log. When the mesh read
+/// the head and sent the sealed events back, the lock also waited for the mesh's turn
+/// to run on a busy machine, and backends spent more time waiting for it than running.
 pub(crate) async fn append_in_tx(
     tx: &Transaction<'_>,
     drafts: Vec<EventDraft>,
 ) -> Result<Vec<ProvenanceEvent>> {
-    append_after(tx, async { Ok(()) }, drafts).await
-}
-
-/// [`append_in_tx`] after `write`, the transaction's last other statement, sent in the
-/// same round trip as the read of the head: one round trip fewer for a claim or a
-/// completion to wait through. PostgreSQL runs a connection's statements in order, so
-/// the head is not locked before `write` has run.
-pub(crate) async fn append_after(
-    tx: &Transaction<'_>,
-    write: impl std::future::Future<Output = Result<()>>,
-    drafts: Vec<EventDraft>,
-) -> Result<Vec<ProvenanceEvent>> {
     if drafts.is_empty() {
-        write.await?;
         return Ok(Vec::new());
     }
-    // Everything of the seal that does not need the head is done before locking it:
-    // every other appender waits while this transaction holds the head.
-    let drafts: Vec<PreparedDraft> = drafts.into_iter().map(PreparedDraft::from).collect();
-    let head = tx
-        .prepare_cached("SELECT count, last_hash FROM provenance_head WHERE id = 1 FOR UPDATE")
+    let parts = server_parts(drafts);
+    let append = tx.prepare_cached(APPEND).await?;
+    let row = tx
+        .query_one(&append, &append_params(&parts).as_refs())
         .await?;
-    let ((), row) = futures_util::future::try_join(write, async {
-        tx.query_one(&head, &[]).await.map_err(Into::into)
-    })
-    .await?;
-    let mut head = ChainHead {
-        count: get(&row, 0)?,
-        last_hash: get(&row, 1)?,
-    };
+    sealed_from(parts, &row)
+}
+
+const APPEND: &str = "SELECT first_prev, head_count, hashes
+     FROM mesh_append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// Each draft written out but for its place in the log. The timestamp is taken before
+/// the head is locked, so events of concurrent transactions may follow each other in
+/// the log a little out of timestamp order; an event never precedes one its
+/// transaction could see.
+fn server_parts(drafts: Vec<EventDraft>) -> Vec<ServerSealed> {
     let now = mesh_types::time::now();
-    let mut sealed = Vec::with_capacity(drafts.len());
-    let mut payloads = Vec::with_capacity(drafts.len());
-    for draft in drafts {
-        let (event, payload_json) =
-            ProvenanceEvent::seal_prepared(draft, head.count + 1, &head.last_hash, now);
-        head.count = event.seq;
-        head.last_hash = event.hash.clone();
-        sealed.push(event);
-        payloads.push(payload_json);
+    drafts
+        .into_iter()
+        .map(|d| ServerSealed::new(d, now))
+        .collect()
+}
+
+/// `mesh_append_events`'s arguments: the events' columns as arrays.
+struct AppendParams<'a> {
+    ids: Vec<uuid::Uuid>,
+    timestamps: Vec<mesh_types::time::Timestamp>,
+    actions: Vec<&'a str>,
+    actors: Vec<&'a str>,
+    task_ids: Vec<Option<uuid::Uuid>>,
+    subject_types: Vec<&'a str>,
+    subject_ids: Vec<Option<&'a str>>,
+    payloads: Vec<&'a str>,
+    heads: Vec<&'a [u8]>,
+    tails: Vec<&'a [u8]>,
+}
+
+impl AppendParams<'_> {
+    fn as_refs(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+        [
+            &self.ids,
+            &self.timestamps,
+            &self.actions,
+            &self.actors,
+            &self.task_ids,
+            &self.subject_types,
+            &self.subject_ids,
+            &self.payloads,
+            &self.heads,
+            &self.tails,
+        ]
     }
-    let advance = tx
-        .prepare_cached("UPDATE provenance_head SET count = $1, last_hash = $2 WHERE id = 1")
-        .await?;
-    // Pipelined: the events and the head's advance go out together, one round trip
-    // while the head is held (either order is right: this transaction holds the head).
-    futures_util::future::try_join(insert_events(tx, &sealed, &payloads), async {
-        tx.execute(&advance, &[&head.count, &head.last_hash])
-            .await
-            .map_err(Into::into)
-    })
-    .await?;
+}
+
+fn append_params(parts: &[ServerSealed]) -> AppendParams<'_> {
+    fn column<'a, T>(parts: &'a [ServerSealed], f: impl Fn(&'a ServerSealed) -> T) -> Vec<T> {
+        parts.iter().map(f).collect()
+    }
+    AppendParams {
+        ids: column(parts, |p| p.id),
+        timestamps: column(parts, |p| p.timestamp),
+        actions: column(parts, |p| p.draft.action.as_str()),
+        actors: column(parts, |p| p.draft.actor.as_str()),
+        task_ids: column(parts, |p| p.draft.task_id),
+        subject_types: column(parts, |p| p.draft.subject_type.as_str()),
+        subject_ids: column(parts, |p| p.draft.subject_id.as_deref()),
+        payloads: column(parts, |p| p.payload_json.as_str()),
+        heads: column(parts, |p| p.head.as_bytes()),
+        tails: column(parts, |p| p.tail.as_bytes()),
+    }
+}
+
+/// The events, placed where the server's answer says.
+fn sealed_from(parts: Vec<ServerSealed>, row: &Row) -> Result<Vec<ProvenanceEvent>> {
+    let mut prev: String = get(row, 0)?;
+    let head_count: i64 = get(row, 1)?;
+    let hashes: Vec<String> = get(row, 2)?;
+    if hashes.len() != parts.len() {
+        return Err(crate::StoreError::Corrupt(format!(
+            "the log's append returned {} hashes for {} events",
+            hashes.len(),
+            parts.len()
+        )));
+    }
+    let mut sealed = Vec::with_capacity(parts.len());
+    for ((part, hash), seq) in parts.into_iter().zip(hashes).zip(head_count + 1..) {
+        let next = hash.clone();
+        sealed.push(part.into_event(seq, std::mem::replace(&mut prev, next), hash));
+    }
     Ok(sealed)
 }
 
-/// All of a transaction's events in one statement (columns as arrays, `UNNEST`ed):
-/// one round trip instead of one per event, while the head's row lock is held.
-/// `payloads` are the events' payloads as the canonical JSON their hashes were computed
-/// over (sent as text and cast, so they are not serialised again while the head is held).
-async fn insert_events(
-    tx: &Transaction<'_>,
-    events: &[ProvenanceEvent],
-    payloads: &[String],
-) -> Result<()> {
-    fn column<'a, T>(
-        events: &'a [ProvenanceEvent],
-        f: impl Fn(&'a ProvenanceEvent) -> T,
-    ) -> Vec<T> {
-        events.iter().map(f).collect()
+/// [`append_in_tx`] as the transaction's last statement, with its commit: the commit
+/// goes out in the same round trip as the append, so the head — held from the append's
+/// start until the commit is durable — does not also wait for the mesh to read the
+/// append's answer and send `COMMIT`.
+///
+/// The pipeline is `SELECT mesh_append_events(…); COMMIT; BEGIN`. If the append fails,
+/// PostgreSQL ends the aborted transaction at `COMMIT` without applying anything. The
+/// trailing `BEGIN` gives the caller's `Transaction` a transaction to end, outside the
+/// head's hold, so nothing is left open. The append's statement is prepared before
+/// the pipeline starts: one prepared on the way would reach the server after `COMMIT`.
+pub(crate) async fn append_and_commit(
+    tx: Transaction<'_>,
+    drafts: Vec<EventDraft>,
+) -> Result<Vec<ProvenanceEvent>> {
+    if drafts.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
     }
-    let insert = tx
-        .prepare_cached(&format!(
-            "INSERT INTO provenance_events ({EVENT_COLUMNS})
-             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[],
-               $5::text[], $6::uuid[], $7::text[], $8::text[], $9::text[]::json[], $10::text[], $11::text[])"
-        ))
-        .await?;
-    tx.execute(
-        &insert,
-        &[
-            &column(events, |e| e.seq),
-            &column(events, |e| e.id),
-            &column(events, |e| e.timestamp),
-            &column(events, |e| e.action.as_str()),
-            &column(events, |e| e.actor.as_str()),
-            &column(events, |e| e.task_id),
-            &column(events, |e| e.subject_type.as_str()),
-            &column(events, |e| e.subject_id.as_deref()),
-            &payloads,
-            &column(events, |e| e.prev_hash.as_str()),
-            &column(events, |e| e.hash.as_str()),
-        ],
+    let parts = server_parts(drafts);
+    let append = tx.prepare_cached(APPEND).await?;
+    let client = tx.client();
+    // `join3` polls each future in order on its first poll, and each sends its request
+    // then, so the server receives them in this order.
+    let (appended, committed, reopened) = futures_util::future::join3(
+        async {
+            tx.query_one(&append, &append_params(&parts).as_refs())
+                .await
+        },
+        client.batch_execute("COMMIT"),
+        client.batch_execute("BEGIN"),
     )
-    .await?;
-    Ok(())
+    .await;
+    let row = appended?;
+    committed?;
+    // Durable from here. Ending the empty transaction `BEGIN` opened is housekeeping: a
+    // connection it fails on is broken, and the pool drops it.
+    if reopened.is_ok()
+        && let Err(e) = tx.commit().await
+    {
+        tracing::warn!(error = %e, "could not end the empty transaction after a commit");
+    }
+    sealed_from(parts, &row)
 }
 
 pub(crate) fn event_from_row(row: &Row) -> Result<ProvenanceEvent> {
@@ -136,9 +184,7 @@ impl ProvenanceLog for PgStore {
     async fn append(&self, drafts: Vec<EventDraft>) -> Result<Vec<ProvenanceEvent>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let events = append_in_tx(&tx, drafts).await?;
-        tx.commit().await?;
-        Ok(events)
+        append_and_commit(tx, drafts).await
     }
 
     async fn head(&self) -> Result<ChainHead> {

@@ -1,5 +1,5 @@
 use super::PgStore;
-use super::provenance::{append_after, append_in_tx};
+use super::provenance::{append_and_commit, append_in_tx};
 use super::tasks::{TASK_COLUMNS, task_from_row};
 use crate::queue::{self as steps, Step};
 use crate::queue::{ClaimGate, ClaimOutcome, Completion};
@@ -225,8 +225,8 @@ impl QueueStore for PgStore {
             steps_taken.push(step);
             out.leases.push(lease);
         }
-        append_after(&tx, write_rows(&tx, &steps_taken), events).await?;
-        tx.commit().await?;
+        write_rows(&tx, &steps_taken).await?;
+        append_and_commit(tx, events).await?;
         Ok(out)
     }
 
@@ -319,11 +319,19 @@ impl QueueStore for PgStore {
             .iter_mut()
             .flat_map(|s| std::mem::take(&mut s.events))
             .collect();
-        append_after(&tx, write_rows(&tx, &accepted), events).await?;
-        for step in &accepted {
-            if let Some(parent) = step.task.parent_id {
-                resume_parent_if_done(&tx, parent, step.task.updated_at).await?;
-            }
+        write_rows(&tx, &accepted).await?;
+        let parents: Vec<_> = accepted
+            .iter()
+            .filter_map(|s| Some((s.task.parent_id?, s.task.updated_at)))
+            .collect();
+        if parents.is_empty() {
+            // The usual case: the append is the last statement, and commits with it.
+            append_and_commit(tx, events).await?;
+            return Ok(results);
+        }
+        append_in_tx(&tx, events).await?;
+        for (parent, now) in parents {
+            resume_parent_if_done(&tx, parent, now).await?;
         }
         tx.commit().await?;
         Ok(results)

@@ -1,5 +1,5 @@
 use super::PgStore;
-use super::provenance::{append_after, append_in_tx};
+use super::provenance::{append_and_commit, append_in_tx};
 use super::rows::{self, get, opt_json, parsed, unique_conflict};
 use crate::{EventFor, Result, StoreError, TaskStore};
 use async_trait::async_trait;
@@ -180,13 +180,9 @@ impl TaskStore for PgStore {
             // head: the append takes the log's head, which every other appender then
             // waits for, so nothing follows it but the commit.
             let notify = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
-            let notified = async {
-                tx.execute(&notify, &[&super::listen::CHANNEL]).await?;
-                Ok(())
-            };
-            append_after(&tx, notified, events).await?;
+            tx.execute(&notify, &[&super::listen::CHANNEL]).await?;
         }
-        tx.commit().await?;
+        append_and_commit(tx, events).await?;
         if queued {
             // Claimers in this process need not wait for the notification's round trip
             // through the server; other processes get it from LISTEN.
