@@ -52,11 +52,11 @@ fn server_parts(drafts: Vec<EventDraft>) -> Vec<ServerSealed> {
 
 /// `mesh_append_events`'s arguments: the events' columns as arrays.
 struct AppendParams<'a> {
-    ids: Vec<uuid::Uuid>,
+    ids: Vec<Uuid>,
     timestamps: Vec<mesh_types::time::Timestamp>,
     actions: Vec<&'a str>,
     actors: Vec<&'a str>,
-    task_ids: Vec<Option<uuid::Uuid>>,
+    task_ids: Vec<Option<Uuid>>,
     subject_types: Vec<&'a str>,
     subject_ids: Vec<Option<&'a str>>,
     payloads: Vec<&'a str>,
