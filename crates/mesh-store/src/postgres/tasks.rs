@@ -176,9 +176,8 @@ impl TaskStore for PgStore {
         }
         let queued = !events.is_empty();
         if queued {
-            // The notification goes before the append, in the round trip that reads the
-            // head: the append takes the log's head, which every other appender then
-            // waits for, so nothing follows it but the commit.
+            // The notification before the append: the append takes the log's head,
+            // which every other appender then waits for, and sends the commit with it.
             let notify = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
             tx.execute(&notify, &[&super::listen::CHANNEL]).await?;
         }

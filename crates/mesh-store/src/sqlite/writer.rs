@@ -85,13 +85,13 @@ fn in_savepoint<T>(
 
 /// Runs a savepoint statement from the statement cache (`execute_batch` would parse it
 /// again for every job).
-pub(crate) fn savepoint(tx: &Transaction<'_>, sql: &str) -> Result<(), StoreError> {
+fn savepoint(tx: &Transaction<'_>, sql: &str) -> Result<(), StoreError> {
     tx.prepare_cached(sql)?.execute([])?;
     Ok(())
 }
 
 /// Rolls back to the savepoint `name` and drops it.
-pub(crate) fn undo_savepoint(tx: &Transaction<'_>, name: &str) {
+fn undo_savepoint(tx: &Transaction<'_>, name: &str) {
     let _ = savepoint(tx, &format!("ROLLBACK TO {name}"))
         .and_then(|_| savepoint(tx, &format!("RELEASE {name}")));
 }
