@@ -1,14 +1,14 @@
 use super::PgStore;
-use super::provenance::{append_and_commit, append_in_tx};
+use super::provenance::append_and_commit;
 use super::tasks::{TASK_COLUMNS, task_from_row};
 use crate::queue::{self as steps, Step};
 use crate::queue::{ClaimGate, ClaimOutcome, Completion};
 use crate::{QueueStore, Result, StoreError};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
-use mesh_types::Task;
 use mesh_types::queue::{ClaimRequest, FailOutcome, Lease, RetryPolicy};
 use mesh_types::time::Timestamp;
+use mesh_types::{EventDraft, Task};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -23,16 +23,22 @@ async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<(Task, Option<Uuid>)> {
     Ok((task_from_row(&row)?, token))
 }
 
-/// Writes back every column the queue's state machine may change, and the events; a
-/// subtask reaching a final status may resume its parked parent.
-async fn save(tx: &Transaction<'_>, step: Step) -> Result<Task> {
+/// Events staged for one append just before the commit. The append locks the log's
+/// head, so it must be a transaction's last lock: a transaction that held the head and
+/// then waited for a row (a parent to resume, the next task of a sweep) could deadlock
+/// with one that held that row and waited for the head.
+pub(crate) type Staged = Vec<EventDraft>;
+
+/// Writes back every column the queue's state machine may change and stages the
+/// events; a subtask reaching a final status may resume its parked parent.
+async fn save(tx: &Transaction<'_>, step: Step, staged: &mut Staged) -> Result<Task> {
     write_row(tx, &step).await?;
     let task = step.task;
-    append_in_tx(tx, step.events).await?;
+    staged.extend(step.events);
     if task.status.is_terminal()
         && let Some(parent) = task.parent_id
     {
-        resume_parent_if_done(tx, parent, task.updated_at).await?;
+        stage_parent_resume(tx, parent, task.updated_at, staged).await?;
     }
     Ok(task)
 }
@@ -48,17 +54,19 @@ async fn unfinished_children(tx: &Transaction<'_>, parent: Uuid) -> Result<i64> 
         .get(0))
 }
 
-/// Puts a parked parent back in the queue once none of its subtasks is unfinished. The
-/// parent's row lock serialises siblings finishing at the same moment.
-pub(crate) async fn resume_parent_if_done(
+/// Puts a parked parent back in the queue once none of its subtasks is unfinished,
+/// staging its events. The parent's row lock serialises siblings finishing at the same
+/// moment.
+pub(crate) async fn stage_parent_resume(
     tx: &Transaction<'_>,
     parent: Uuid,
     now: Timestamp,
+    staged: &mut Staged,
 ) -> Result<()> {
     let (task, _) = lock(tx, parent).await?;
     if let Some(step) = steps::resume_step(task, unfinished_children(tx, parent).await?, now) {
         write_row(tx, &step).await?;
-        append_in_tx(tx, step.events).await?;
+        staged.extend(step.events);
     }
     Ok(())
 }
@@ -241,8 +249,9 @@ impl QueueStore for PgStore {
         let tx = client.transaction().await?;
         let (task, current) = lock(&tx, task_id).await?;
         let (step, lease) = steps::extend_step(task, current, token, now, lease_ms)?;
-        save(&tx, step).await?;
-        tx.commit().await?;
+        let mut staged = Staged::new();
+        save(&tx, step, &mut staged).await?;
+        append_and_commit(tx, staged).await?;
         Ok(lease)
     }
 
@@ -257,12 +266,14 @@ impl QueueStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let (task, current) = lock(&tx, task_id).await?;
+        let mut staged = Staged::new();
         let task = save(
             &tx,
             steps::complete_step(task, current, token, output, now, actor)?,
+            &mut staged,
         )
         .await?;
-        tx.commit().await?;
+        append_and_commit(tx, staged).await?;
         Ok(task)
     }
 
@@ -315,25 +326,20 @@ impl QueueStore for PgStore {
                 Err(e) => results.push(Err(e)),
             }
         }
-        let events: Vec<_> = accepted
+        let mut events: Staged = accepted
             .iter_mut()
             .flat_map(|s| std::mem::take(&mut s.events))
             .collect();
         write_rows(&tx, &accepted).await?;
-        let parents: Vec<_> = accepted
-            .iter()
-            .filter_map(|s| Some((s.task.parent_id?, s.task.updated_at)))
-            .collect();
-        if parents.is_empty() {
-            // The usual case: the append is the last statement, and commits with it.
-            append_and_commit(tx, events).await?;
-            return Ok(results);
+        // Parents in id order, each once: two batches finishing siblings lock them in
+        // the same order.
+        let mut parents: Vec<Uuid> = accepted.iter().filter_map(|s| s.task.parent_id).collect();
+        parents.sort();
+        parents.dedup();
+        for parent in parents {
+            stage_parent_resume(&tx, parent, now, &mut events).await?;
         }
-        append_in_tx(&tx, events).await?;
-        for (parent, now) in parents {
-            resume_parent_if_done(&tx, parent, now).await?;
-        }
-        tx.commit().await?;
+        append_and_commit(tx, events).await?;
         Ok(results)
     }
 
@@ -349,6 +355,7 @@ impl QueueStore for PgStore {
     ) -> Result<(Task, FailOutcome)> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let mut staged = Staged::new();
         let (task, current) = lock(&tx, task_id).await?;
         let step = steps::fail_step(
             task,
@@ -361,8 +368,8 @@ impl QueueStore for PgStore {
             actor,
         )?;
         let outcome = step.outcome.unwrap_or(FailOutcome::DeadLettered);
-        let task = save(&tx, step).await?;
-        tx.commit().await?;
+        let task = save(&tx, step, &mut staged).await?;
+        append_and_commit(tx, staged).await?;
         Ok((task, outcome))
     }
 
@@ -373,6 +380,7 @@ impl QueueStore for PgStore {
     ) -> Result<Vec<(Task, FailOutcome)>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let mut staged = Staged::new();
         let expired = ids(
             &tx,
             "SELECT id FROM tasks WHERE status = 'running' AND lease_expires_at < $1
@@ -394,15 +402,16 @@ impl QueueStore for PgStore {
                 "system",
             )?;
             let outcome = step.outcome.unwrap_or(FailOutcome::DeadLettered);
-            out.push((save(&tx, step).await?, outcome));
+            out.push((save(&tx, step, &mut staged).await?, outcome));
         }
-        tx.commit().await?;
+        append_and_commit(tx, staged).await?;
         Ok(out)
     }
 
     async fn expire_deadlines(&self, now: Timestamp) -> Result<Vec<Task>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let mut staged = Staged::new();
         let late = ids(
             &tx,
             "SELECT id FROM tasks WHERE status = 'queued' AND deadline < $1 AND started_at IS NULL
@@ -413,9 +422,9 @@ impl QueueStore for PgStore {
         let mut out = Vec::new();
         for id in late {
             let (task, _) = lock(&tx, id).await?;
-            out.push(save(&tx, steps::deadline_step(task, now)).await?);
+            out.push(save(&tx, steps::deadline_step(task, now), &mut staged).await?);
         }
-        tx.commit().await?;
+        append_and_commit(tx, staged).await?;
         Ok(out)
     }
 
@@ -429,11 +438,12 @@ impl QueueStore for PgStore {
     ) -> Result<Task> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let mut staged = Staged::new();
         let (task, current) = lock(&tx, task_id).await?;
         let unfinished = unfinished_children(&tx, task_id).await?;
         let step = steps::await_step(task, current, token, output, unfinished, now, actor)?;
-        let task = save(&tx, step).await?;
-        tx.commit().await?;
+        let task = save(&tx, step, &mut staged).await?;
+        append_and_commit(tx, staged).await?;
         Ok(task)
     }
 
@@ -445,6 +455,7 @@ impl QueueStore for PgStore {
     ) -> Result<Vec<(Task, Task)>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let mut staged = Staged::new();
         let waited_since = now - mesh_types::time::millis(waited_ms);
         let waiting = ids(
             &tx,
@@ -489,13 +500,14 @@ impl QueueStore for PgStore {
                 let asked_task = save(
                     &tx,
                     steps::yield_request_step(task, &critical, current, now),
+                    &mut staged,
                 )
                 .await?;
                 entry.1 += 1;
                 asked.push((critical, asked_task));
             }
         }
-        tx.commit().await?;
+        append_and_commit(tx, staged).await?;
         Ok(asked)
     }
 
@@ -508,18 +520,25 @@ impl QueueStore for PgStore {
     ) -> Result<Task> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let mut staged = Staged::new();
         let (task, current) = lock(&tx, task_id).await?;
-        let task = save(&tx, steps::yield_step(task, current, token, now, actor)?).await?;
-        tx.commit().await?;
+        let task = save(
+            &tx,
+            steps::yield_step(task, current, token, now, actor)?,
+            &mut staged,
+        )
+        .await?;
+        append_and_commit(tx, staged).await?;
         Ok(task)
     }
 
     async fn requeue_task(&self, task_id: Uuid, now: Timestamp, actor: &str) -> Result<Task> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let mut staged = Staged::new();
         let (task, _) = lock(&tx, task_id).await?;
-        let task = save(&tx, steps::requeue_step(task, now, actor)?).await?;
-        tx.commit().await?;
+        let task = save(&tx, steps::requeue_step(task, now, actor)?, &mut staged).await?;
+        append_and_commit(tx, staged).await?;
         Ok(task)
     }
 
@@ -533,9 +552,15 @@ impl QueueStore for PgStore {
     ) -> Result<Task> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let mut staged = Staged::new();
         let (task, _) = lock(&tx, task_id).await?;
-        let task = save(&tx, steps::approval_step(task, approve, now, actor, note)?).await?;
-        tx.commit().await?;
+        let task = save(
+            &tx,
+            steps::approval_step(task, approve, now, actor, note)?,
+            &mut staged,
+        )
+        .await?;
+        append_and_commit(tx, staged).await?;
         Ok(task)
     }
 }

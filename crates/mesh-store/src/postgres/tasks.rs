@@ -1,5 +1,5 @@
 use super::PgStore;
-use super::provenance::{append_and_commit, append_in_tx};
+use super::provenance::append_and_commit;
 use super::rows::{self, get, opt_json, parsed, unique_conflict};
 use crate::{EventFor, Result, StoreError, TaskStore};
 use async_trait::async_trait;
@@ -250,12 +250,12 @@ impl TaskStore for PgStore {
             .await?;
         let mut cancelled = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
         cancelled.sort_by_key(|t| (t.id != id, t.id));
-        append_in_tx(&tx, cancelled.iter().map(|t| event(t)).collect()).await?;
+        let mut staged: Vec<EventDraft> = cancelled.iter().map(|t| event(t)).collect();
         // A cancelled subtask may have been the last its parked parent waited for.
         if let Some(parent) = root.parent_id {
-            super::queue::resume_parent_if_done(&tx, parent, now).await?;
+            super::queue::stage_parent_resume(&tx, parent, now, &mut staged).await?;
         }
-        tx.commit().await?;
+        append_and_commit(tx, staged).await?;
         Ok(cancelled)
     }
 

@@ -802,3 +802,77 @@ pub async fn concurrent_gated_claims_decide_each_task_once(h: &Harness) {
             .is_ok()
     );
 }
+
+/// Parents park while their subtasks finish, all at once and many times over. A
+/// finishing subtask resumes its parent, so its transaction takes the parent's row as
+/// well as its own and the log's head; a parking parent takes its row and the head.
+/// Taken in different orders, two such transactions deadlock (PostgreSQL aborts one).
+pub async fn parents_park_while_children_finish(h: &Harness) {
+    let s = &h.store;
+    for round in 0..5 {
+        let mut families = Vec::new();
+        for i in 0..6 {
+            let (plan, step) = (format!("park-{round}-{i}"), format!("step-{round}-{i}"));
+            let parent = new_task(&plan, 0, None);
+            s.tasks.insert_task(&parent, vec![]).await.unwrap();
+            let lease = claim_one(h, &plan, mesh_types::time::now()).await.unwrap();
+            for _ in 0..2 {
+                let child = new_task(&step, 0, Some(parent.id));
+                s.tasks
+                    .insert_task(&child, vec![event("task_created").task(child.id)])
+                    .await
+                    .unwrap();
+            }
+            let now = mesh_types::time::now();
+            let children = s
+                .queue
+                .claim(&request(Uuid::now_v7(), &[step.as_str()], 2, now))
+                .await
+                .unwrap();
+            assert_eq!(children.len(), 2);
+            families.push((parent.id, lease, children));
+        }
+        let mut writes = tokio::task::JoinSet::new();
+        for (parent, lease, children) in &families {
+            let store = s.clone();
+            let (parent, token) = (*parent, lease.lease_token);
+            writes.spawn(async move {
+                let now = mesh_types::time::now();
+                store
+                    .queue
+                    .await_children(parent, token, json!({}), now, "planner")
+                    .await
+                    .map(drop)
+            });
+            for child in children {
+                let store = s.clone();
+                let (id, token) = (child.task.id, child.lease_token);
+                writes.spawn(async move {
+                    let now = mesh_types::time::now();
+                    store
+                        .queue
+                        .complete_task(id, token, None, now, "worker")
+                        .await
+                        .map(drop)
+                });
+            }
+        }
+        while let Some(done) = writes.join_next().await {
+            done.unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: a write failed: {e}"));
+        }
+        for (parent, _, _) in &families {
+            assert_eq!(
+                s.tasks.get_task(*parent).await.unwrap().unwrap().status,
+                TaskStatus::Queued,
+                "round {round}: every subtask finished, so the parent is back in the queue"
+            );
+        }
+    }
+    assert!(
+        mesh_store::verify_chain(s.provenance.as_ref())
+            .await
+            .unwrap()
+            .is_ok()
+    );
+}
