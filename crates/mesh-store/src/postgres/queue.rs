@@ -43,6 +43,14 @@ async fn save(tx: &Transaction<'_>, step: Step, staged: &mut Staged) -> Result<T
     Ok(task)
 }
 
+/// One step's transaction from its row lock on: [`save`], then the append and commit.
+async fn save_and_commit(tx: Transaction<'_>, step: Step) -> Result<Task> {
+    let mut staged = Staged::new();
+    let task = save(&tx, step, &mut staged).await?;
+    append_and_commit(tx, staged).await?;
+    Ok(task)
+}
+
 /// Subtasks of `parent` that have not reached a final status.
 async fn unfinished_children(tx: &Transaction<'_>, parent: Uuid) -> Result<i64> {
     Ok(tx
@@ -266,15 +274,11 @@ impl QueueStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let (task, current) = lock(&tx, task_id).await?;
-        let mut staged = Staged::new();
-        let task = save(
-            &tx,
+        save_and_commit(
+            tx,
             steps::complete_step(task, current, token, output, now, actor)?,
-            &mut staged,
         )
-        .await?;
-        append_and_commit(tx, staged).await?;
-        Ok(task)
+        .await
     }
 
     async fn complete_tasks(
@@ -438,13 +442,10 @@ impl QueueStore for PgStore {
     ) -> Result<Task> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let mut staged = Staged::new();
         let (task, current) = lock(&tx, task_id).await?;
         let unfinished = unfinished_children(&tx, task_id).await?;
         let step = steps::await_step(task, current, token, output, unfinished, now, actor)?;
-        let task = save(&tx, step, &mut staged).await?;
-        append_and_commit(tx, staged).await?;
-        Ok(task)
+        save_and_commit(tx, step).await
     }
 
     async fn request_yields(
@@ -520,26 +521,15 @@ impl QueueStore for PgStore {
     ) -> Result<Task> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let mut staged = Staged::new();
         let (task, current) = lock(&tx, task_id).await?;
-        let task = save(
-            &tx,
-            steps::yield_step(task, current, token, now, actor)?,
-            &mut staged,
-        )
-        .await?;
-        append_and_commit(tx, staged).await?;
-        Ok(task)
+        save_and_commit(tx, steps::yield_step(task, current, token, now, actor)?).await
     }
 
     async fn requeue_task(&self, task_id: Uuid, now: Timestamp, actor: &str) -> Result<Task> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let mut staged = Staged::new();
         let (task, _) = lock(&tx, task_id).await?;
-        let task = save(&tx, steps::requeue_step(task, now, actor)?, &mut staged).await?;
-        append_and_commit(tx, staged).await?;
-        Ok(task)
+        save_and_commit(tx, steps::requeue_step(task, now, actor)?).await
     }
 
     async fn resolve_approval(
@@ -552,15 +542,7 @@ impl QueueStore for PgStore {
     ) -> Result<Task> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let mut staged = Staged::new();
         let (task, _) = lock(&tx, task_id).await?;
-        let task = save(
-            &tx,
-            steps::approval_step(task, approve, now, actor, note)?,
-            &mut staged,
-        )
-        .await?;
-        append_and_commit(tx, staged).await?;
-        Ok(task)
+        save_and_commit(tx, steps::approval_step(task, approve, now, actor, note)?).await
     }
 }
