@@ -19,7 +19,7 @@ macro_rules! conformance {
                 idempotency_keys_return_the_first_task, concurrent_claims_never_lease_a_task_twice,
                 bus_topics_are_ordered_and_replayable, consumer_groups_deliver_at_least_once,
                 cursors_move_with_their_batch, lifecycle_topics_are_read_from_the_log,
-                parents_resume_when_subtasks_finish, parents_park_while_children_finish,
+                parents_resume_when_subtasks_finish, parents_park_while_children_finish, parents_are_cancelled_while_children_finish,
                 concurrent_writes_fail_alone, critical_tasks_preempt_lower_priority_work,
                 gated_claims_lease_what_the_gate_allows, concurrent_gated_claims_decide_each_task_once,
                 new_work_wakes_waiters, events_are_read_by_action,

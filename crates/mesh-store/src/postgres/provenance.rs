@@ -129,6 +129,8 @@ fn sealed_from(parts: Vec<ServerSealed>, row: &Row) -> Result<Vec<ProvenanceEven
 /// trailing `BEGIN` gives the caller's `Transaction` a transaction to end, outside the
 /// head's hold, so nothing is left open. The append's statement is prepared before
 /// the pipeline starts: one prepared on the way would reach the server after `COMMIT`.
+/// `tx` must be a top-level transaction: inside a savepoint, the `COMMIT` would end
+/// the enclosing transaction.
 pub(crate) async fn append_and_commit(
     tx: Transaction<'_>,
     drafts: Vec<EventDraft>,

@@ -227,6 +227,20 @@ impl TaskStore for PgStore {
     ) -> Result<Vec<Task>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // Unfinished subtasks first, deepest first, the task itself last: a finishing
+        // subtask locks its own row and then its parent's, so locking a parent before
+        // its subtasks could deadlock with it.
+        tx.query(
+            "WITH RECURSIVE tree(id, depth) AS (
+               SELECT id, 1 FROM tasks WHERE parent_id = $1
+               UNION ALL SELECT t.id, tree.depth + 1 FROM tasks t JOIN tree ON t.parent_id = tree.id)
+             SELECT t.id FROM tasks t JOIN tree ON t.id = tree.id
+             WHERE t.status NOT IN ('completed', 'failed', 'cancelled')
+             ORDER BY tree.depth DESC, t.id
+             FOR UPDATE OF t",
+            &[&id],
+        )
+        .await?;
         let root = lock(&tx, id).await?;
         if root.status.is_terminal() {
             return Err(StoreError::Conflict(format!(

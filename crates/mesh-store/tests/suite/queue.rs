@@ -876,3 +876,79 @@ pub async fn parents_park_while_children_finish(h: &Harness) {
             .is_ok()
     );
 }
+
+/// Parents are cancelled while their subtasks finish, all at once and many times over.
+/// A cancellation takes the parent's row and its subtasks'; a finishing subtask takes
+/// its own row and then its parent's. Each completion either lands first or finds its
+/// task cancelled (a conflict); nothing else may fail.
+pub async fn parents_are_cancelled_while_children_finish(h: &Harness) {
+    let s = &h.store;
+    for round in 0..5 {
+        let mut families = Vec::new();
+        for i in 0..6 {
+            let step = format!("cancel-step-{round}-{i}");
+            let parent = new_task(&format!("cancel-{round}-{i}"), 0, None);
+            s.tasks.insert_task(&parent, vec![]).await.unwrap();
+            for _ in 0..2 {
+                let child = new_task(&step, 0, Some(parent.id));
+                s.tasks.insert_task(&child, vec![]).await.unwrap();
+            }
+            let now = mesh_types::time::now();
+            let children = s
+                .queue
+                .claim(&request(Uuid::now_v7(), &[step.as_str()], 2, now))
+                .await
+                .unwrap();
+            assert_eq!(children.len(), 2);
+            families.push((parent.id, children));
+        }
+        let mut cancels = tokio::task::JoinSet::new();
+        let mut completions = tokio::task::JoinSet::new();
+        for (parent, children) in &families {
+            let (store, parent) = (s.clone(), *parent);
+            cancels.spawn(async move {
+                let event: mesh_store::EventFor<mesh_types::Task> =
+                    std::sync::Arc::new(|t: &mesh_types::Task| event("task_cancelled").task(t.id));
+                store
+                    .tasks
+                    .cancel_task(parent, mesh_types::time::now(), event)
+                    .await
+                    .map(drop)
+            });
+            for child in children {
+                let store = s.clone();
+                let (id, token) = (child.task.id, child.lease_token);
+                completions.spawn(async move {
+                    let now = mesh_types::time::now();
+                    store
+                        .queue
+                        .complete_task(id, token, None, now, "w")
+                        .await
+                        .map(drop)
+                });
+            }
+        }
+        while let Some(done) = cancels.join_next().await {
+            done.unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: a cancellation failed: {e}"));
+        }
+        while let Some(done) = completions.join_next().await {
+            match done.unwrap() {
+                Ok(()) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => panic!("round {round}: a completion failed: {e}"),
+            }
+        }
+        for (parent, _) in &families {
+            assert_eq!(
+                s.tasks.get_task(*parent).await.unwrap().unwrap().status,
+                TaskStatus::Cancelled
+            );
+        }
+    }
+    assert!(
+        mesh_store::verify_chain(s.provenance.as_ref())
+            .await
+            .unwrap()
+            .is_ok()
+    );
+}
