@@ -264,7 +264,7 @@ impl TaskStore for PgStore {
             .await?;
         let mut cancelled = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
         cancelled.sort_by_key(|t| (t.id != id, t.id));
-        let mut staged: Vec<EventDraft> = cancelled.iter().map(|t| event(t)).collect();
+        let mut staged: super::queue::Staged = cancelled.iter().map(|t| event(t)).collect();
         // A cancelled subtask may have been the last its parked parent waited for.
         if let Some(parent) = root.parent_id {
             super::queue::stage_parent_resume(&tx, parent, now, &mut staged).await?;
