@@ -63,6 +63,13 @@ pub fn to_chat(body: Value) -> Result<ChatRequest, ApiError> {
             .collect();
         extra.insert("tools".into(), json!(tools));
     }
+    if let Some(choice) = body.remove("tool_choice") {
+        let (choice, parallel) = tool_choice_to_openai(&choice)?;
+        extra.insert("tool_choice".into(), choice);
+        if let Some(parallel) = parallel {
+            extra.insert("parallel_tool_calls".into(), json!(parallel));
+        }
+    }
     Ok(ChatRequest {
         model,
         messages,
@@ -70,6 +77,57 @@ pub fn to_chat(body: Value) -> Result<ChatRequest, ApiError> {
         stream: body.remove("stream").and_then(|s| s.as_bool()),
         extra,
     })
+}
+
+/// Anthropic's `tool_choice` as OpenAI's, with `parallel_tool_calls` when
+/// `disable_parallel_tool_use` is given.
+fn tool_choice_to_openai(choice: &Value) -> Result<(Value, Option<bool>), ApiError> {
+    let invalid = || {
+        ApiError::invalid(
+            "tool_choice",
+            "tool_choice: {\"type\": \"auto\" | \"any\" | \"none\"} or {\"type\": \"tool\", \"name\": …}",
+        )
+    };
+    let openai = match choice.get("type").and_then(Value::as_str) {
+        Some("auto") => json!("auto"),
+        Some("any") => json!("required"),
+        Some("none") => json!("none"),
+        Some("tool") => {
+            let name = choice
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(invalid)?;
+            json!({"type": "function", "function": {"name": name}})
+        }
+        _ => return Err(invalid()),
+    };
+    let parallel = choice
+        .get("disable_parallel_tool_use")
+        .and_then(Value::as_bool)
+        .map(|disabled| !disabled);
+    Ok((openai, parallel))
+}
+
+/// OpenAI's `tool_choice` and `parallel_tool_calls` as Anthropic's `tool_choice`;
+/// `None` when neither is set or the choice is not one Anthropic has.
+fn tool_choice_to_anthropic(choice: Option<&Value>, parallel: Option<&Value>) -> Option<Value> {
+    let mut out = match choice {
+        Some(Value::String(c)) if c == "auto" => json!({"type": "auto"}),
+        Some(Value::String(c)) if c == "required" => json!({"type": "any"}),
+        Some(Value::String(c)) if c == "none" => json!({"type": "none"}),
+        Some(Value::Object(c)) => {
+            json!({"type": "tool", "name": c.get("function")?.get("name")?.as_str()?})
+        }
+        Some(_) => return None,
+        None if parallel.is_some() => json!({"type": "auto"}),
+        None => return None,
+    };
+    if let Some(parallel) = parallel.and_then(Value::as_bool)
+        && out["type"] != "none"
+    {
+        out["disable_parallel_tool_use"] = json!(!parallel);
+    }
+    Some(out)
 }
 
 fn message(role: &str, content: Value) -> Message {
@@ -276,6 +334,12 @@ pub fn from_chat(request: &ChatRequest, default_max_tokens: u32) -> Value {
                             "input_schema": t["function"]["parameters"]}))
             .collect();
         body["tools"] = json!(tools);
+        if let Some(choice) = tool_choice_to_anthropic(
+            request.extra.get("tool_choice"),
+            request.extra.get("parallel_tool_calls"),
+        ) {
+            body["tool_choice"] = choice;
+        }
     }
     body
 }
@@ -353,6 +417,44 @@ mod tests {
             to_chat(json!({"model": "m", "messages": []})).is_err(),
             "max_tokens is required"
         );
+    }
+
+    /// Each of Anthropic's tool choices has its OpenAI counterpart and comes back as
+    /// it went; parallel tool use travels with it.
+    #[test]
+    fn tool_choices_translate_both_ways() {
+        for (anthropic, openai) in [
+            (json!({"type": "auto"}), json!("auto")),
+            (json!({"type": "any"}), json!("required")),
+            (json!({"type": "none"}), json!("none")),
+            (
+                json!({"type": "tool", "name": "get_weather"}),
+                json!({"type": "function", "function": {"name": "get_weather"}}),
+            ),
+            (
+                json!({"type": "any", "disable_parallel_tool_use": true}),
+                json!("required"),
+            ),
+        ] {
+            let chat = to_chat(json!({
+                "model": "m", "max_tokens": 8, "tool_choice": anthropic,
+                "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+                "messages": [{"role": "user", "content": "weather?"}],
+            }))
+            .unwrap();
+            assert_eq!(chat.extra["tool_choice"], openai, "{anthropic}");
+            assert_eq!(from_chat(&chat, 8)["tool_choice"], anthropic);
+        }
+        let parallel = to_chat(json!({"model": "m", "max_tokens": 8,
+            "tool_choice": {"type": "auto", "disable_parallel_tool_use": true},
+            "messages": [{"role": "user", "content": "x"}]}))
+        .unwrap();
+        assert_eq!(parallel.extra["parallel_tool_calls"], json!(false));
+        let bad = to_chat(
+            json!({"model": "m", "max_tokens": 8, "tool_choice": {"type": "some"},
+            "messages": [{"role": "user", "content": "x"}]}),
+        );
+        assert_eq!(bad.unwrap_err().field.as_deref(), Some("tool_choice"));
     }
 
     #[test]

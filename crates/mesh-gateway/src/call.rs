@@ -41,7 +41,11 @@ enum Opened {
 /// The protocol a client speaks, which its stream must be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    OpenAi,
+    /// OpenAI chunks; `usage`: the client asked for the closing usage chunk
+    /// (`stream_options.include_usage`), which is sent only when asked for.
+    OpenAi {
+        usage: bool,
+    },
     Anthropic,
 }
 

@@ -17,6 +17,18 @@ pub struct ChatRequest {
     pub extra: Map<String, Value>,
 }
 
+impl ChatRequest {
+    /// Whether a streaming client asked for the usage chunk that closes OpenAI streams
+    /// (`stream_options.include_usage`).
+    pub fn wants_stream_usage(&self) -> bool {
+        self.extra
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,

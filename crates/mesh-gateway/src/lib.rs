@@ -24,6 +24,7 @@ mod resilience;
 mod routes;
 mod routing;
 pub mod sim;
+mod sim_shapes;
 mod spans;
 mod stream;
 mod trail;

@@ -413,7 +413,7 @@ fn non_negative(at: &str, field: &str, value: Option<f64>) -> Result<f64, String
 }
 
 /// A chat request as sent upstream: the client's, with `stream` set as the gateway
-/// calls it.
+/// calls it and, on a stream, usage asked for.
 struct Outgoing<'a> {
     request: &'a ChatRequest,
     stream: bool,
@@ -430,8 +430,22 @@ impl serde::Serialize for Outgoing<'_> {
             map.serialize_entry("max_tokens", &max)?;
         }
         map.serialize_entry("stream", &self.stream)?;
+        if self.stream {
+            // Always asked for, whatever the client asked: the call is accounted from
+            // it (the relay removes it for a client that did not ask).
+            let mut options = match r.extra.get("stream_options") {
+                Some(serde_json::Value::Object(o)) => o.clone(),
+                _ => serde_json::Map::new(),
+            };
+            options.insert("include_usage".into(), serde_json::Value::Bool(true));
+            map.serialize_entry("stream_options", &options)?;
+        }
         for (k, v) in &r.extra {
-            if !matches!(k.as_str(), "model" | "messages" | "max_tokens" | "stream") {
+            // `stream_options` is refused without `stream` (OpenAI answers 400).
+            if !matches!(
+                k.as_str(),
+                "model" | "messages" | "max_tokens" | "stream" | "stream_options"
+            ) {
                 map.serialize_entry(k, v)?;
             }
         }

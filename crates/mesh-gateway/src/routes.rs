@@ -167,8 +167,11 @@ async fn chat(
 ) -> Result<Response, ApiError> {
     let call = call_context(&headers)?;
     if request.stream == Some(true) {
+        let client = crate::Protocol::OpenAi {
+            usage: request.wants_stream_usage(),
+        };
         let body = core
-            .chat_stream(&caller.principal, call, request, crate::Protocol::OpenAi)
+            .chat_stream(&caller.principal, call, request, client)
             .await?;
         return Ok((
             [

@@ -5,10 +5,13 @@
 //! A [`Script`] (the fixture file `fixtures/sim-script.toml`, embedded; `[gateway]
 //! sim_script` overrides it) gives scripted replies for prompts it recognises — how the
 //! built-in planner, coder and critic get parseable answers offline. Anything else
-//! gets the hashed filler.
+//! gets the hashed filler — or, when the request's tools or `response_format` call for
+//! it, a tool call or JSON shaped by their schemas (see `sim_shapes`).
 
 use crate::chat::{ChatRequest, Completion};
+use crate::sim_shapes;
 use serde::Deserialize;
+use serde_json::{Map, json};
 use sha2::{Digest, Sha256};
 
 pub const PROVIDER: &str = "sim";
@@ -113,15 +116,44 @@ pub fn complete(request: &ChatRequest, script: &Script) -> Completion {
         };
     }
     let digest = Sha256::digest(format!("{}\n{prompt}", request.model).as_bytes());
+    let filler: Vec<&str> = digest
+        .iter()
+        .map(|b| WORDS[usize::from(*b) % WORDS.len()])
+        .collect();
+    if let Some(function) = sim_shapes::chosen_tool(request) {
+        let arguments = sim_shapes::arguments(function, &mut sim_shapes::Filler::new(&filler));
+        let call = json!({
+            "id": format!("call_{}", hex::encode(&digest[..12])),
+            "type": "function",
+            "function": {"name": function["name"], "arguments": arguments.to_string()},
+        });
+        let mut extra = Map::new();
+        extra.insert("tool_calls".into(), json!([call]));
+        return Completion {
+            content: String::new(),
+            extra,
+            prompt_tokens,
+            completion_tokens: tokens_of(&call.to_string()),
+            finish_reason: "tool_calls",
+        };
+    }
+    if let Some(value) = sim_shapes::json_reply(request, &mut sim_shapes::Filler::new(&filler)) {
+        let content = value.to_string();
+        return Completion {
+            completion_tokens: tokens_of(&content),
+            content,
+            extra: Default::default(),
+            prompt_tokens,
+            finish_reason: "stop",
+        };
+    }
     let length = if request.model == "sim-large" { 24 } else { 12 };
     let limit = request
         .max_tokens
         .map(|m| m as usize)
         .unwrap_or(length)
         .clamp(1, length);
-    let words: Vec<&str> = (0..limit)
-        .map(|i| WORDS[usize::from(digest[i % digest.len()]) % WORDS.len()])
-        .collect();
+    let words: Vec<&str> = (0..limit).map(|i| filler[i % filler.len()]).collect();
     Completion {
         content: format!("[sim] {}", words.join(" ")),
         extra: Default::default(),
@@ -129,6 +161,11 @@ pub fn complete(request: &ChatRequest, script: &Script) -> Completion {
         completion_tokens: limit as u64 + 1,
         finish_reason: if limit < length { "length" } else { "stop" },
     }
+}
+
+/// Structured output counted as text: about four characters a token.
+fn tokens_of(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4).max(1)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::call::Protocol;
 use crate::chat::Completion;
 use crate::providers::Provider;
 use crate::trail::{Trail, Usage, spend};
-use crate::translate::{AnthropicToOpenAi, OpenAiToAnthropic, Translate};
+use crate::translate::{AnthropicToOpenAi, DropUsage, OpenAiToAnthropic, Translate};
 use axum::body::Bytes;
 use mesh_policy::Actor;
 use serde_json::{Value, json};
@@ -23,9 +23,16 @@ pub fn done() -> Bytes {
     Bytes::from_static(b"data: [DONE]\n\n")
 }
 
-/// A finished completion as the chunks a streaming client expects: the role, one chunk
-/// per word, the finish reason, `[DONE]`.
-pub fn chunks(completion: &Completion, id: &str, model: &str, created: i64) -> Vec<Bytes> {
+/// A finished completion as the chunks a streaming client expects: the role, the
+/// text a word a chunk, each tool call (its name, then its arguments), the finish
+/// reason, the usage when the client asked for it, `[DONE]`.
+pub fn chunks(
+    completion: &Completion,
+    id: &str,
+    model: &str,
+    created: i64,
+    with_usage: bool,
+) -> Vec<Bytes> {
     let chunk = |delta: Value, finish: Option<&str>| {
         frame(&json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -33,19 +40,52 @@ pub fn chunks(completion: &Completion, id: &str, model: &str, created: i64) -> V
         }))
     };
     let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
-    let mut first = true;
-    for word in completion.content.split(' ') {
-        let piece = if first {
-            word.to_string()
-        } else {
-            format!(" {word}")
-        };
-        first = false;
-        out.push(chunk(json!({"content": piece}), None));
+    if !completion.content.is_empty() {
+        for (i, word) in completion.content.split(' ').enumerate() {
+            let piece = if i == 0 {
+                word.to_string()
+            } else {
+                format!(" {word}")
+            };
+            out.push(chunk(json!({"content": piece}), None));
+        }
+    }
+    let calls = completion.extra.get("tool_calls").and_then(Value::as_array);
+    for (index, call) in calls.into_iter().flatten().enumerate() {
+        let function = &call["function"];
+        out.push(chunk(
+            json!({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                   "function": {"name": function["name"], "arguments": ""}}]}),
+            None,
+        ));
+        out.push(chunk(
+            json!({"tool_calls": [{"index": index, "function": {"arguments": function["arguments"]}}]}),
+            None,
+        ));
     }
     out.push(chunk(json!({}), Some(completion.finish_reason)));
+    if with_usage {
+        out.push(usage_chunk(
+            id,
+            model,
+            created,
+            completion.prompt_tokens,
+            completion.completion_tokens,
+        ));
+    }
     out.push(done());
     out
+}
+
+/// The chunk that closes an OpenAI stream when `stream_options.include_usage` is set:
+/// no choices, the call's token counts.
+pub fn usage_chunk(id: &str, model: &str, created: i64, prompt: u64, completion: u64) -> Bytes {
+    frame(&json!({
+        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion},
+    }))
 }
 
 /// A whole completion (from `sim`, or chosen by `consensus`) as the stream a client of
@@ -57,7 +97,9 @@ pub(crate) fn whole(
     client: Protocol,
 ) -> axum::body::Body {
     let frames = match client {
-        Protocol::OpenAi => chunks(completion, id, model, crate::trail::now_secs()),
+        Protocol::OpenAi { usage } => {
+            chunks(completion, id, model, crate::trail::now_secs(), usage)
+        }
         Protocol::Anthropic => {
             crate::anthropic::to_events(completion, &id.replacen("chatcmpl-", "msg_", 1), model)
         }
@@ -138,13 +180,16 @@ impl Gateway {
         let mut upstream: Option<Box<dyn Translate>> = provider
             .speaks_anthropic()
             .then(|| Box::new(AnthropicToOpenAi::new(&id, &model)) as Box<dyn Translate>);
-        let mut downstream: Option<Box<dyn Translate>> =
-            (client == Protocol::Anthropic).then(|| {
-                Box::new(OpenAiToAnthropic::new(
-                    &id.replacen("chatcmpl-", "msg_", 1),
-                    &model,
-                )) as Box<dyn Translate>
-            });
+        // Upstreams are always asked for usage (the call is accounted from it); an
+        // OpenAI client that did not ask for it does not get it.
+        let mut downstream: Option<Box<dyn Translate>> = match client {
+            Protocol::Anthropic => Some(Box::new(OpenAiToAnthropic::new(
+                &id.replacen("chatcmpl-", "msg_", 1),
+                &model,
+            ))),
+            Protocol::OpenAi { usage: false } => Some(Box::new(DropUsage::default())),
+            Protocol::OpenAi { usage: true } => None,
+        };
         tokio::spawn(async move {
             let mut tally = StreamTally::default();
             let mut error = None;
@@ -244,12 +289,60 @@ mod tests {
             completion_tokens: 2,
             finish_reason: "stop",
         };
-        let frames = chunks(&c, "id", "m", 0);
+        let frames = chunks(&c, "id", "m", 0, false);
         let mut t = StreamTally::default();
         for f in &frames {
             t.feed(f);
         }
         assert_eq!(t.content, "a b");
+        assert_eq!(t.completion_tokens, None, "usage only when asked for");
         assert_eq!(frames.last().unwrap(), &done());
+    }
+
+    /// Tool calls stream as OpenAI streams them (name first, then the arguments), and a
+    /// client that asked for usage gets the closing usage chunk.
+    #[test]
+    fn chunks_carry_tool_calls_and_usage() {
+        let mut extra = serde_json::Map::new();
+        extra.insert(
+            "tool_calls".into(),
+            json!([{"id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]),
+        );
+        let c = Completion {
+            content: String::new(),
+            extra,
+            prompt_tokens: 4,
+            completion_tokens: 6,
+            finish_reason: "tool_calls",
+        };
+        let frames = chunks(&c, "id", "m", 0, true);
+        let parsed: Vec<Value> = frames[..frames.len() - 1]
+            .iter()
+            .map(|f| {
+                let text = String::from_utf8_lossy(f);
+                serde_json::from_str(text.trim().trim_start_matches("data: ")).unwrap()
+            })
+            .collect();
+        let calls: Vec<&Value> = parsed
+            .iter()
+            .filter_map(|c| c.pointer("/choices/0/delta/tool_calls/0"))
+            .collect();
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+        assert_eq!(calls[0]["id"], "call_1");
+        assert_eq!(calls[1]["function"]["arguments"], "{\"city\":\"Oslo\"}");
+        assert!(
+            parsed.iter().all(|c| c
+                .pointer("/choices/0/delta/content")
+                .is_none_or(|t| t == "")),
+            "no text"
+        );
+        let last = parsed.last().unwrap();
+        assert_eq!(last["choices"], json!([]));
+        assert_eq!(last["usage"]["total_tokens"], 10);
+        assert_eq!(
+            parsed[parsed.len() - 2]["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
     }
 }

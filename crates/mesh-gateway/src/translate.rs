@@ -53,13 +53,11 @@ impl AnthropicToOpenAi {
         }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>, usage: Option<Value>) -> Bytes {
-        let mut c = json!({"id": self.id, "object": "chat.completion.chunk", "model": self.model,
-                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        if let Some(u) = usage {
-            c["usage"] = u;
-        }
-        frame(&c)
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        frame(
+            &json!({"id": self.id, "object": "chat.completion.chunk", "model": self.model,
+                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+        )
     }
 }
 
@@ -75,7 +73,7 @@ impl Translate for AnthropicToOpenAi {
                     self.input_tokens = event["message"]["usage"]["input_tokens"]
                         .as_u64()
                         .unwrap_or(0);
-                    out.push(self.chunk(json!({"role": "assistant", "content": ""}), None, None));
+                    out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
                 }
                 Some("content_block_start") if event["content_block"]["type"] == "tool_use" => {
                     let index = self.tools.len();
@@ -86,13 +84,12 @@ impl Translate for AnthropicToOpenAi {
                         json!({"tool_calls": [{"index": index, "id": block["id"], "type": "function",
                                                "function": {"name": block["name"], "arguments": ""}}]}),
                         None,
-                        None,
                     ));
                 }
                 Some("content_block_delta") => {
                     let delta = &event["delta"];
                     if delta["type"] == "text_delta" {
-                        out.push(self.chunk(json!({"content": delta["text"]}), None, None));
+                        out.push(self.chunk(json!({"content": delta["text"]}), None));
                     } else if delta["type"] == "input_json_delta" {
                         let index = self
                             .tools
@@ -101,7 +98,6 @@ impl Translate for AnthropicToOpenAi {
                             .unwrap_or(0);
                         out.push(self.chunk(
                             json!({"tool_calls": [{"index": index, "function": {"arguments": delta["partial_json"]}}]}),
-                            None,
                             None,
                         ));
                     }
@@ -113,9 +109,16 @@ impl Translate for AnthropicToOpenAi {
                         _ => "stop",
                     };
                     let output = event["usage"]["output_tokens"].as_u64().unwrap_or(0);
-                    let usage = json!({"prompt_tokens": self.input_tokens, "completion_tokens": output,
-                                       "total_tokens": self.input_tokens + output});
-                    out.push(self.chunk(json!({}), Some(finish), Some(usage)));
+                    out.push(self.chunk(json!({}), Some(finish)));
+                    // As OpenAI closes a stream asked for usage; clients that did not
+                    // ask have it removed on the way out (see `DropUsage`).
+                    out.push(crate::stream::usage_chunk(
+                        &self.id,
+                        &self.model,
+                        crate::trail::now_secs(),
+                        self.input_tokens,
+                        output,
+                    ));
                 }
                 Some("message_stop") => out.push(done()),
                 _ => {}
@@ -123,6 +126,32 @@ impl Translate for AnthropicToOpenAi {
         }
         out
     }
+}
+
+/// OpenAI chunks without the usage chunk that closes a stream asked for usage: what an
+/// OpenAI client that did not ask for it gets (clients often read `choices[0]` of
+/// every chunk, and that chunk has no choices).
+#[derive(Default)]
+pub struct DropUsage {
+    lines: Lines,
+}
+
+impl Translate for DropUsage {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<Bytes> {
+        self.lines
+            .data(bytes)
+            .into_iter()
+            .filter(|data| !is_usage_chunk(data))
+            .map(|data| Bytes::from(format!("data: {data}\n\n")))
+            .collect()
+    }
+}
+
+fn is_usage_chunk(data: &str) -> bool {
+    data.contains("\"usage\"")
+        && serde_json::from_str::<Value>(data).is_ok_and(|chunk| {
+            chunk["usage"].is_object() && chunk["choices"].as_array().is_some_and(|c| c.is_empty())
+        })
 }
 
 /// OpenAI chunks → Anthropic events.
@@ -317,6 +346,22 @@ mod tests {
             "{out}"
         );
         assert!(out.ends_with("data: [DONE]\n\n"));
+    }
+
+    /// A client that did not ask for usage gets every chunk but the usage chunk, with
+    /// frames split anywhere on the way in.
+    #[test]
+    fn usage_chunks_are_dropped_for_clients_that_did_not_ask() {
+        let text =
+            json!({"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": null}]});
+        let finish = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        let usage = json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}});
+        let input = format!("data: {text}\n\ndata: {finish}\n\ndata: {usage}\n\ndata: [DONE]\n\n");
+        let out = run(&mut DropUsage::default(), &input);
+        assert_eq!(
+            out,
+            format!("data: {text}\n\ndata: {finish}\n\ndata: [DONE]\n\n")
+        );
     }
 
     #[test]

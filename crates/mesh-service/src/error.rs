@@ -1,4 +1,4 @@
-//! The one error body every service returns: `{"error":{"code","message","field"}}`.
+//! The one error body every service returns: `{"type":"error","error":{"code","message","field"}}`.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,8 +15,12 @@ pub struct ApiError {
     pub retry_after_secs: Option<u64>,
 }
 
+/// `type: "error"` beside `error` is the envelope Anthropic's clients expect; OpenAI's
+/// ignore it.
 #[derive(Serialize, Deserialize)]
 pub struct ErrorBody {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<String>,
     pub error: ErrorDetail,
 }
 
@@ -121,6 +125,7 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
+            envelope: Some("error".into()),
             error: ErrorDetail {
                 code: self.code,
                 message: self.message,

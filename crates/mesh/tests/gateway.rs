@@ -132,30 +132,21 @@ async fn configured_providers_are_called_with_their_secret() {
     // whole.
     let streamed = |model: &str| {
         let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi there"}]});
-        let req = api
-            .http
-            .post(format!("{gw}/v1/chat/completions"))
-            .bearer_auth(&admin)
-            .body(body.to_string());
-        async move {
-            let resp = req.send().await.unwrap();
-            assert_eq!(resp.status(), 200);
-            assert_eq!(resp.headers()["content-type"], "text/event-stream");
-            let text = resp.text().await.unwrap();
-            assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-            text.lines()
-                .filter_map(|l| l.strip_prefix("data: "))
-                .filter(|d| *d != "[DONE]")
-                .map(|d| serde_json::from_str::<Value>(d).unwrap())
-                .filter_map(|c| {
-                    c["choices"][0]["delta"]["content"]
-                        .as_str()
-                        .map(str::to_string)
-                })
-                .collect::<String>()
-        }
+        stream_text(&api, &gw, &admin, body)
     };
-    assert_eq!(streamed("up-model").await, "hello");
+    assert_eq!(streamed("up-model").await.0, "hello");
+    // The gateway asked the upstream for usage; the client, which did not, got no
+    // usage chunk (it has no choices, and clients read `choices[0]`)...
+    let asked = seen.lock().unwrap().last().unwrap().1.clone();
+    assert_eq!(asked["stream_options"]["include_usage"], true, "{asked}");
+    // ...a client that asks gets it last, from the upstream or from sim.
+    for model in ["up-model", "sim-small"] {
+        let body = json!({"model": model, "stream": true, "stream_options": {"include_usage": true},
+                          "messages": [{"role": "user", "content": "hi there"}]});
+        let (_, usage) = stream_text(&api, &gw, &admin, body).await;
+        let usage = usage.unwrap_or_else(|| panic!("{model}: no usage chunk"));
+        assert!(usage["completion_tokens"].as_u64().unwrap() > 0, "{usage}");
+    }
     // The same OpenAI stream, translated for an Anthropic client.
     let anthropic = api
         .http
@@ -190,10 +181,35 @@ async fn configured_providers_are_called_with_their_secret() {
         )
         .await;
     assert_eq!(
-        streamed("sim-small").await,
+        streamed("sim-small").await.0,
         whole.body["choices"][0]["message"]["content"]
             .as_str()
             .unwrap()
+    );
+    // sim calls a required tool with arguments for its schema, in OpenAI's wire shape.
+    let tool_call = api
+        .post(
+            &format!("{gw}/v1/chat/completions"),
+            &admin,
+            &json!({"model": "sim-small", "tool_choice": "required",
+                    "messages": [{"role": "user", "content": "What should I wear?"}],
+                    "tools": [{"type": "function", "function": {"name": "get_weather",
+                        "parameters": {"type": "object", "required": ["city", "days"],
+                            "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}}}}}]})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(tool_call.status, 200, "{}", tool_call.body);
+    let choice = &tool_call.body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{}", tool_call.body);
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    let arguments: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(
+        arguments["city"].is_string() && arguments["days"] == 1,
+        "{arguments}"
     );
 
     // A provider answering garbage is a 502 naming it (no fallback configured).
@@ -298,6 +314,38 @@ async fn configured_providers_are_called_with_their_secret() {
     // garbage once, broken three times (the third stopped by the breaker)
     let failed = events.iter().filter(|e| e["action"] == "model_call_failed");
     assert_eq!(failed.count(), 4);
+}
+
+/// A streamed chat call's text and its usage chunk, if one came; every chunk but the
+/// usage chunk has a choice.
+async fn stream_text(api: &Api, gw: &str, key: &str, body: Value) -> (String, Option<Value>) {
+    let resp = api
+        .http
+        .post(format!("{gw}/v1/chat/completions"))
+        .bearer_auth(key)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = resp.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let chunks: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .collect();
+    let (usage, rest): (Vec<Value>, Vec<Value>) = chunks
+        .into_iter()
+        .partition(|c| c["choices"].as_array().is_some_and(|c| c.is_empty()));
+    assert!(usage.len() <= 1, "{text}");
+    let content = rest
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect::<String>();
+    (content, usage.first().map(|u| u["usage"].clone()))
 }
 
 #[test]

@@ -36,11 +36,15 @@ pub async fn upstream() -> (String, Seen) {
                 })));
             }
             if body["stream"] == true {
-                let frames = [
+                let mut frames = vec![
                     json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hel"}}]}),
-                    json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}],
-                           "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}),
+                    json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]}),
                 ];
+                // As OpenAI: usage only when asked for, in a chunk of its own.
+                if body["stream_options"]["include_usage"] == true {
+                    frames.push(json!({"id": "c1", "object": "chat.completion.chunk", "choices": [],
+                                       "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}));
+                }
                 let text: String = frames
                     .iter()
                     .map(|f| format!("data: {f}\n\n"))
