@@ -97,10 +97,14 @@ impl BaseAgent for BuiltinAgent {
             BuiltinKind::Critic => &self.prompts.critic,
         };
         let prompt = render(template, &vars);
-        let json = self.kind != BuiltinKind::Coder;
+        let format = match self.kind {
+            BuiltinKind::Planner => Some(crate::parse::plan_format()),
+            BuiltinKind::Critic => Some(crate::parse::verdict_format()),
+            BuiltinKind::Coder => None,
+        };
         let reply = self
             .client
-            .ask(ctx.agent_id, task.id, &self.model, prompt, json)
+            .ask(ctx.agent_id, task.id, &self.model, prompt, format)
             .await?;
         let output = match self.kind {
             BuiltinKind::Planner => {

@@ -35,17 +35,17 @@ impl ModelClient {
         }
     }
 
-    /// One chat turn as `agent` working on `task`; the reply's text. With `json`, the
-    /// model is asked for a JSON object (`response_format`), which servers that
-    /// support it (llama.cpp, OpenAI) enforce with a grammar — what lets small models
-    /// answer the planner's and critic's questions in a readable shape.
+    /// One chat turn as `agent` working on `task`; the reply's text. With a
+    /// `response_format` (a JSON Schema, see `parse`), servers that support schemas
+    /// (llama.cpp, vLLM, OpenAI) constrain the reply to it with a grammar — what lets
+    /// small models answer the planner's and critic's questions in a readable shape.
     pub async fn ask(
         &self,
         agent: Uuid,
         task: Uuid,
         model: &str,
         prompt: String,
-        json: bool,
+        response_format: Option<Value>,
     ) -> Result<String, AgentError> {
         let messages = vec![Message {
             role: "user".into(),
@@ -53,8 +53,8 @@ impl ModelClient {
             extra: Default::default(),
         }];
         let mut extra = serde_json::Map::new();
-        if json {
-            extra.insert("response_format".into(), json!({"type": "json_object"}));
+        if let Some(format) = response_format {
+            extra.insert("response_format".into(), format);
         }
         let request = ChatRequest {
             model: model.to_string(),

@@ -3,7 +3,7 @@
 //! a human would recognise.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Most steps a plan may have; more would fan out beyond what a review can follow.
 pub const MAX_STEPS: usize = 8;
@@ -18,6 +18,42 @@ pub struct PlanStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub steps: Vec<PlanStep>,
+}
+
+/// Most steps the planner is asked for (its prompt says so too).
+const ASKED_STEPS: usize = 5;
+
+/// The `response_format` the planner asks for: the plan's JSON Schema.
+pub fn plan_format() -> Value {
+    let step = json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["title", "description"],
+        "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
+    });
+    schema_format(
+        "plan",
+        json!({
+            "type": "object", "additionalProperties": false, "required": ["steps"],
+            "properties": {"steps": {"type": "array", "items": step,
+                                     "minItems": 1, "maxItems": ASKED_STEPS}},
+        }),
+    )
+}
+
+/// The `response_format` the critic asks for: the verdict's JSON Schema.
+pub fn verdict_format() -> Value {
+    schema_format(
+        "verdict",
+        json!({
+            "type": "object", "additionalProperties": false, "required": ["verdict", "notes"],
+            "properties": {"verdict": {"type": "string", "enum": ["approve", "reject"]},
+                           "notes": {"type": "string"}},
+        }),
+    )
+}
+
+fn schema_format(name: &str, schema: Value) -> Value {
+    json!({"type": "json_schema", "json_schema": {"name": name, "schema": schema}})
 }
 
 /// A plan from `{"steps": [{title, description}]}` anywhere in the reply, else from its
@@ -163,6 +199,24 @@ fn first_json_object(text: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever the prompt, a model that keeps to the requested schema (here `sim`,
+    /// which generates a value for it) answers in a shape the readers take.
+    #[test]
+    fn replies_in_the_requested_schemas_parse() {
+        let ask = |format: Value| {
+            let request: mesh_gateway::ChatRequest = serde_json::from_value(json!({
+                "model": "sim-small", "response_format": format,
+                "messages": [{"role": "user", "content": "an unscripted prompt"}],
+            }))
+            .unwrap();
+            mesh_gateway::sim::complete(&request, &Default::default()).content
+        };
+        let plan = parse_plan(&ask(plan_format())).expect("a plan");
+        assert!((1..=ASKED_STEPS).contains(&plan.steps.len()));
+        let verdict = parse_verdict(&ask(verdict_format())).expect("a verdict");
+        assert!(verdict.approved, "the schema's first verdict is approve");
+    }
 
     #[test]
     fn plans_come_from_json_or_lists() {

@@ -61,6 +61,53 @@ pub struct ProviderConfig {
     pub failure: Option<String>,
     #[serde(default)]
     pub fail_every: Option<u64>,
+    /// `kind = "openai"` only: how the server takes a JSON Schema for the reply.
+    /// `json_schema` (default: OpenAI, vLLM, llama.cpp's `llama-server`, Ollama) sends
+    /// `response_format` as the client wrote it; `json_object_schema` rewrites
+    /// `{"type": "json_schema", "json_schema": {"schema": S}}` to `{"type":
+    /// "json_object", "schema": S}` (llama-cpp-python's server); `json_object` to plain
+    /// JSON mode, for servers with no schemas.
+    #[serde(default)]
+    pub structured_output: Option<String>,
+}
+
+/// How an OpenAI-compatible server takes `response_format` with a JSON Schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaDialect {
+    /// `json_schema`, as OpenAI defines it.
+    Native,
+    /// `json_object` with a `schema` beside the type.
+    InJsonObject,
+    /// `json_object` alone: JSON, no schema.
+    JsonModeOnly,
+}
+
+impl SchemaDialect {
+    fn parse(at: &str, value: Option<&str>) -> Result<Self, String> {
+        match value {
+            None | Some("json_schema") => Ok(Self::Native),
+            Some("json_object_schema") => Ok(Self::InJsonObject),
+            Some("json_object") => Ok(Self::JsonModeOnly),
+            Some(other) => Err(format!(
+                "{at}: structured_output `{other}` is not one of json_schema, json_object_schema, json_object"
+            )),
+        }
+    }
+
+    /// `response_format` as this server takes it.
+    fn rewrite<'a>(self, format: &'a Value) -> std::borrow::Cow<'a, Value> {
+        use std::borrow::Cow;
+        if self == Self::Native || format.get("type").and_then(Value::as_str) != Some("json_schema")
+        {
+            return Cow::Borrowed(format);
+        }
+        match (self, format.pointer("/json_schema/schema")) {
+            (Self::InJsonObject, Some(schema)) => {
+                Cow::Owned(serde_json::json!({"type": "json_object", "schema": schema}))
+            }
+            _ => Cow::Owned(serde_json::json!({"type": "json_object"})),
+        }
+    }
 }
 
 /// How a configured `sim` provider misbehaves.
@@ -102,6 +149,7 @@ enum Kind {
         endpoint: reqwest::Url,
         api_key: Option<String>,
         timeout: Duration,
+        schemas: SchemaDialect,
     },
     /// Anthropic's Messages API; requests and replies are translated. `endpoint` is
     /// `{base_url}/messages`.
@@ -201,6 +249,12 @@ impl Provider {
                     .timeout_ms
                     .map(Duration::from_millis)
                     .unwrap_or(DEFAULT_TIMEOUT);
+                let schemas = SchemaDialect::parse(&at, config.structured_output.as_deref())?;
+                if config.kind == "anthropic" && config.structured_output.is_some() {
+                    return Err(format!(
+                        "{at}: structured_output applies to kind = \"openai\" only"
+                    ));
+                }
                 let endpoint = |path: &str| {
                     reqwest::Url::parse(&format!("{base_url}/{path}"))
                         .map_err(|e| format!("{at}: base_url: {e}"))
@@ -216,6 +270,7 @@ impl Provider {
                         endpoint: endpoint("chat/completions")?,
                         api_key,
                         timeout,
+                        schemas,
                     }
                 }
             }
@@ -315,6 +370,17 @@ impl Provider {
         request: &ChatRequest,
         stream: bool,
     ) -> Result<Sent, CallError> {
+        self.send_in(http, request, stream, None).await
+    }
+
+    /// [`Self::send`], with `dialect` replacing the configured schema dialect.
+    async fn send_in(
+        &self,
+        http: &reqwest::Client,
+        request: &ChatRequest,
+        stream: bool,
+        dialect: Option<SchemaDialect>,
+    ) -> Result<Sent, CallError> {
         let (call, timeout) = match &self.kind {
             Kind::Sim(behaviour, script) => {
                 if let Some(b) = behaviour {
@@ -336,9 +402,15 @@ impl Provider {
                 endpoint,
                 api_key,
                 timeout,
+                schemas,
             } => {
                 // Written straight from the request (no intermediate JSON tree).
-                let body = serde_json::to_vec(&Outgoing { request, stream })
+                let outgoing = Outgoing {
+                    request,
+                    stream,
+                    schemas: dialect.unwrap_or(*schemas),
+                };
+                let body = serde_json::to_vec(&outgoing)
                     .map_err(|e| self.error(Failure::Garbage, e.to_string()))?;
                 let mut call = http
                     .post(endpoint.clone())
@@ -374,9 +446,43 @@ impl Provider {
         if !resp.status().is_success() {
             let status = resp.status();
             let bytes = resp.bytes().await.unwrap_or_default();
+            if dialect.is_none() && self.refused_schema(request, status, &bytes) {
+                tracing::warn!(
+                    provider = %self.name,
+                    "the provider refused response_format json_schema; asking again as json_object \
+                     with the schema (set structured_output = \"json_object_schema\" to ask so at once)"
+                );
+                let again = self.send_in(http, request, stream, Some(SchemaDialect::InJsonObject));
+                return Box::pin(again).await;
+            }
             return Err(self.status_error(status, &bytes));
         }
         Ok(Sent::Http(resp))
+    }
+
+    /// Whether an OpenAI-compatible server refused a `json_schema` response format it
+    /// was sent as configured (llama-cpp-python's server answers 422 naming it).
+    fn refused_schema(
+        &self,
+        request: &ChatRequest,
+        status: reqwest::StatusCode,
+        body: &[u8],
+    ) -> bool {
+        let sent_schema = matches!(
+            self.kind,
+            Kind::OpenAi {
+                schemas: SchemaDialect::Native,
+                ..
+            }
+        ) && request
+            .extra
+            .get("response_format")
+            .and_then(|f| f.get("type"))
+            .and_then(Value::as_str)
+            == Some("json_schema");
+        sent_schema
+            && matches!(status.as_u16(), 400 | 422)
+            && String::from_utf8_lossy(body).contains("response_format")
     }
 
     /// Whether this provider's streams are Anthropic events (else OpenAI chunks).
@@ -417,6 +523,7 @@ fn non_negative(at: &str, field: &str, value: Option<f64>) -> Result<f64, String
 struct Outgoing<'a> {
     request: &'a ChatRequest,
     stream: bool,
+    schemas: SchemaDialect,
 }
 
 impl serde::Serialize for Outgoing<'_> {
@@ -446,7 +553,11 @@ impl serde::Serialize for Outgoing<'_> {
                 k.as_str(),
                 "model" | "messages" | "max_tokens" | "stream" | "stream_options"
             ) {
-                map.serialize_entry(k, v)?;
+                if k == "response_format" {
+                    map.serialize_entry(k, &self.schemas.rewrite(v))?;
+                } else {
+                    map.serialize_entry(k, v)?;
+                }
             }
         }
         map.end()
@@ -464,4 +575,58 @@ pub enum Upstream {
     Whole(Completion),
     /// An upstream SSE response, relayed as it arrives.
     Relay(reqwest::Response),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn outgoing(format: Value, schemas: SchemaDialect, stream: bool) -> Value {
+        let request: ChatRequest = serde_json::from_value(json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "response_format": format, "stream_options": {"include_usage": false},
+        }))
+        .unwrap();
+        serde_json::to_value(Outgoing {
+            request: &request,
+            stream,
+            schemas,
+        })
+        .unwrap()
+    }
+
+    /// A JSON Schema reaches each server in the form it takes; other formats and the
+    /// default dialect pass untouched. Streams always ask for usage; whole calls never
+    /// carry `stream_options`, which servers refuse without `stream`.
+    #[test]
+    fn requests_go_out_in_the_servers_dialect() {
+        let schema = json!({"type": "object", "properties": {"ok": {"type": "boolean"}}});
+        let format = json!({"type": "json_schema", "json_schema": {"name": "r", "schema": schema}});
+        let sent = |dialect| outgoing(format.clone(), dialect, false)["response_format"].clone();
+        assert_eq!(sent(SchemaDialect::Native), format);
+        assert_eq!(
+            sent(SchemaDialect::InJsonObject),
+            json!({"type": "json_object", "schema": schema})
+        );
+        assert_eq!(
+            sent(SchemaDialect::JsonModeOnly),
+            json!({"type": "json_object"})
+        );
+        let plain = json!({"type": "json_object"});
+        assert_eq!(
+            outgoing(plain.clone(), SchemaDialect::InJsonObject, false)["response_format"],
+            plain
+        );
+        assert!(
+            outgoing(plain.clone(), SchemaDialect::Native, false)
+                .get("stream_options")
+                .is_none()
+        );
+        assert_eq!(
+            outgoing(plain, SchemaDialect::Native, true)["stream_options"],
+            json!({"include_usage": true})
+        );
+        assert!(SchemaDialect::parse("p", Some("xml")).is_err());
+    }
 }

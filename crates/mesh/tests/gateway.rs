@@ -52,6 +52,12 @@ models = ["broken-model"]
 max_attempts = 1
 breaker_failures = 2
 breaker_cooldown_ms = 600000
+
+[[gateway.providers]]
+name = "schemaless"
+kind = "openai"
+base_url = "{base}/schemaless"
+models = ["schemaless-model"]
 "#
     )
 }
@@ -186,6 +192,25 @@ async fn configured_providers_are_called_with_their_secret() {
             .as_str()
             .unwrap()
     );
+    // A server that refuses `json_schema` (as llama-cpp-python's does, 422) is asked
+    // again with the schema in its own dialect.
+    let format =
+        json!({"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}});
+    let structured = api
+        .post(
+            &format!("{gw}/v1/chat/completions"),
+            &admin,
+            &json!({"model": "schemaless-model", "response_format": format,
+                    "messages": [{"role": "user", "content": "hi"}]})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(structured.status, 200, "{}", structured.body);
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap().1["response_format"],
+        json!({"type": "json_object", "schema": {"type": "object"}})
+    );
+
     // sim calls a required tool with arguments for its schema, in OpenAI's wire shape.
     let tool_call = api
         .post(

@@ -12,7 +12,7 @@ pub static DOWN_HITS: AtomicUsize = AtomicUsize::new(0);
 pub static WOBBLY_HITS: AtomicUsize = AtomicUsize::new(0);
 
 /// An OpenAI-compatible upstream: `/good/chat/completions` answers like OpenAI does,
-/// `/garbage/…` answers HTML, `/down/…` a 503, `/wobbly/…` a 503 twice, then like
+/// `/schemaless/…` refuses a `json_schema` response format, `/garbage/…` answers HTML, `/down/…` a 503, `/wobbly/…` a 503 twice, then like
 /// `/good`, `/late/…` like `/good` after 300 ms (so a race's other runner, failing,
 /// always finishes first).
 pub async fn upstream() -> (String, Seen) {
@@ -84,8 +84,29 @@ pub async fn upstream() -> (String, Seen) {
             good(headers, body).await
         }
     };
+    let good4 = good.clone();
+    // Like llama-cpp-python's server: `json_schema` is refused, the schema inside
+    // `json_object` taken.
+    let schemaless = move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
+        let good = good4.clone();
+        async move {
+            if body.0["response_format"]["type"] == "json_schema" {
+                return axum::response::IntoResponse::into_response((
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    axum::Json(
+                        json!({"error": {"message": "('body', 'response_format', 'type'): Input should be 'text' or 'json_object'"}}),
+                    ),
+                ));
+            }
+            good(headers, body).await
+        }
+    };
     let app = axum::Router::new()
         .route("/good/chat/completions", axum::routing::post(good))
+        .route(
+            "/schemaless/chat/completions",
+            axum::routing::post(schemaless),
+        )
         .route("/late/chat/completions", axum::routing::post(late))
         .route("/wobbly/chat/completions", axum::routing::post(wobbly))
         .route(
