@@ -59,10 +59,38 @@ impl Gateway {
         error: ApiError,
     ) -> ApiError {
         trail.span.fail(&error.code, &error.message);
+        self.count_failure(&trail, &error);
         if let Err(e) = self.record(caller, trail, None, Some(&error.message)).await {
             return e;
         }
         error
+    }
+
+    /// The GenAI duration metric of a call no provider served, when one was tried:
+    /// the last provider tried, with the mesh's error code as `error.type`.
+    fn count_failure(&self, trail: &Trail, error: &ApiError) {
+        let Some(tried) = trail.attempts.last() else {
+            return;
+        };
+        let Some(provider) = tried["provider"]
+            .as_str()
+            .and_then(|name| self.providers.iter().find(|p| p.name == name))
+        else {
+            return;
+        };
+        let model = tried["model"]
+            .as_str()
+            .or(trail.first_choice.as_deref())
+            .unwrap_or(&trail.requested);
+        mesh_telemetry::metrics::record_chat(mesh_telemetry::metrics::ChatCall {
+            service: mesh_service::ServiceName::RoutingGateway.as_str(),
+            provider: provider.genai_name(),
+            request_model: &trail.requested,
+            response_model: model,
+            error_type: Some(&error.code),
+            duration: trail.started.elapsed(),
+            tokens: None,
+        });
     }
 
     /// Queues the decisions and the call (`model_call` with what answered, or

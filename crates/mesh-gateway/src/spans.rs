@@ -5,7 +5,7 @@
 
 use crate::providers::Provider;
 use crate::trail::{Trail, Usage};
-use mesh_service::ApiError;
+use mesh_service::{ApiError, ServiceName};
 use mesh_telemetry::{Kind, Span, semconv};
 use uuid::Uuid;
 
@@ -37,6 +37,21 @@ impl Trail {
         served: Option<(&Provider, &str, &Usage)>,
         error: Option<&str>,
     ) {
+        if let Some((provider, model, usage)) = served {
+            // The GenAI client metrics; a call that failed before any provider served
+            // it is counted by `Gateway::fail`.
+            mesh_telemetry::metrics::record_chat(mesh_telemetry::metrics::ChatCall {
+                service: ServiceName::RoutingGateway.as_str(),
+                provider: provider.genai_name(),
+                request_model: &self.requested,
+                response_model: model,
+                error_type: error.map(|_| "_OTHER"),
+                duration: self.started.elapsed(),
+                tokens: error
+                    .is_none()
+                    .then_some((usage.tokens_in, usage.tokens_out)),
+            });
+        }
         let mut span = std::mem::take(&mut self.span);
         if !span.is_recording() {
             return;

@@ -106,25 +106,38 @@ impl Metrics {
             "mesh_uptime_seconds{{service=\"{service}\"}} {:.3}",
             self.started.elapsed().as_secs_f64()
         );
+        // Process-wide: in `mesh up` every service shows the same figures.
+        let mut otel = Vec::new();
         if mesh_telemetry::enabled() {
-            // Process-wide: in `mesh up` every service shows the same figures.
             let (dropped, exported) = mesh_telemetry::counts();
-            for (name, help, value) in [
-                (
-                    "mesh_otel_spans_exported_total",
-                    "Spans the OTLP collector accepted (this process).",
-                    exported,
-                ),
-                (
-                    "mesh_otel_spans_dropped_total",
-                    "Spans dropped: export queue full or collector failing (this process).",
-                    dropped,
-                ),
-            ] {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} counter");
-                let _ = writeln!(out, "{name}{{service=\"{service}\"}} {value}");
-            }
+            otel.push((
+                "mesh_otel_spans_exported_total",
+                "Spans the OTLP collector accepted (this process).",
+                exported,
+            ));
+            otel.push((
+                "mesh_otel_spans_dropped_total",
+                "Spans dropped: export queue full or collector failing (this process).",
+                dropped,
+            ));
+        }
+        if mesh_telemetry::metrics::enabled() {
+            let (exported, failed) = mesh_telemetry::metrics::metric_exports();
+            otel.push((
+                "mesh_otel_metric_exports_total",
+                "Metric exports the OTLP collector accepted (this process).",
+                exported,
+            ));
+            otel.push((
+                "mesh_otel_metric_exports_failed_total",
+                "Metric exports that failed; the next carries their cumulative totals (this process).",
+                failed,
+            ));
+        }
+        for (name, help, value) in otel {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{service=\"{service}\"}} {value}");
         }
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}");

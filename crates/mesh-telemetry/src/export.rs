@@ -88,8 +88,10 @@ pub fn counts() -> (u64, u64) {
     })
 }
 
-/// Sends everything queued so far and waits for it, up to `timeout`: called on drain.
+/// Sends every span queued so far and the metrics, and waits for them, up to `timeout`
+/// each: called on drain.
 pub async fn flush(timeout: Duration) {
+    crate::metrics::flush_metrics(timeout).await;
     let Some(exporter) = EXPORTER.get() else {
         return;
     };
@@ -203,20 +205,7 @@ fn encode(spans: Vec<SpanData>, instance: &str) -> ExportTraceServiceRequest {
     let resource_spans = by_service
         .into_iter()
         .map(|(service, spans)| ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", Value::Str(service)),
-                    kv("service.namespace", Value::Str("agentic-mesh".into())),
-                    kv(
-                        "service.version",
-                        Value::Str(env!("CARGO_PKG_VERSION").into()),
-                    ),
-                    kv("service.instance.id", Value::Str(instance.into())),
-                    kv("telemetry.sdk.name", Value::Str("mesh-telemetry".into())),
-                    kv("telemetry.sdk.language", Value::Str("rust".into())),
-                ],
-                ..Default::default()
-            }),
+            resource: Some(resource(&service, instance)),
             scope_spans: vec![ScopeSpans {
                 scope: Some(InstrumentationScope {
                     name: "agentic-mesh".into(),
@@ -230,6 +219,24 @@ fn encode(spans: Vec<SpanData>, instance: &str) -> ExportTraceServiceRequest {
         })
         .collect();
     ExportTraceServiceRequest { resource_spans }
+}
+
+/// The resource a mesh service's telemetry comes from.
+pub(crate) fn resource(service: &str, instance: &str) -> Resource {
+    Resource {
+        attributes: vec![
+            kv("service.name", Value::Str(service.into())),
+            kv("service.namespace", Value::Str("agentic-mesh".into())),
+            kv(
+                "service.version",
+                Value::Str(env!("CARGO_PKG_VERSION").into()),
+            ),
+            kv("service.instance.id", Value::Str(instance.into())),
+            kv("telemetry.sdk.name", Value::Str("mesh-telemetry".into())),
+            kv("telemetry.sdk.language", Value::Str("rust".into())),
+        ],
+        ..Default::default()
+    }
 }
 
 fn proto_span(span: SpanData) -> ProtoSpan {
@@ -262,7 +269,7 @@ fn proto_span(span: SpanData) -> ProtoSpan {
     }
 }
 
-fn kv(key: &str, value: Value) -> KeyValue {
+pub(crate) fn kv(key: &str, value: Value) -> KeyValue {
     let value = match value {
         Value::Str(s) => any_value::Value::StringValue(s),
         Value::Int(i) => any_value::Value::IntValue(i),

@@ -1,7 +1,8 @@
 //! OpenTelemetry for the mesh: spans for model calls (`chat`), tool calls
 //! (`execute_tool`), agent runs (`invoke_agent`) and policy decisions
 //! (`apply_guardrail`) in the GenAI semantic conventions, each naming the provenance
-//! event it left, exported over OTLP/HTTP (protobuf) when an endpoint is configured.
+//! event it left, and the GenAI client metrics of model calls (`metrics`), exported over
+//! OTLP/HTTP (protobuf) when an endpoint is configured.
 //!
 //! The current span travels with the work: in-process as a Tokio task-local
 //! ([`within`]), across processes as the W3C `traceparent` header. With no exporter
@@ -12,6 +13,7 @@
 //! waiting, and export errors only drop spans (counted) and log.
 
 mod export;
+pub mod metrics;
 pub mod semconv;
 mod span;
 

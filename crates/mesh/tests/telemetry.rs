@@ -11,8 +11,10 @@ mod common;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use common::{Api, MeshProcess};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data as MetricData;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as SpanStatus;
 use prost::Message;
@@ -63,6 +65,7 @@ impl Got {
 struct Receiver {
     spans: Arc<Mutex<Vec<Got>>>,
     requests: Arc<Mutex<usize>>,
+    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
 }
 
 impl Receiver {
@@ -72,13 +75,28 @@ impl Receiver {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let receiver = Receiver::default();
         let state = receiver.clone();
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let state = state.clone();
-                async move { state.accept(&headers, &body) }
-            }),
-        );
+        let metrics = receiver.metrics.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/traces",
+                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                    let state = state.clone();
+                    async move { state.accept(&headers, &body) }
+                }),
+            )
+            .route(
+                "/v1/metrics",
+                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                    let metrics = metrics.clone();
+                    async move {
+                        assert_eq!(headers["content-type"], "application/x-protobuf");
+                        let request = ExportMetricsServiceRequest::decode(body.as_ref())
+                            .expect("an OTLP metrics protobuf body");
+                        metrics.lock().unwrap().push(request);
+                        StatusCode::OK
+                    }
+                }),
+            );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Some((receiver, url))
     }
@@ -246,8 +264,16 @@ fn ids(events: &[Value], action: &str, field: &str) -> HashSet<String> {
 }
 
 /// Runs the seed task on a mesh exporting to a fresh receiver, with `config` added;
-/// returns the spans received after the mesh drained, the provenance log, the task id.
-async fn traced_run(config: &str) -> (Vec<Got>, Vec<Value>, String) {
+/// returns the spans received after the mesh drained, the provenance log, the task id,
+/// and the last metrics export (cumulative, so it holds every call).
+async fn traced_run(
+    config: &str,
+) -> (
+    Vec<Got>,
+    Vec<Value>,
+    String,
+    Option<ExportMetricsServiceRequest>,
+) {
     let (receiver, endpoint) = Receiver::start("127.0.0.1:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config =
@@ -282,13 +308,68 @@ async fn traced_run(config: &str) -> (Vec<Got>, Vec<Value>, String) {
         "{}",
         mesh.stderr()
     );
-    (receiver.spans(), events, task)
+    let last_metrics = receiver.metrics.lock().unwrap().last().cloned();
+    (receiver.spans(), events, task, last_metrics)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_code_flow_exports_genai_spans_linked_to_provenance() {
-    let (spans, events, task) = traced_run("").await;
+    let (spans, events, task, metrics) = traced_run("").await;
     check_flow(&spans, &events, &task);
+    check_metrics(&metrics.expect("metrics flushed on drain"), &events);
+}
+
+/// The GenAI client metrics count what provenance recorded: one duration per model
+/// call, and the tokens of all of them by type.
+fn check_metrics(request: &ExportMetricsServiceRequest, events: &[Value]) {
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "model_call")
+        .collect();
+    let tokens = |field: &str| -> u64 {
+        calls
+            .iter()
+            .map(|c| c["payload"][field].as_u64().unwrap())
+            .sum()
+    };
+    let mut durations = 0;
+    let mut by_type: HashMap<String, f64> = HashMap::new();
+    for rm in &request.resource_metrics {
+        for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+            let Some(MetricData::Histogram(h)) = &metric.data else {
+                panic!("{} is a histogram", metric.name);
+            };
+            for point in &h.data_points {
+                let attr = |key: &str| {
+                    point
+                        .attributes
+                        .iter()
+                        .find(|kv| kv.key == key)
+                        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                            AnyValue::StringValue(s) => Some(s.clone()),
+                            _ => None,
+                        })
+                };
+                assert_eq!(attr("gen_ai.operation.name").as_deref(), Some("chat"));
+                assert_eq!(attr("gen_ai.provider.name").as_deref(), Some("mesh.sim"));
+                assert_eq!(point.bucket_counts.iter().sum::<u64>(), point.count);
+                match metric.name.as_str() {
+                    "gen_ai.client.operation.duration" => {
+                        assert_eq!(metric.unit, "s");
+                        durations += point.count;
+                    }
+                    "gen_ai.client.token.usage" => {
+                        let kind = attr("gen_ai.token.type").expect("a token type");
+                        *by_type.entry(kind).or_default() += point.sum.unwrap();
+                    }
+                    other => panic!("unexpected metric {other}"),
+                }
+            }
+        }
+    }
+    assert_eq!(durations, calls.len() as u64);
+    assert_eq!(by_type["input"], tokens("tokensIn") as f64);
+    assert_eq!(by_type["output"], tokens("tokensOut") as f64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,7 +390,7 @@ name = "critic"
 kind = "critic"
 mode = "process"
 "#;
-    let (spans, events, task) = traced_run(agents).await;
+    let (spans, events, task, _) = traced_run(agents).await;
     check_flow(&spans, &events, &task);
     // The workers' spans come from other processes than the gateway's, yet the
     // gateway's chat spans are their children: the context crossed HTTP.

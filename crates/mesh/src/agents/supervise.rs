@@ -72,7 +72,11 @@ impl ChildSpec {
             base,
             args,
             key,
-            traces_url: config.telemetry.as_ref().map(|t| t.traces_url.clone()),
+            traces_url: config
+                .telemetry
+                .traces
+                .as_ref()
+                .map(|t| t.traces_url.clone()),
         })
     }
 
