@@ -18,6 +18,21 @@ pub const TASK_NOT_CANCELABLE: i64 = -32002;
 pub const UNSUPPORTED_OPERATION: i64 = -32004;
 pub const CONTENT_TYPE_NOT_SUPPORTED: i64 = -32005;
 pub const INVALID_AGENT_RESPONSE: i64 = -32006;
+pub const VERSION_NOT_SUPPORTED: i64 = -32009;
+
+/// A2A 1.0 methods this server knows but does not serve (streaming, push
+/// notifications, listing, the extended card): `UnsupportedOperation`, not
+/// `MethodNotFound`, so a client can tell an absent feature from a typo.
+pub const KNOWN_UNSERVED: &[&str] = &[
+    "SendStreamingMessage",
+    "SubscribeToTask",
+    "ListTasks",
+    "CreateTaskPushNotificationConfig",
+    "GetTaskPushNotificationConfig",
+    "ListTaskPushNotificationConfigs",
+    "DeleteTaskPushNotificationConfig",
+    "GetExtendedAgentCard",
+];
 
 /// A call. `params` is left as JSON so a server can answer a malformed one with
 /// `InvalidParams` rather than failing to read the envelope.
@@ -155,6 +170,17 @@ impl RpcError {
             "TASK_NOT_CANCELABLE",
             format!("Task {id} cannot be canceled: it is {state}"),
             json!({"taskId": id}),
+        )
+    }
+
+    /// The client asked, by its `A2A-Version` header, for a version this server does
+    /// not speak.
+    pub fn version_not_supported(asked: &str, supported: &str) -> Self {
+        RpcError::a2a(
+            VERSION_NOT_SUPPORTED,
+            "VERSION_NOT_SUPPORTED",
+            format!("A2A version {asked} is not supported; this server speaks {supported}"),
+            json!({"requestedVersion": asked, "supportedVersions": supported}),
         )
     }
 

@@ -333,33 +333,74 @@ impl Archive {
         Ok(deleted)
     }
 
-    /// The archive's counters for `/metrics`. It holds the counters only, not the
-    /// queue, so a service's metrics never keep the writer from finishing.
-    pub fn collector(&self) -> Collector {
+    /// The archive's counters for `/metrics`, labelled with the `service` showing them
+    /// (the counters are the process's: in `mesh up` two services show the same). It
+    /// holds the counters only, not the queue, so a service's metrics never keep the
+    /// writer from finishing.
+    pub fn collector(&self, service: &'static str) -> Collector {
         let inner = self.inner.clone();
         Box::new(move |out: &mut String| {
+            use std::fmt::Write;
             let c = &inner.counters;
             let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
-            out.push_str(&format!(
-                "# TYPE mesh_archive_objects_written_total counter\nmesh_archive_objects_written_total {}\n\
-                 # TYPE mesh_archive_deduplicated_total counter\nmesh_archive_deduplicated_total {}\n\
-                 # TYPE mesh_archive_hash_only_total counter\nmesh_archive_hash_only_total {}\n\
-                 # TYPE mesh_archive_write_failures_total counter\n\
-                 mesh_archive_write_failures_total{{reason=\"store\"}} {}\n\
-                 mesh_archive_write_failures_total{{reason=\"queue_full\"}} {}\n\
-                 # TYPE mesh_archive_spooled_total counter\nmesh_archive_spooled_total {}\n\
-                 # TYPE mesh_archive_replayed_total counter\nmesh_archive_replayed_total {}\n",
-                load(&c.written),
-                load(&c.deduplicated),
-                load(&c.hash_only),
-                load(&c.failed_store),
-                load(&c.failed_queue),
-                load(&c.spooled),
-                load(&c.replayed),
-            ));
+            let counters: [(&str, &str, &[CounterValue]); 6] = [
+                (
+                    "mesh_archive_objects_written_total",
+                    "Payload objects written to the archive store.",
+                    &[(None, load(&c.written))],
+                ),
+                (
+                    "mesh_archive_deduplicated_total",
+                    "Payloads already archived, not written again.",
+                    &[(None, load(&c.deduplicated))],
+                ),
+                (
+                    "mesh_archive_hash_only_total",
+                    "Payloads recorded by hash only (classification or size).",
+                    &[(None, load(&c.hash_only))],
+                ),
+                (
+                    "mesh_archive_write_failures_total",
+                    "Payloads not archived, by reason.",
+                    &[
+                        (Some("store"), load(&c.failed_store)),
+                        (Some("queue_full"), load(&c.failed_queue)),
+                    ],
+                ),
+                (
+                    "mesh_archive_spooled_total",
+                    "Payloads spooled to disk while the store was failing.",
+                    &[(None, load(&c.spooled))],
+                ),
+                (
+                    "mesh_archive_replayed_total",
+                    "Spooled payloads written to the store later.",
+                    &[(None, load(&c.replayed))],
+                ),
+            ];
+            for (name, help, values) in counters {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                for (reason, value) in values {
+                    match reason {
+                        Some(r) => {
+                            let _ = writeln!(
+                                out,
+                                "{name}{{service=\"{service}\",reason=\"{r}\"}} {value}"
+                            );
+                        }
+                        None => {
+                            let _ = writeln!(out, "{name}{{service=\"{service}\"}} {value}");
+                        }
+                    }
+                }
+            }
         })
     }
 }
+
+/// One value of a counter, with its `reason` label when it has one.
+type CounterValue<'a> = (Option<&'a str>, u64);
 
 /// Spawns the retention sweep: every `every`, until `stop` turns true.
 pub fn spawn_sweeper(

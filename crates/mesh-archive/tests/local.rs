@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 fn metrics(archive: &Arc<Archive>) -> String {
     let mut out = String::new();
-    (archive.collector())(&mut out);
+    (archive.collector("routing-gateway"))(&mut out);
     out
 }
 
@@ -65,9 +65,18 @@ async fn archives_encrypted_once_and_reads_back() {
     assert!(!dir.path().join("archive/restricted").exists());
     assert_eq!(archive.get("../etc/passwd").await.unwrap(), None);
     let m = metrics(&archive);
-    assert!(m.contains("mesh_archive_objects_written_total 2\n"), "{m}");
-    assert!(m.contains("mesh_archive_deduplicated_total 1\n"), "{m}");
-    assert!(m.contains("mesh_archive_hash_only_total 1\n"), "{m}");
+    assert!(
+        m.contains("mesh_archive_objects_written_total{service=\"routing-gateway\"} 2\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("mesh_archive_deduplicated_total{service=\"routing-gateway\"} 1\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("mesh_archive_hash_only_total{service=\"routing-gateway\"} 1\n"),
+        "{m}"
+    );
 
     // Only public payloads have a retention; a sweep 31 days on deletes just those.
     let later = chrono::Utc::now() + chrono::Duration::days(31);
@@ -102,10 +111,15 @@ async fn failed_writes_are_counted() {
     archive.flush().await;
     let m = metrics(&archive);
     assert!(
-        m.contains("mesh_archive_write_failures_total{reason=\"store\"} 1\n"),
+        m.contains(
+            "mesh_archive_write_failures_total{service=\"routing-gateway\",reason=\"store\"} 1\n"
+        ),
         "{m}"
     );
-    assert!(m.contains("mesh_archive_objects_written_total 0\n"), "{m}");
+    assert!(
+        m.contains("mesh_archive_objects_written_total{service=\"routing-gateway\"} 0\n"),
+        "{m}"
+    );
 }
 
 #[test]

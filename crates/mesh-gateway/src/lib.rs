@@ -199,6 +199,7 @@ impl Gateway {
             archive: std::sync::OnceLock::new(),
         });
         let weak = Arc::downgrade(&gateway);
+        let service = gateway.ctx.name.as_str();
         gateway.ctx.metrics.add_collector(Box::new(move |out| {
             use std::fmt::Write;
             let Some(gateway) = weak.upgrade() else {
@@ -207,18 +208,20 @@ impl Gateway {
             let _ = writeln!(out, "# HELP mesh_gateway_breaker_state Circuit breaker per provider: 0 closed, 1 half-open, 2 open.");
             let _ = writeln!(out, "# TYPE mesh_gateway_breaker_state gauge");
             for (provider, state) in gateway.breaker_gauges() {
-                let _ = writeln!(out, "mesh_gateway_breaker_state{{provider=\"{provider}\"}} {state}");
+                let _ = writeln!(out, "mesh_gateway_breaker_state{{service=\"{service}\",provider=\"{provider}\"}} {state}");
             }
             let _ = writeln!(out, "# HELP mesh_gateway_agents_stopped Agents whose calls a circuit breaker is holding back.");
             let _ = writeln!(out, "# TYPE mesh_gateway_agents_stopped gauge");
-            let _ = writeln!(out, "mesh_gateway_agents_stopped {}", gateway.stopped_agents().len());
+            let _ = writeln!(out, "mesh_gateway_agents_stopped{{service=\"{service}\"}} {}", gateway.stopped_agents().len());
         }));
         Ok(gateway)
     }
 
     /// Archives every call's prompt and response from now on (`[archive]`).
     pub fn set_archive(&self, archive: Arc<mesh_archive::Archive>) {
-        self.ctx.metrics.add_collector(archive.collector());
+        self.ctx
+            .metrics
+            .add_collector(archive.collector(self.ctx.name.as_str()));
         let _ = self.archive.set(archive);
     }
 

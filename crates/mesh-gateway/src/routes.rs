@@ -63,6 +63,52 @@ pub fn router(core: Arc<Gateway>) -> Router {
                 Some(json!({"type": "object", "required": ["model", "messages"]})),
                 (200, "chat.completion"),
             ),
+            Op::guarded(
+                "post",
+                "/v1/messages",
+                "Anthropic Messages API (stream=true answers Anthropic's events), to any provider",
+                Permission::ModelCall,
+                Some(json!({"type": "object", "required": ["model", "max_tokens", "messages"]})),
+                (200, "message"),
+            ),
+            Op::guarded(
+                "get",
+                "/api/v1/providers",
+                "Providers with their models, breaker state and observed latency",
+                Permission::ModelCall,
+                None,
+                (200, "{providers, agentsStopped}"),
+            ),
+            Op::guarded(
+                "post",
+                "/api/v1/route/model",
+                "The routing decision for a request, without calling",
+                Permission::ModelCall,
+                Some(json!({"type": "object"})),
+                (
+                    200,
+                    "{selectedModel, strategy, confidence, alternatives, reasons, decidedAt}",
+                ),
+            ),
+            Op::guarded(
+                "post",
+                "/api/v1/route/task",
+                "The agent a task would go to, from the agent registry",
+                Permission::ModelCall,
+                Some(json!({"type": "object"})),
+                (
+                    200,
+                    "{selectedAgent, confidence, alternatives, reasons, decidedAt}",
+                ),
+            ),
+            Op::guarded(
+                "get",
+                "/api/v1/budgets/{scope}",
+                "A budget scope's spend and limits (task:<id>, tenant:<name>:<day>, tier:<tier>:<day>)",
+                Permission::ModelCall,
+                None,
+                (200, "budget usage"),
+            ),
         ],
     );
     mesh_service::server::finish_router(core.context(), api, doc)

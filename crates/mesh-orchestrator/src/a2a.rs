@@ -108,6 +108,12 @@ impl Orchestrator {
                     .map_err(|e| from_api(e, &req.id))?;
                 json!(task_from_mesh(&cancelled))
             }
+            other if jsonrpc::KNOWN_UNSERVED.contains(&other) => {
+                return Err(RpcError::unsupported_operation(format!(
+                    "{other} is not served by this agent (see its Agent Card's capabilities)"
+                ))
+                .into());
+            }
             other => return Err(RpcError::method_not_found(other).into()),
         };
         Ok(reply)

@@ -60,6 +60,16 @@ fn rpc_reply(id: Value, outcome: Result<Value, RpcError>) -> Response {
     Json(reply).into_response()
 }
 
+/// `1.0`, or the same major and minor written with a patch (`1.0.2`).
+fn version_supported(asked: &str) -> bool {
+    let asked = asked.trim();
+    let ours = mesh_a2a::PROTOCOL_VERSION;
+    asked == ours
+        || asked
+            .strip_prefix(ours)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
 async fn rpc(
     State(core): State<Arc<Orchestrator>>,
     IdPath(id): IdPath,
@@ -78,6 +88,15 @@ async fn rpc(
         Err(e) => return Ok(rpc_reply(Value::Null, Err(RpcError::parse_error(e)))),
     };
     let call_id = value.get("id").cloned().unwrap_or(Value::Null);
+    // A client naming another version gets the error the binding defines rather than
+    // answers in a shape it does not expect. No header is taken as this version: a
+    // missing header says nothing about the client.
+    if let Some(asked) = headers.get("a2a-version").and_then(|v| v.to_str().ok())
+        && !version_supported(asked)
+    {
+        let err = RpcError::version_not_supported(asked.trim(), mesh_a2a::PROTOCOL_VERSION);
+        return Ok(rpc_reply(call_id, Err(err)));
+    }
     let request = match serde_json::from_value::<jsonrpc::Request>(value) {
         Ok(r) if r.jsonrpc == "2.0" => r,
         Ok(_) => {

@@ -69,6 +69,9 @@ fn opa_error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 
 #[derive(Debug, Default, Deserialize)]
 struct DataParams {
+    /// OPA's GET form: the input document as JSON in the query string.
+    #[serde(default)]
+    input: Option<String>,
     #[serde(default)]
     metrics: Option<bool>,
     #[serde(default)]
@@ -105,9 +108,31 @@ async fn data(
     params: DataParams,
     body: Bytes,
 ) -> Response {
-    let input = match request_input(&body) {
-        Ok(input) => input,
-        Err(message) => return opa_error(StatusCode::BAD_REQUEST, "invalid_parameter", message),
+    let input = match (request_input(&body), params.input.as_deref()) {
+        (Err(message), _) => {
+            return opa_error(StatusCode::BAD_REQUEST, "invalid_parameter", message);
+        }
+        (Ok(None), None) => None,
+        (Ok(Some(input)), None) => Some(input),
+        // Evaluating without it would answer for a different question (and for a
+        // policy that denies on the input, allow): a malformed one is refused.
+        (Ok(None), Some(query)) => match serde_json::from_str::<Value>(query) {
+            Ok(input) => Some(input),
+            Err(e) => {
+                return opa_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    format!("input: the query parameter is not JSON: {e}"),
+                );
+            }
+        },
+        (Ok(Some(_)), Some(_)) => {
+            return opa_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                "input: given both in the body and in the query string; give it once",
+            );
+        }
     };
     let segments: Vec<String> = path
         .split('/')
@@ -274,6 +299,23 @@ fn openapi() -> Value {
                 Some(data_input),
                 (200, "{result, decision_id}"),
             ),
+            Op::guarded(
+                "get",
+                "/v1/data/{path}",
+                "OPA Data API, GET form: the input as JSON in the `input` query parameter",
+                Permission::PolicyEvaluate,
+                None,
+                (200, "{result?, decision_id}"),
+            ),
+            Op::guarded(
+                "get",
+                "/v1/data",
+                "OPA Data API, GET form: the whole data document",
+                Permission::PolicyEvaluate,
+                None,
+                (200, "{result, decision_id}"),
+            ),
+            Op::open("get", "/health", "OPA's health check", (200, "{}")),
             Op::guarded(
                 "get",
                 "/v1/policies",

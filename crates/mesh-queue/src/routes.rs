@@ -381,6 +381,26 @@ pub fn openapi() -> Value {
             ),
             Op::guarded(
                 "post",
+                "/api/v1/queue/tasks/{id}/yield",
+                "Give a leased task back (cooperative preemption): re-queued, no attempt spent",
+                Permission::TaskClaim,
+                Some(
+                    json!({"type": "object", "required": ["leaseToken"], "properties": {"leaseToken": {"type": "string", "format": "uuid"}, "leaseMs": {"type": "integer"}}}),
+                ),
+                (200, "The re-queued task"),
+            ),
+            Op::guarded(
+                "post",
+                "/api/v1/queue/tasks/{id}/await-children",
+                "Park a leased task until its subtasks finish; it resumes with their results",
+                Permission::TaskClaim,
+                Some(
+                    json!({"type": "object", "required": ["leaseToken"], "properties": {"leaseToken": {"type": "string", "format": "uuid"}, "output": {}}}),
+                ),
+                (200, "The waiting task"),
+            ),
+            Op::guarded(
+                "post",
                 "/api/v1/queue/tasks/{id}/fail",
                 "Fail an attempt: retry after backoff, or dead-letter",
                 Permission::TaskClaim,

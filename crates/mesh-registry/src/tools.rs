@@ -90,7 +90,9 @@ impl ToolRegistry {
 
     /// Archives every call's arguments and output from now on (`[archive]`).
     pub fn set_archive(&self, archive: Arc<mesh_archive::Archive>) {
-        self.ctx.metrics.add_collector(archive.collector());
+        self.ctx
+            .metrics
+            .add_collector(archive.collector(self.ctx.name.as_str()));
         let _ = self.archive.set(archive);
     }
 

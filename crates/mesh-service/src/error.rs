@@ -142,6 +142,13 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from(secs),
             );
         }
+        if status == StatusCode::UNAUTHORIZED {
+            // HTTP requires a 401 to name the scheme it wants (RFC 9110 §11.6.1).
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"agentic-mesh\""),
+            );
+        }
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The unread body is still on the wire: this connection cannot carry another
             // request, so tell the client not to reuse it.

@@ -37,10 +37,46 @@ impl Op {
     }
 }
 
+impl Op {
+    /// An operation anyone may call, without a key.
+    pub fn open(
+        method: &'static str,
+        path: &'static str,
+        summary: &'static str,
+        success: (u16, &'static str),
+    ) -> Self {
+        Op {
+            method,
+            path,
+            summary,
+            permission: None,
+            request: None,
+            success,
+        }
+    }
+}
+
+/// `post` `/api/v1/tasks/{id}/cancel` → `post_api_v1_tasks_id_cancel`: unique per
+/// operation, so client generators get stable method names.
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_string();
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        id.push('_');
+        id.extend(
+            segment
+                .chars()
+                .filter(|c| !matches!(c, '{' | '}'))
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
+        );
+    }
+    id
+}
+
 pub fn document(service: ServiceName, ops: &[Op]) -> Value {
     let mut paths = Map::new();
     for op in ops {
         let mut operation = json!({
+            "operationId": operation_id(op.method, op.path),
             "summary": op.summary,
             "responses": {
                 op.success.0.to_string(): {"description": op.success.1},
@@ -94,7 +130,8 @@ pub fn document(service: ServiceName, ops: &[Op]) -> Value {
     ] {
         paths.insert(
             path.to_string(),
-            json!({"get": {"summary": summary, "security": [], "responses": {"200": {"description": "OK"}}}}),
+            json!({"get": {"operationId": operation_id("get", path), "summary": summary,
+                           "security": [], "responses": {"200": {"description": "OK"}}}}),
         );
     }
     json!({

@@ -281,6 +281,7 @@ async fn every_port_serves_health_metrics_and_openapi_without_a_key() {
             "{text}"
         );
         assert!(text.contains("mesh_http_requests_total{"), "{text}");
+        check_exposition(service, text);
         assert!(
             text.contains("route=\"/healthz\",status=\"200\"} 1"),
             "{text}"
@@ -290,6 +291,45 @@ async fn every_port_serves_health_metrics_and_openapi_without_a_key() {
             .await;
         assert_eq!(o.body["openapi"], "3.1.0");
         assert!(o.body["paths"]["/healthz"].is_object());
+        let mut ids = std::collections::HashSet::new();
+        for (path, ops) in o.body["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap_or_default().to_string();
+                assert!(
+                    ids.insert(id),
+                    "{service}: {method} {path}: a unique operationId"
+                );
+            }
+        }
+    }
+    // Routes that once served without being documented.
+    for (service, method, path) in [
+        ("routing-gateway", "post", "/v1/messages"),
+        ("routing-gateway", "get", "/api/v1/providers"),
+        ("routing-gateway", "post", "/api/v1/route/model"),
+        ("routing-gateway", "post", "/api/v1/route/task"),
+        ("routing-gateway", "get", "/api/v1/budgets/{scope}"),
+        ("policy-enforcer", "get", "/v1/data/{path}"),
+        ("policy-enforcer", "get", "/health"),
+        ("task-queue", "post", "/api/v1/queue/tasks/{id}/yield"),
+        (
+            "task-queue",
+            "post",
+            "/api/v1/queue/tasks/{id}/await-children",
+        ),
+    ] {
+        let o = api
+            .call(
+                "GET",
+                &format!("{}/openapi.json", mesh.url(service)),
+                None,
+                None,
+            )
+            .await;
+        assert!(
+            o.body["paths"][path][method].is_object(),
+            "{service} documents {method} {path}"
+        );
     }
     let orch = api
         .call(
@@ -300,6 +340,45 @@ async fn every_port_serves_health_metrics_and_openapi_without_a_key() {
         )
         .await;
     assert!(orch.body["paths"]["/api/v1/tasks"]["post"]["requestBody"].is_object());
+}
+
+/// Prometheus text format as scrapers read it: every sample's family has its HELP and
+/// TYPE lines, and every sample names the service it came from.
+fn check_exposition(service: &str, text: &str) {
+    let mut described = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+        {
+            let name = rest.split(' ').next().unwrap();
+            described.insert((line[..6].to_string(), name.to_string()));
+            continue;
+        }
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                described
+                    .contains(&("# TYPE".to_string(), base.to_string()))
+                    .then_some(base)
+            })
+            .unwrap_or(name);
+        for kind in ["# HELP", "# TYPE"] {
+            assert!(
+                described.contains(&(kind.to_string(), family.to_string())),
+                "{service}: {family} has no {kind} line before\n{line}"
+            );
+        }
+        assert!(
+            line.contains(&format!("service=\"{service}\"")),
+            "{service}: a sample without its service label: {line}"
+        );
+    }
 }
 
 #[tokio::test]

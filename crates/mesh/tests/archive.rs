@@ -224,10 +224,10 @@ async fn exercise(mesh: &MeshProcess, backend: &Backend) {
         .await
         .unwrap();
     for line in [
-        "mesh_archive_objects_written_total 4",
-        "mesh_archive_deduplicated_total 2",
-        "mesh_archive_hash_only_total 4",
-        "mesh_archive_write_failures_total{reason=\"store\"} 0",
+        "mesh_archive_objects_written_total{service=\"routing-gateway\"} 4",
+        "mesh_archive_deduplicated_total{service=\"routing-gateway\"} 2",
+        "mesh_archive_hash_only_total{service=\"routing-gateway\"} 4",
+        "mesh_archive_write_failures_total{service=\"routing-gateway\",reason=\"store\"} 0",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
@@ -426,7 +426,11 @@ async fn archives_to_s3_encrypted_and_deduplicated() {
                 .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
         }
     };
-    wait_until_n(|| counter("mesh_archive_spooled_total "), 2).await;
+    wait_until_n(
+        || counter("mesh_archive_spooled_total{service=\"routing-gateway\"} "),
+        2,
+    )
+    .await;
     let events = events_when(&api, &mesh, &key, |e| common::count(e, "model_call") == 4).await;
     let last = events
         .iter()
@@ -442,11 +446,16 @@ async fn archives_to_s3_encrypted_and_deduplicated() {
     // … and reach the bucket once it is back (moto forgets everything: a new bucket).
     let _moto = start_moto(&bin, port);
     make_bucket(&endpoint).await;
-    wait_until_n(|| counter("mesh_archive_replayed_total "), 2).await;
+    wait_until_n(
+        || counter("mesh_archive_replayed_total{service=\"routing-gateway\"} "),
+        2,
+    )
+    .await;
     let backend = Backend::S3(bucket);
     assert!(backend.raw("internal", &prompt_sha).await.is_some());
     assert_eq!(
-        counter("mesh_archive_write_failures_total{reason=\"store\"} ").await,
+        counter("mesh_archive_write_failures_total{service=\"routing-gateway\",reason=\"store\"} ")
+            .await,
         Some(0)
     );
 }

@@ -291,7 +291,9 @@ async fn configured_providers_are_called_with_their_secret() {
     let metrics = api.call("GET", &format!("{gw}/metrics"), None, None).await;
     let text = metrics.body.as_str().unwrap();
     assert!(
-        text.contains("mesh_gateway_breaker_state{provider=\"broken\"} 2"),
+        text.contains(
+            "mesh_gateway_breaker_state{service=\"routing-gateway\",provider=\"broken\"} 2"
+        ),
         "{text}"
     );
 

@@ -592,6 +592,29 @@ async fn the_opa_data_api_answers_as_opa_does() {
     assert!(r.body["metrics"]["timer_rego_query_eval_ns"].is_u64());
     assert!(r.body["provenance"]["bundles"]["mesh"]["revision"].is_string());
 
+    // OPA's GET form carries the input in the query string, and gets the same answer;
+    // an input that is not JSON, or one given twice, is refused rather than ignored.
+    let with_input = reqwest::Url::parse_with_params(
+        &format!("{base}/v1/data/mesh/decision"),
+        &[("input", input["input"].to_string())],
+    )
+    .unwrap();
+    let got = api.get(with_input.as_str(), &admin).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body["result"]["action"], "deny", "{}", got.body);
+    let malformed = api
+        .get(
+            &format!("{base}/v1/data/mesh/decision?input=%7Bnot"),
+            &admin,
+        )
+        .await;
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    assert_eq!(malformed.body["code"], "invalid_parameter");
+    let twice = api
+        .post(with_input.as_str(), &admin, &input.to_string())
+        .await;
+    assert_eq!(twice.status, 400, "{}", twice.body);
+
     // A package path returns the package's document; a path naming nothing is
     // undefined: 200 with no result.
     let pkg = api

@@ -505,6 +505,14 @@ async fn every_route_checks_its_permission_and_records_denials() {
             .await;
         assert_eq!(r.status, 401, "{method} {path}: {}", r.body);
     }
+    // A 401 names the scheme it wants, as HTTP requires.
+    let (svc, path) = ("mesh-orchestrator", "/api/v1/tasks");
+    let refused = api.http.get(url(svc, path)).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.headers()["www-authenticate"],
+        "Bearer realm=\"agentic-mesh\""
+    );
     // Denials are in the provenance log, and the chain still verifies.
     let events = api
         .get(

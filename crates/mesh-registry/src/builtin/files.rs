@@ -75,7 +75,7 @@ fn check_inside(path: &str, real: &Path, roots: &[PathBuf]) -> Result<(), ApiErr
         Ok(())
     } else {
         Err(not_allowed(format!(
-            "{path} resolves to {} , outside the allowed directories",
+            "{path} resolves to {}, outside the allowed directories",
             real.display()
         )))
     }

@@ -445,7 +445,7 @@ async fn a_mesh_agent_serves_its_agent_card_and_takes_a2a_messages() {
     let garbled = raw("{not json").await;
     assert_eq!(garbled.status, 200);
     assert_eq!(garbled.body["error"]["code"], jsonrpc::PARSE_ERROR);
-    let unknown = raw(r#"{"jsonrpc": "2.0", "id": 7, "method": "ListTasks"}"#).await;
+    let unknown = raw(r#"{"jsonrpc": "2.0", "id": 7, "method": "ListAllTheThings"}"#).await;
     assert_eq!(
         (
             unknown.body["id"].as_i64(),
@@ -453,6 +453,35 @@ async fn a_mesh_agent_serves_its_agent_card_and_takes_a2a_messages() {
         ),
         (Some(7), Some(jsonrpc::METHOD_NOT_FOUND))
     );
+    // A method of A2A 1.0 this server does not serve is an unsupported operation.
+    let unserved = raw(r#"{"jsonrpc": "2.0", "id": 8, "method": "ListTasks"}"#).await;
+    assert_eq!(
+        unserved.body["error"]["code"].as_i64(),
+        Some(jsonrpc::UNSUPPORTED_OPERATION)
+    );
+    // A client naming another protocol version is told so; 1.0 (with or without a
+    // patch number) is served.
+    let versioned = |version: &'static str| {
+        let (api, rpc, admin) = (api.clone(), rpc.clone(), admin.clone());
+        async move {
+            let body =
+                r#"{"jsonrpc": "2.0", "id": 9, "method": "GetTask", "params": {"id": "nope"}}"#;
+            let resp = api
+                .http
+                .post(&rpc)
+                .bearer_auth(&admin)
+                .header("A2A-Version", version)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            resp.json::<serde_json::Value>().await.unwrap()["error"]["code"].as_i64()
+        }
+    };
+    assert_eq!(versioned("0.3").await, Some(jsonrpc::VERSION_NOT_SUPPORTED));
+    assert_eq!(versioned("2.0").await, Some(jsonrpc::VERSION_NOT_SUPPORTED));
+    assert_eq!(versioned("1.0").await, Some(jsonrpc::TASK_NOT_FOUND));
+    assert_eq!(versioned("1.0.1").await, Some(jsonrpc::TASK_NOT_FOUND));
     let keyless = A2aClient::new(http, &rpc, None).unwrap();
     let refused = keyless.get_task(&sent.id).await.unwrap_err();
     assert!(
