@@ -27,17 +27,12 @@ impl Op {
         success: (u16, &'static str),
     ) -> Self {
         Op {
-            method,
-            path,
-            summary,
             permission: Some(permission),
             request,
-            success,
+            ..Op::open(method, path, summary, success)
         }
     }
-}
 
-impl Op {
     /// An operation anyone may call, without a key.
     pub fn open(
         method: &'static str,

@@ -92,17 +92,42 @@ pub fn counts() -> (u64, u64) {
 /// each: called on drain.
 pub async fn flush(timeout: Duration) {
     crate::metrics::flush_metrics(timeout).await;
-    let Some(exporter) = EXPORTER.get() else {
-        return;
-    };
+    if let Some(exporter) = EXPORTER.get()
+        && !flush_through(&exporter.tx, Item::Flush, timeout).await
+    {
+        tracing::warn!("OpenTelemetry flush timed out; queued spans are lost");
+    }
+}
+
+/// Asks a background exporter to send what it holds and waits for its answer, up to
+/// `timeout`; false when it did not answer in time.
+pub(crate) async fn flush_through<T>(
+    tx: &mpsc::Sender<T>,
+    request: impl FnOnce(oneshot::Sender<()>) -> T,
+    timeout: Duration,
+) -> bool {
     let (ack, done) = oneshot::channel();
     let flushed = async {
-        if exporter.tx.send(Item::Flush(ack)).await.is_ok() {
+        if tx.send(request(ack)).await.is_ok() {
             let _ = done.await;
         }
     };
-    if tokio::time::timeout(timeout, flushed).await.is_err() {
-        tracing::warn!("OpenTelemetry flush timed out; queued spans are lost");
+    tokio::time::timeout(timeout, flushed).await.is_ok()
+}
+
+/// The HTTP client exporters send with: no redirects (a collector answers where it is
+/// configured), a bounded wait. `None` (logged) if it cannot be built.
+pub(crate) fn otlp_client(signal: &str) -> Option<reqwest::Client> {
+    match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(http) => Some(http),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the OTLP client; {signal} are not exported");
+            None
+        }
     }
 }
 
@@ -115,17 +140,8 @@ pub(crate) fn submit(span: SpanData) {
 }
 
 async fn run(config: ExportConfig, instance: String, mut rx: mpsc::Receiver<Item>) {
-    // No redirects: a collector answers where it is configured.
-    let http = match reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
-        Ok(http) => http,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the OTLP client; spans are not exported");
-            return;
-        }
+    let Some(http) = otlp_client("spans") else {
+        return;
     };
     let mut batch: Vec<SpanData> = Vec::new();
     loop {

@@ -8,7 +8,7 @@
 //! Recording costs one atomic load when no metrics exporter is installed, and a short
 //! mutex hold when one is: a model call never waits on the collector.
 
-use crate::export::{kv, resource};
+use crate::export::{flush_through, kv, otlp_client, resource};
 use crate::semconv;
 use crate::span::Value;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -186,31 +186,16 @@ pub fn record_chat(call: ChatCall) {
 
 /// Exports what has been recorded and waits for it, up to `timeout`: called on drain.
 pub async fn flush_metrics(timeout: Duration) {
-    let Some(metrics) = METRICS.get() else {
-        return;
-    };
-    let (ack, done) = oneshot::channel();
-    let flushed = async {
-        if metrics.tx.send(Request::Flush(ack)).await.is_ok() {
-            let _ = done.await;
-        }
-    };
-    if tokio::time::timeout(timeout, flushed).await.is_err() {
+    if let Some(metrics) = METRICS.get()
+        && !flush_through(&metrics.tx, Request::Flush, timeout).await
+    {
         tracing::warn!("OpenTelemetry metrics flush timed out");
     }
 }
 
 async fn run(config: MetricsConfig, instance: String, mut rx: mpsc::Receiver<Request>) {
-    let http = match reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
-        Ok(http) => http,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the OTLP client; metrics are not exported");
-            return;
-        }
+    let Some(http) = otlp_client("metrics") else {
+        return;
     };
     let mut ticks = tokio::time::interval(config.interval);
     ticks.tick().await;

@@ -346,14 +346,7 @@ async fn configured_providers_are_called_with_their_secret() {
 /// A streamed chat call's text and its usage chunk, if one came; every chunk but the
 /// usage chunk has a choice.
 async fn stream_text(api: &Api, gw: &str, key: &str, body: Value) -> (String, Option<Value>) {
-    let resp = api
-        .http
-        .post(format!("{gw}/v1/chat/completions"))
-        .bearer_auth(key)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(api, gw, key, &body).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let text = resp.text().await.unwrap();
@@ -413,16 +406,20 @@ fn credentials_must_come_from_the_secret_store() {
     assert!(nowhere.contains("fallback_model ghost"), "{nowhere}");
 }
 
-async fn chat_status(api: &Api, gw: &str, key: &str) -> (u16, Option<String>) {
-    let body = json!({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]});
-    let resp = api
-        .http
+/// `POST /v1/chat/completions` with `body`, the response as it came.
+async fn post_chat(api: &Api, gw: &str, key: &str, body: &Value) -> reqwest::Response {
+    api.http
         .post(format!("{gw}/v1/chat/completions"))
         .bearer_auth(key)
         .body(body.to_string())
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn chat_status(api: &Api, gw: &str, key: &str) -> (u16, Option<String>) {
+    let body = json!({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = post_chat(api, gw, key, &body).await;
     let retry = resp
         .headers()
         .get("retry-after")

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use common::{Api, MeshProcess};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data as MetricData;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -109,14 +110,7 @@ impl Receiver {
         for rs in request.resource_spans {
             let resource = rs.resource.unwrap_or_default();
             let attr = |key: &str| {
-                resource
-                    .attributes
-                    .iter()
-                    .find(|kv| kv.key == key)
-                    .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                        AnyValue::StringValue(s) => Some(s.clone()),
-                        _ => None,
-                    })
+                string_attr(&resource.attributes, key)
                     .unwrap_or_else(|| panic!("every resource has {key}"))
             };
             let (service, instance) = (attr("service.name"), attr("service.instance.id"));
@@ -319,6 +313,16 @@ async fn the_code_flow_exports_genai_spans_linked_to_provenance() {
     check_metrics(&metrics.expect("metrics flushed on drain"), &events);
 }
 
+/// The string value of attribute `key`, if it has one.
+fn string_attr(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            AnyValue::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    })
+}
+
 /// The GenAI client metrics count what provenance recorded: one duration per model
 /// call, and the tokens of all of them by type.
 fn check_metrics(request: &ExportMetricsServiceRequest, events: &[Value]) {
@@ -340,16 +344,7 @@ fn check_metrics(request: &ExportMetricsServiceRequest, events: &[Value]) {
                 panic!("{} is a histogram", metric.name);
             };
             for point in &h.data_points {
-                let attr = |key: &str| {
-                    point
-                        .attributes
-                        .iter()
-                        .find(|kv| kv.key == key)
-                        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                            AnyValue::StringValue(s) => Some(s.clone()),
-                            _ => None,
-                        })
-                };
+                let attr = |key: &str| string_attr(&point.attributes, key);
                 assert_eq!(attr("gen_ai.operation.name").as_deref(), Some("chat"));
                 assert_eq!(attr("gen_ai.provider.name").as_deref(), Some("mesh.sim"));
                 assert_eq!(point.bucket_counts.iter().sum::<u64>(), point.count);
