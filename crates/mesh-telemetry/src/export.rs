@@ -1,7 +1,8 @@
 //! The OTLP/HTTP exporter: finished spans go into a bounded queue (a full queue drops
 //! the span and counts it, so a request never waits on telemetry), a background task
 //! sends them in batches as `ExportTraceServiceRequest` protobuf to `POST
-//! {endpoint}/v1/traces`, one `ResourceSpans` per mesh service, and flushes on drain.
+//! {endpoint}/v1/traces`, one `ResourceSpans` per mesh service, retrying a busy or
+//! unreachable collector a few times, and flushes on drain.
 
 use crate::span::{Kind, SpanData, Value};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -182,31 +183,73 @@ async fn send(http: &reqwest::Client, url: &str, instance: &str, spans: Vec<Span
     };
     let count = spans.len() as u64;
     let body = encode(spans, instance).encode_to_vec();
-    let sent = http
-        .post(url)
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await;
-    match sent {
-        Ok(r) if r.status().is_success() => {
-            exporter.exported.fetch_add(count, Ordering::Relaxed);
+    let counter = if post_otlp(http, url, body, "spans").await {
+        &exporter.exported
+    } else {
+        &exporter.dropped
+    };
+    counter.fetch_add(count, Ordering::Relaxed);
+}
+
+/// Tries per export: the first and up to three retries.
+const EXPORT_ATTEMPTS: u32 = 4;
+/// The longest wait before a retry, whatever `Retry-After` asks.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+/// POSTs an OTLP/HTTP protobuf body; true when the collector accepted it. As the OTLP
+/// specification asks, 429, 502, 503 and 504 and failed connections are retried
+/// after `Retry-After` or an exponential backoff; other refusals are final. The
+/// attempts are bounded, so telemetry never builds up behind a collector that stays
+/// down: what the exporter's queue cannot hold meanwhile is dropped and counted.
+pub(crate) async fn post_otlp(
+    http: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    what: &str,
+) -> bool {
+    for attempt in 1..=EXPORT_ATTEMPTS {
+        let sent = http
+            .post(url)
+            .header("content-type", "application/x-protobuf")
+            .body(body.clone())
+            .send()
+            .await;
+        let retry_after = match sent {
+            Ok(r) if r.status().is_success() => return true,
+            Ok(r) if matches!(r.status().as_u16(), 429 | 502 | 503 | 504) => {
+                tracing::debug!(
+                    status = r.status().as_u16(),
+                    attempt,
+                    "the OTLP collector is busy"
+                );
+                r.headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs)
+            }
+            Ok(r) => {
+                tracing::warn!(
+                    status = r.status().as_u16(),
+                    "the OTLP collector refused {what}"
+                );
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, attempt, "cannot reach the OTLP collector");
+                None
+            }
+        };
+        if attempt == EXPORT_ATTEMPTS {
+            break;
         }
-        // Dropped rather than retried: telemetry must not build up behind a collector
-        // that is down.
-        Ok(r) => {
-            exporter.dropped.fetch_add(count, Ordering::Relaxed);
-            tracing::warn!(
-                status = r.status().as_u16(),
-                spans = count,
-                "the OTLP collector refused spans"
-            );
-        }
-        Err(e) => {
-            exporter.dropped.fetch_add(count, Ordering::Relaxed);
-            tracing::warn!(error = %e, spans = count, "cannot reach the OTLP collector");
-        }
+        let backoff = Duration::from_millis(250 << attempt);
+        tokio::time::sleep(retry_after.unwrap_or(backoff).min(MAX_RETRY_WAIT)).await;
     }
+    tracing::warn!(
+        attempts = EXPORT_ATTEMPTS,
+        "the OTLP collector did not take {what}; dropped"
+    );
+    false
 }
 
 /// The OTLP request for `spans`: one resource per mesh service.

@@ -8,7 +8,7 @@
 //! Recording costs one atomic load when no metrics exporter is installed, and a short
 //! mutex hold when one is: a model call never waits on the collector.
 
-use crate::export::{flush_through, kv, otlp_client, resource};
+use crate::export::{flush_through, kv, otlp_client, post_otlp, resource};
 use crate::semconv;
 use crate::span::Value;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -231,28 +231,8 @@ async fn send(http: &reqwest::Client, url: &str, body: ExportMetricsServiceReque
     let Some(metrics) = METRICS.get() else {
         return;
     };
-    let sent = http
-        .post(url)
-        .header("content-type", "application/x-protobuf")
-        .body(body.encode_to_vec())
-        .send()
-        .await;
-    let ok = match sent {
-        Ok(r) if r.status().is_success() => true,
-        Ok(r) => {
-            tracing::warn!(
-                status = r.status().as_u16(),
-                "the OTLP collector refused metrics"
-            );
-            false
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot reach the OTLP collector with metrics");
-            false
-        }
-    };
     // Cumulative totals: a failed export loses nothing, the next one carries them.
-    let counter = if ok {
+    let counter = if post_otlp(http, url, body.encode_to_vec(), "metrics").await {
         &metrics.exported
     } else {
         &metrics.failed

@@ -67,6 +67,8 @@ struct Receiver {
     spans: Arc<Mutex<Vec<Got>>>,
     requests: Arc<Mutex<usize>>,
     metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+    /// Trace exports still to answer 503, as a busy collector does.
+    busy_for: Arc<Mutex<usize>>,
 }
 
 impl Receiver {
@@ -105,6 +107,13 @@ impl Receiver {
     fn accept(&self, headers: &HeaderMap, body: &[u8]) -> StatusCode {
         *self.requests.lock().unwrap() += 1;
         assert_eq!(headers["content-type"], "application/x-protobuf");
+        {
+            let mut busy = self.busy_for.lock().unwrap();
+            if *busy > 0 {
+                *busy -= 1;
+                return StatusCode::SERVICE_UNAVAILABLE;
+            }
+        }
         let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
         let mut spans = self.spans.lock().unwrap();
         for rs in request.resource_spans {
@@ -365,6 +374,46 @@ fn check_metrics(request: &ExportMetricsServiceRequest, events: &[Value]) {
     assert_eq!(durations, calls.len() as u64);
     assert_eq!(by_type["input"], tokens("tokensIn") as f64);
     assert_eq!(by_type["output"], tokens("tokensOut") as f64);
+}
+
+/// A collector that answers 503 for a while gets the spans once it recovers: the
+/// exporter retries, as OTLP asks, rather than dropping the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_briefly_busy_collector_loses_no_spans() {
+    let (receiver, endpoint) = Receiver::start("127.0.0.1:0").await.unwrap();
+    *receiver.busy_for.lock().unwrap() = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = up(
+        dir.path(),
+        &format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\nbatch_delay_ms = 50\n"),
+    );
+    let api = Api::new();
+    let key = mesh.admin_key.clone().unwrap();
+    let chat =
+        serde_json::json!({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]});
+    let gateway = format!("{}/v1/chat/completions", mesh.url("routing-gateway"));
+    for _ in 0..3 {
+        assert_eq!(
+            api.post(&gateway, &key, &chat.to_string()).await.status,
+            200
+        );
+    }
+    wait_for(|| async {
+        let chats = receiver.spans().iter().filter(|s| s.op() == "chat").count();
+        (chats >= 3).then_some(())
+    })
+    .await;
+    assert!(
+        *receiver.requests.lock().unwrap() >= 3,
+        "two refused, then taken"
+    );
+    let text = metrics(&mesh).await;
+    assert!(
+        text.contains("mesh_otel_spans_dropped_total{service=\"routing-gateway\"} 0"),
+        "{text}"
+    );
+    mesh.signal("TERM");
+    assert_eq!(mesh.wait(Duration::from_secs(60)), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
