@@ -21,6 +21,8 @@ pub struct ToolsConfig {
     /// `redis://HOST:PORT[/DB][?prefix=NAME]`: where tools' `rateLimit` buckets live,
     /// shared by every tool-registry process using it; default this process's memory.
     pub limits_store: Option<String>,
+    /// The mounted-secrets directory MCP servers' `secret://` settings are read from.
+    pub secrets_dir: Option<PathBuf>,
 }
 
 /// The tool registry's core.
@@ -131,6 +133,14 @@ impl ToolRegistry {
 
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// The secret store MCP servers' credentials come from, if one is configured.
+    pub(crate) fn secrets(&self) -> Option<mesh_service::SecretDir> {
+        self.config
+            .secrets_dir
+            .clone()
+            .map(mesh_service::SecretDir::new)
     }
 
     /// A token for one invocation of `tool`, or 429 with when to try again.

@@ -4,6 +4,7 @@
 
 use crate::StoreError;
 use mesh_types::{McpTransport, ToolBackend};
+use std::collections::BTreeMap;
 
 /// `(backend, mcp_server, mcp_tool)` of a tool.
 pub(crate) fn backend_columns(backend: &ToolBackend) -> (&'static str, Option<&str>, Option<&str>) {
@@ -29,13 +30,20 @@ pub(crate) fn backend_from_columns(
     }
 }
 
-/// `(transport, command, url)` of an MCP server.
-pub(crate) fn transport_columns(
-    transport: &McpTransport,
-) -> (&'static str, Option<&Vec<String>>, Option<&str>) {
+/// `(transport, command, url, settings)` of an MCP server; `settings` (its `env` or
+/// `headers`, references unresolved) is `None` when there are none.
+pub(crate) type TransportColumns<'a> = (
+    &'static str,
+    Option<&'a Vec<String>>,
+    Option<&'a str>,
+    Option<&'a BTreeMap<String, String>>,
+);
+
+pub(crate) fn transport_columns(transport: &McpTransport) -> TransportColumns<'_> {
+    let settings = Some(transport.settings()).filter(|s| !s.is_empty());
     match transport {
-        McpTransport::Stdio { command } => ("stdio", Some(command), None),
-        McpTransport::Http { url } => ("http", None, Some(url)),
+        McpTransport::Stdio { command, .. } => ("stdio", Some(command), None, settings),
+        McpTransport::Http { url, .. } => ("http", None, Some(url), settings),
     }
 }
 
@@ -43,10 +51,18 @@ pub(crate) fn transport_from_columns(
     kind: &str,
     command: Option<Vec<String>>,
     url: Option<String>,
+    settings: Option<BTreeMap<String, String>>,
 ) -> Result<McpTransport, StoreError> {
+    let settings = settings.unwrap_or_default();
     match (kind, command, url) {
-        ("stdio", Some(command), _) => Ok(McpTransport::Stdio { command }),
-        ("http", _, Some(url)) => Ok(McpTransport::Http { url }),
+        ("stdio", Some(command), _) => Ok(McpTransport::Stdio {
+            command,
+            env: settings,
+        }),
+        ("http", _, Some(url)) => Ok(McpTransport::Http {
+            url,
+            headers: settings,
+        }),
         (kind, _, _) => Err(StoreError::Corrupt(format!(
             "MCP transport `{kind}` without its command or URL"
         ))),

@@ -33,7 +33,7 @@ pub struct GlobalArgs {
     /// TOML configuration file
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Events bus: memory:// or redis://HOST:PORT [default: embedded in the store]
+    /// Events bus: memory://, redis://HOST:PORT or nats://HOST:PORT [default: embedded in the store]
     #[arg(long, global = true, value_name = "URL")]
     pub bus: Option<String>,
     /// Rego policies: a directory of .rego files and data.json, or an OPA bundle

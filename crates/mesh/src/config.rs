@@ -368,13 +368,14 @@ impl Config {
             prompts_dir: file.prompts_dir,
             queue,
             policy,
-            secrets_dir: file.secrets.dir,
+            secrets_dir: file.secrets.dir.clone(),
             tools: ToolsConfig {
                 allowed_paths: file
                     .tools
                     .allowed_paths
                     .unwrap_or_else(|| vec![data_dir.join("workspace")]),
                 limits_store: file.tools.limits_store,
+                secrets_dir: file.secrets.dir,
             },
             providers: file.gateway.providers,
             limits: file.gateway.limits,

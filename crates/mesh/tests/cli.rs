@@ -341,3 +341,21 @@ async fn mesh_demo_runs_the_code_flow_and_leaves_an_inspectable_record() {
     );
     assert!(stdout(&run(&["provenance", "verify"])).starts_with("intact"));
 }
+
+/// `mesh … | head`: a reader that goes away ends the command quietly, with the status
+/// of a command stopped by SIGPIPE, not a panic and its backtrace.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let mut child = std::process::Command::new(common::mesh_bin())
+        .args(["policy", "test"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the command prints anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}

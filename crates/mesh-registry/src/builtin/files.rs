@@ -207,6 +207,7 @@ mod tests {
         ToolsConfig {
             allowed_paths: vec![dir.join("workspace")],
             limits_store: None,
+            secrets_dir: None,
         }
     }
 

@@ -124,6 +124,7 @@ mod tests {
         new.into_server(
             McpTransport::Stdio {
                 command: vec!["srv".into()],
+                env: Default::default(),
             },
             Uuid::now_v7(),
             mesh_types::time::now(),

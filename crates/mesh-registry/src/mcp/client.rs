@@ -9,6 +9,7 @@
 use super::http::HttpTransport;
 use super::stdio::StdioTransport;
 use super::{LATEST, META_VERSION, SUPPORTED};
+use mesh_service::SecretDir;
 use mesh_types::McpTransport;
 use serde_json::{Value, json};
 use std::fmt;
@@ -49,7 +50,7 @@ impl fmt::Display for McpError {
 /// One of the two transports; an enum rather than a trait object, as there are two.
 pub(crate) enum Transport {
     Stdio(StdioTransport),
-    Http(HttpTransport),
+    Http(Box<HttpTransport>),
 }
 
 impl Transport {
@@ -80,6 +81,27 @@ pub(crate) struct McpClient {
     server_info: OnceLock<Value>,
 }
 
+/// The server's `env` or `headers` with each `secret://NAME` read from the secret
+/// store now, at connection: values never outlive the connection that needs them.
+fn resolve_settings(
+    transport: &McpTransport,
+    secrets: Option<&SecretDir>,
+) -> Result<Vec<(String, String)>, McpError> {
+    transport
+        .settings()
+        .iter()
+        .map(|(name, value)| {
+            let value = if value.starts_with(mesh_types::mcp::SECRET_PREFIX) {
+                SecretDir::resolve(secrets, value)
+                    .map_err(|e| McpError::Unreachable(format!("{name}: {value}: {e}")))?
+            } else {
+                value.clone()
+            };
+            Ok((name.clone(), value))
+        })
+        .collect()
+}
+
 pub(crate) fn client_info() -> Value {
     json!({"name": "agentic-mesh", "version": env!("CARGO_PKG_VERSION")})
 }
@@ -89,10 +111,16 @@ impl McpClient {
     pub async fn connect(
         transport: &McpTransport,
         http: &reqwest::Client,
+        secrets: Option<&SecretDir>,
     ) -> Result<McpClient, McpError> {
+        let settings = resolve_settings(transport, secrets)?;
         let transport = match transport {
-            McpTransport::Stdio { command } => Transport::Stdio(StdioTransport::spawn(command)?),
-            McpTransport::Http { url } => Transport::Http(HttpTransport::new(url, http)?),
+            McpTransport::Stdio { command, .. } => {
+                Transport::Stdio(StdioTransport::spawn(command, settings)?)
+            }
+            McpTransport::Http { url, .. } => {
+                Transport::Http(Box::new(HttpTransport::new(url, http, settings)?))
+            }
         };
         let client = McpClient {
             transport,

@@ -21,18 +21,36 @@ const SESSION: &str = "mcp-session-id";
 pub(crate) struct HttpTransport {
     url: reqwest::Url,
     http: reqwest::Client,
+    /// The server's configured headers (credentials among them), on every request.
+    headers: reqwest::header::HeaderMap,
     session: Mutex<Option<String>>,
     version: Mutex<Option<String>>,
     closed: watch::Sender<Option<String>>,
 }
 
 impl HttpTransport {
-    pub fn new(url: &str, http: &reqwest::Client) -> Result<Self, McpError> {
+    pub fn new(
+        url: &str,
+        http: &reqwest::Client,
+        configured: Vec<(String, String)>,
+    ) -> Result<Self, McpError> {
         let url = reqwest::Url::parse(url)
             .map_err(|e| McpError::Unreachable(format!("`{url}` is not a URL: {e}")))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in configured {
+            let bad = |what: &str| McpError::Unreachable(format!("header {name}: {what}"));
+            let header = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad("not a header name"))?;
+            let mut value = reqwest::header::HeaderValue::from_str(&value)
+                .map_err(|_| bad("its value cannot be sent in a header"))?;
+            // Kept out of debug output, and out of HTTP/2 header compression tables.
+            value.set_sensitive(true);
+            headers.insert(header, value);
+        }
         Ok(HttpTransport {
             url,
             http: http.clone(),
+            headers,
             session: Mutex::new(None),
             version: Mutex::new(None),
             closed: watch::channel(None).0,
@@ -70,6 +88,7 @@ impl HttpTransport {
         let mut post = self
             .http
             .post(self.url.clone())
+            .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
             .body(serde_json::to_vec(message).unwrap_or_default());
@@ -223,7 +242,11 @@ impl HttpTransport {
     pub fn close(&self) {
         let session = self.session.lock().ok().and_then(|s| s.clone());
         if let Some(session) = session {
-            let delete = self.http.delete(self.url.clone()).header(SESSION, session);
+            let delete = self
+                .http
+                .delete(self.url.clone())
+                .headers(self.headers.clone())
+                .header(SESSION, session);
             tokio::spawn(async move {
                 let _ = delete.timeout(Duration::from_secs(5)).send().await;
             });

@@ -137,7 +137,13 @@ pub(crate) fn supervise(
         loop {
             let client = match next.take() {
                 Some(client) => client,
-                None => match McpClient::connect(&server.transport, registry.http()).await {
+                None => match McpClient::connect(
+                    &server.transport,
+                    registry.http(),
+                    registry.secrets().as_ref(),
+                )
+                .await
+                {
                     Ok(client) => {
                         let client = Arc::new(client);
                         // Usable before its tools are marked active again.
@@ -221,10 +227,12 @@ pub(crate) async fn client_for(
                 .await?
                 .filter(|s| s.status == McpServerStatus::Active)
                 .ok_or_else(|| unavailable(server, "it is retired or not registered"))?;
-            let client = McpClient::connect(&registered.transport, registry.http())
-                .await
-                .map(Arc::new)
-                .map_err(|e| unavailable(server, &e.to_string()))?;
+            let secrets = registry.secrets();
+            let client =
+                McpClient::connect(&registered.transport, registry.http(), secrets.as_ref())
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| unavailable(server, &e.to_string()))?;
             if let Some(me) = registry.me() {
                 supervise(me, registered, Some(client.clone()));
             }

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use mesh_policy::Point;
 use mesh_service::ApiError;
 use mesh_store::StoreError;
+use mesh_types::mcp::hide_literals;
 use mesh_types::tool::ToolFilter;
 use mesh_types::{EventDraft, McpServer, NewMcpServer, PageRequest, Principal, Tool, ToolStatus};
 use serde::Serialize;
@@ -42,6 +43,12 @@ pub struct RegisteredServer {
     pub server: McpServerView,
     pub tools: Vec<Tool>,
     pub skipped: Vec<SkippedTool>,
+}
+
+/// The server as answers show it: literal settings hidden (see `McpTransport::shown`).
+fn shown(mut server: McpServer) -> McpServer {
+    server.transport = server.transport.shown();
+    server
 }
 
 fn unreachable(name: &str, why: impl std::fmt::Display) -> ApiError {
@@ -80,6 +87,37 @@ fn discovered(
 }
 
 impl ToolRegistry {
+    /// `secret.read` for the caller registering `server` with a reference to `secret`:
+    /// naming a secret sends it to the server on every connection, so only a caller
+    /// the policy lets read it may. Returns the decision's event.
+    async fn admit_secret_use(
+        &self,
+        caller: &Principal,
+        server: &str,
+        secret: &str,
+    ) -> Result<EventDraft, ApiError> {
+        let resource = mesh_policy::Resource {
+            kind: Some("secret".into()),
+            id: Some(secret.to_string()),
+            classification: Some("restricted".into()),
+            attributes: json!({"usedBy": {"mcpServer": server}}),
+        };
+        let ctx = mesh_policy::inputs::context(
+            mesh_policy::inputs::principal(caller),
+            resource,
+            self.context().name.as_str(),
+        );
+        let verdict = self
+            .policy()
+            .admit(
+                Point::SecretRead,
+                ctx,
+                &mesh_policy::inputs::principal_actor(caller),
+            )
+            .await?;
+        Ok(verdict.audit)
+    }
+
     /// Connects to the server (a failure is a 502 and stores nothing), discovers its
     /// tools, and stores the server with them; the connection is then kept.
     pub async fn register_mcp_server(
@@ -89,11 +127,34 @@ impl ToolRegistry {
     ) -> Result<RegisteredServer, ApiError> {
         new.validate()?;
         let service = self.context().name.as_str();
-        let (new, decision) = self
+        // The policy (and its decision log) sees the settings' names and secret
+        // references, not their literal values.
+        let (env, headers) = (new.env.clone(), new.headers.clone());
+        let for_policy = NewMcpServer {
+            env: env.as_ref().map(hide_literals),
+            headers: headers.as_ref().map(hide_literals),
+            ..new
+        };
+        let (admitted, mut decisions) = self
             .policy()
-            .admit_new(Point::ToolRegister, "mcp_server", caller, service, new)
-            .await?;
+            .admit_new(
+                Point::ToolRegister,
+                "mcp_server",
+                caller,
+                service,
+                for_policy,
+            )
+            .await
+            .map(|(admitted, decision)| (admitted, vec![decision]))?;
+        let new = NewMcpServer {
+            env,
+            headers,
+            ..admitted
+        };
         let transport = new.validate()?;
+        for secret in transport.secret_names() {
+            decisions.push(self.admit_secret_use(caller, &new.name, secret).await?);
+        }
         let store = &self.context().store;
         if store.mcp_servers.get_mcp_server(&new.name).await?.is_some() {
             return Err(ApiError::conflict(format!(
@@ -102,7 +163,7 @@ impl ToolRegistry {
             )));
         }
         let server = new.into_server(transport, Uuid::now_v7(), mesh_types::time::now());
-        let client = McpClient::connect(&server.transport, self.http())
+        let client = McpClient::connect(&server.transport, self.http(), self.secrets().as_ref())
             .await
             .map_err(|e| unreachable(&server.name, e))?;
         let listed = match client.list_tools().await {
@@ -121,13 +182,14 @@ impl ToolRegistry {
                 Some(server.id.to_string()),
             )
             .payload(json!({
-                "serverId": server.id, "serverName": server.name, "transport": server.transport,
+                "serverId": server.id, "serverName": server.name,
+                "transport": server.transport.shown(),
                 "protocolVersion": client.protocol_version(), "serverInfo": client.server_info(),
                 "tools": tools.iter().map(|t| &t.name).collect::<Vec<_>>(),
                 "skipped": skipped, "keyId": caller.key_id,
             })),
-            decision,
         ];
+        events.extend(decisions);
         events.extend(tools.iter().map(|t| {
             registered_event(t, &caller.name).payload(json!({
                 "toolId": t.id, "toolName": t.name, "version": t.version,
@@ -144,7 +206,7 @@ impl ToolRegistry {
         }
         let client = Arc::new(client);
         let view = McpServerView {
-            server: server.clone(),
+            server: shown(server.clone()),
             connected: true,
             protocol_version: Some(client.protocol_version().to_string()),
             last_error: None,
@@ -165,6 +227,7 @@ impl ToolRegistry {
     }
 
     fn view(&self, server: McpServer) -> McpServerView {
+        let server = shown(server);
         let (connected, protocol_version, last_error) = match self.mcp.state(&server.name) {
             LinkState::Up(client) => (true, Some(client.protocol_version().to_string()), None),
             LinkState::Down(reason) => (false, None, Some(reason)),

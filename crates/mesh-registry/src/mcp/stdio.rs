@@ -22,6 +22,12 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 /// Lines of stderr kept to explain an exit.
 const STDERR_TAIL: usize = 5;
 
+/// What a server process inherits from the mesh's environment: what programs need to
+/// find themselves and their files, as MCP's reference clients pass on.
+const INHERITED: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_ALL", "TMPDIR", "TZ",
+];
+
 pub(crate) struct StdioTransport {
     stdin: Arc<tokio::sync::Mutex<ChildStdin>>,
     pending: Pending,
@@ -31,12 +37,20 @@ pub(crate) struct StdioTransport {
 }
 
 impl StdioTransport {
-    pub fn spawn(command: &[String]) -> Result<Self, McpError> {
+    /// Starts `command` with a minimal environment (`INHERITED` from this process)
+    /// plus `env`: the mesh's own variables, credentials among them, stay out of
+    /// third-party server processes.
+    pub fn spawn(command: &[String], env: Vec<(String, String)>) -> Result<Self, McpError> {
         let (program, args) = command
             .split_first()
             .ok_or_else(|| McpError::Unreachable("the command is empty".into()))?;
+        let inherited = INHERITED
+            .iter()
+            .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)));
         let mut child = Command::new(program)
             .args(args)
+            .env_clear()
+            .envs(inherited.chain(env))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -8,8 +8,7 @@ use async_trait::async_trait;
 use mesh_types::{EventDraft, McpServer, McpServerStatus, Tool};
 use tokio_postgres::Row;
 
-const SERVER_COLUMNS: &str =
-    "id, name, transport, command, url, risk_tier, rate_limit, cost_model, status, registered_at";
+const SERVER_COLUMNS: &str = "id, name, transport, command, url, risk_tier, rate_limit, cost_model, status, registered_at, settings";
 
 fn server_from_row(row: &Row) -> Result<McpServer> {
     Ok(McpServer {
@@ -19,6 +18,7 @@ fn server_from_row(row: &Row) -> Result<McpServer> {
             &get::<String>(row, 2)?,
             opt_json(row, 3)?,
             get(row, 4)?,
+            opt_json(row, 10)?,
         )?,
         risk_tier: parsed(row, 5)?,
         rate_limit: get(row, 6)?,
@@ -38,11 +38,11 @@ impl McpServerStore for PgStore {
     ) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let (transport, command, url) = transport_columns(&server.transport);
+        let (transport, command, url, settings) = transport_columns(&server.transport);
         tx.execute(
             &format!(
                 "INSERT INTO mcp_servers ({SERVER_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ),
             &[
                 &server.id,
@@ -55,6 +55,7 @@ impl McpServerStore for PgStore {
                 &server.cost_model.as_ref().map(to_json),
                 &server.status.as_str(),
                 &server.registered_at,
+                &settings.map(to_json),
             ],
         )
         .await

@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrate_15.sql"),
     ),
     (16, "chaining on the server", include_str!("migrate_16.sql")),
+    (17, "mcp server settings", include_str!("migrate_17.sql")),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

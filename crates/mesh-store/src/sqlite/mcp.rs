@@ -8,8 +8,7 @@ use async_trait::async_trait;
 use mesh_types::{EventDraft, McpServer, McpServerStatus, Tool};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-const SERVER_COLUMNS: &str =
-    "id, name, transport, command, url, risk_tier, rate_limit, cost_model, status, registered_at";
+const SERVER_COLUMNS: &str = "id, name, transport, command, url, risk_tier, rate_limit, cost_model, status, registered_at, settings";
 
 fn server_from_row(row: &Row<'_>) -> rusqlite::Result<McpServer> {
     Ok(McpServer {
@@ -19,6 +18,7 @@ fn server_from_row(row: &Row<'_>) -> rusqlite::Result<McpServer> {
             &row.get::<_, String>(2)?,
             opt_json(row, 3)?,
             row.get(4)?,
+            opt_json(row, 10)?,
         )
         .map_err(|e| conversion(2, e))?,
         risk_tier: parsed(row, 5)?,
@@ -54,10 +54,10 @@ impl McpServerStore for SqliteStore {
                     server.name
                 )));
             }
-            let (transport, command, url) = transport_columns(&server.transport);
+            let (transport, command, url, settings) = transport_columns(&server.transport);
             tx.prepare_cached(&format!(
                 "INSERT INTO mcp_servers ({SERVER_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ))?
             .execute(params![
                 server.id.to_string(),
@@ -70,6 +70,7 @@ impl McpServerStore for SqliteStore {
                 server.cost_model.as_ref().map(to_json),
                 server.status.as_str(),
                 fmt_ts(&server.registered_at),
+                settings.map(to_json),
             ])?;
             for tool in &tools {
                 insert_in_tx(tx, tool)?;

@@ -50,6 +50,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lifecycle topics read from the log",
         include_str!("migrate_14.sql"),
     ),
+    (15, "mcp server settings", include_str!("migrate_15.sql")),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.

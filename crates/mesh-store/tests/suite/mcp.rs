@@ -58,12 +58,14 @@ pub async fn mcp_servers_and_their_tools(h: &Harness) {
         "files",
         McpTransport::Stdio {
             command: vec!["python3".into(), "server.py".into()],
+            env: [("TOKEN".to_string(), "secret://files_token".to_string())].into(),
         },
     );
     let http = server(
         "remote",
         McpTransport::Http {
             url: "http://127.0.0.1:9/mcp".into(),
+            headers: Default::default(),
         },
     );
     let (read, write) = (mcp_tool("files", "read"), mcp_tool("files", "write"));

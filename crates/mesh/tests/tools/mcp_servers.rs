@@ -558,3 +558,154 @@ async fn mcp_servers_of_either_revision_and_transport_or_none() {
         .count();
     assert_eq!(built_in, 3, "registered once, not again at the restart");
 }
+
+/// Credentials for MCP servers come from the secret store: `headers` for a Streamable
+/// HTTP server, `env` for a process (which otherwise inherits only a minimal
+/// environment). They are read at connection, never shown or logged, and naming one
+/// needs the `secret.read` the policy grants.
+#[tokio::test]
+async fn mcp_server_credentials_come_from_the_secret_store() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    std::fs::write(
+        dir.path().join("secrets/mcp_bearer"),
+        "Bearer s3cret-value\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("secrets/fixture_token"), "tok-42-value\n").unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        "[secrets]\ndir = \"secrets\"\n",
+    )
+    .unwrap();
+    let mesh = MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let key = mesh.admin_key.clone().unwrap();
+    let api = Api::new();
+    let agent = register_agent(&api, &mesh, &key, "tool-user", "high").await;
+
+    // A server that wants a bearer token: refused without it, served with it.
+    let (mut server, url) =
+        http_fixture(&["--require-header", "Authorization=Bearer s3cret-value"]);
+    let bare = register_server(&api, &mesh, &key, json!({"name": "locked", "url": url})).await;
+    assert_eq!(
+        (bare.status, error_of(&bare).1.as_str()),
+        (502, "mcp_unreachable"),
+        "{}",
+        bare.body
+    );
+    let r = register_server(
+        &api,
+        &mesh,
+        &key,
+        json!({"name": "locked", "url": url, "riskTier": "low",
+               "headers": {"Authorization": "secret://mcp_bearer", "X-Client": "mesh-test"}}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        r.body["server"]["headers"],
+        json!({"Authorization": "secret://mcp_bearer", "X-Client": "(literal)"})
+    );
+    let echoed = invoke(
+        &api,
+        &mesh,
+        &key,
+        "locked.echo",
+        json!({"agentId": agent, "arguments": {"text": "with a token"}}),
+    )
+    .await;
+    assert_eq!(
+        echoed.body["output"],
+        json!({"echo": "with a token"}),
+        "{}",
+        echoed.body
+    );
+
+    // A process gets its env, secrets resolved, and not the mesh's own environment.
+    let r = register_server(
+        &api,
+        &mesh,
+        &key,
+        json!({"name": "envd", "command": [python(), FIXTURE], "riskTier": "low",
+               "env": {"FIXTURE_TOKEN": "secret://fixture_token", "MODE": "plain"}}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let seen = invoke(
+        &api,
+        &mesh,
+        &key,
+        "envd.whoami",
+        json!({"agentId": agent, "arguments": {"env": ["FIXTURE_TOKEN", "MODE", "CARGO_MANIFEST_DIR", "PATH"]}}),
+    )
+    .await;
+    let env = &seen.body["output"]["env"];
+    assert_eq!(env["FIXTURE_TOKEN"], "tok-42-value", "{}", seen.body);
+    assert_eq!(env["MODE"], "plain");
+    assert!(env["PATH"].is_string(), "PATH is passed on: {env}");
+    assert_eq!(
+        env["CARGO_MANIFEST_DIR"],
+        Value::Null,
+        "the mesh's environment is not"
+    );
+    let listed = api
+        .get(
+            &format!("{}/api/v1/mcp/servers", mesh.url("tool-registry")),
+            &key,
+        )
+        .await;
+    let envd = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "envd")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        envd["env"],
+        json!({"FIXTURE_TOKEN": "secret://fixture_token", "MODE": "(literal)"})
+    );
+
+    // A secret that does not exist fails the connection, naming it; one the caller's
+    // role may not read is refused by the policy before anything connects.
+    let missing = register_server(
+        &api,
+        &mesh,
+        &key,
+        json!({"name": "nosecret", "command": [python(), FIXTURE], "env": {"T": "secret://nope"}}),
+    )
+    .await;
+    let (status, code, message) = error_of(&missing);
+    assert_eq!(
+        (status, code.as_str()),
+        (502, "mcp_unreachable"),
+        "{}",
+        missing.body
+    );
+    assert!(message.contains("secret://nope"), "{message}");
+    let operator = api
+        .key(&mesh.url("mesh-orchestrator"), &key, "operator")
+        .await;
+    let refused = register_server(
+        &api,
+        &mesh,
+        &operator,
+        json!({"name": "borrowed", "command": [python(), FIXTURE], "env": {"T": "secret://fixture_token"}}),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        error_of(&refused).2.contains("fixture_token"),
+        "{}",
+        refused.body
+    );
+
+    // No secret value reached the log.
+    let events = events_when(&api, &mesh, &key, |e| !call_of(e, "envd.whoami").is_empty()).await;
+    let log = serde_json::to_string(&events).unwrap();
+    for secret in ["s3cret-value", "tok-42-value", "mesh-test"] {
+        assert!(!log.contains(secret), "{secret} is in the provenance log");
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
