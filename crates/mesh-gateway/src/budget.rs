@@ -53,6 +53,51 @@ pub fn cost_micros(provider: &Provider, tokens_in: u64, tokens_out: u64) -> i64 
     )
 }
 
+/// A scope as `GET /api/v1/budgets/{scope}` takes it: `task:<uuid>`,
+/// `tenant:<name>[:<YYYY-MM-DD>]` or `tier:<low|medium|high|critical>[:<YYYY-MM-DD>]`,
+/// a missing day meaning `today`. Returns the stored scope's name.
+pub fn canonical_scope(raw: &str, today: &str) -> Result<String, String> {
+    let day_of = |rest: Option<&str>| -> Result<String, String> {
+        match rest {
+            None => Ok(today.to_string()),
+            Some(day) if is_day(day) => Ok(day.to_string()),
+            Some(day) => Err(format!("`{day}` is not a day (YYYY-MM-DD)")),
+        }
+    };
+    let mut parts = raw.splitn(3, ':');
+    let (kind, name, rest) = (parts.next(), parts.next(), parts.next());
+    match (kind, name) {
+        (Some("task"), Some(id)) if rest.is_none() => Uuid::parse_str(id)
+            .map(|id| format!("task:{id}"))
+            .map_err(|_| format!("`{id}` is not a task id")),
+        (Some("tenant"), Some(tenant)) if !tenant.is_empty() => {
+            Ok(format!("tenant:{tenant}:{}", day_of(rest)?))
+        }
+        (Some("tier"), Some(tier)) if tier.parse::<mesh_types::RiskTier>().is_ok() => {
+            Ok(format!("tier:{tier}:{}", day_of(rest)?))
+        }
+        _ => Err(
+            "expected task:<id>, tenant:<name>[:<YYYY-MM-DD>] or tier:<low|medium|high|critical>[:<YYYY-MM-DD>]"
+                .into(),
+        ),
+    }
+}
+
+/// `YYYY-MM-DD`, as the daily scopes are named.
+fn is_day(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let number = |r: std::ops::Range<usize>| text[r].parse::<u32>().unwrap_or(0);
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && digits(0..4)
+        && digits(5..7)
+        && digits(8..10)
+        && (1..=12).contains(&number(5..7))
+        && (1..=31).contains(&number(8..10))
+}
+
 impl BudgetsConfig {
     pub fn is_empty(&self) -> bool {
         *self == BudgetsConfig::default()
@@ -155,6 +200,32 @@ pub async fn settle(store: &Store, reservation: Option<Reservation>, used: Spend
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_are_read_as_the_budgets_name_them() {
+        let today = "2026-11-24";
+        let id = Uuid::nil();
+        for (raw, scope) in [
+            (format!("task:{id}"), format!("task:{id}")),
+            ("tenant:acme".into(), "tenant:acme:2026-11-24".into()),
+            (
+                "tenant:acme:2026-11-01".into(),
+                "tenant:acme:2026-11-01".into(),
+            ),
+            ("tier:critical".into(), "tier:critical:2026-11-24".into()),
+        ] {
+            assert_eq!(canonical_scope(&raw, today), Ok(scope));
+        }
+        for bad in [
+            "xyz",
+            "task:nope",
+            "tenant:",
+            "tier:extreme",
+            "tenant:acme:yesterday",
+        ] {
+            assert!(canonical_scope(bad, today).is_err(), "{bad}");
+        }
+    }
     use mesh_types::{AgentRole, AgentStatus, RiskTier};
 
     fn principal() -> Principal {

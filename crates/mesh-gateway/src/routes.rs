@@ -104,7 +104,7 @@ pub fn router(core: Arc<Gateway>) -> Router {
             Op::guarded(
                 "get",
                 "/api/v1/budgets/{scope}",
-                "A budget scope's spend and limits (task:<id>, tenant:<name>:<day>, tier:<tier>:<day>)",
+                "A budget scope's spend (task:<id>, tenant:<name>[:<YYYY-MM-DD>], tier:<tier>[:<YYYY-MM-DD>]; no day: today)",
                 Permission::ModelCall,
                 None,
                 (200, "budget usage"),
@@ -129,6 +129,9 @@ async fn budget_usage(
     _caller: Caller,
     axum::extract::Path(scope): axum::extract::Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let today = mesh_types::time::now().format("%Y-%m-%d").to_string();
+    let scope = crate::budget::canonical_scope(&scope, &today)
+        .map_err(|why| ApiError::invalid("scope", format!("scope: {why}")))?;
     let u = core.context().store.budgets.budget_usage(&scope).await?;
     let money = |m: i64| m as f64 / 1_000_000.0;
     Ok(Json(json!({

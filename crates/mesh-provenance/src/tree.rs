@@ -138,11 +138,23 @@ pub async fn checkpoint_at(
     size: u64,
 ) -> Result<StoredCheckpoint, TreeError> {
     let after = to_i64(size)? - 1;
-    log.checkpoints_after(after, 1)
-        .await?
-        .into_iter()
-        .find(|c| c.tree_size == after + 1)
-        .ok_or_else(|| TreeError::NotFound(format!("there is no checkpoint of {size} events")))
+    let next = log.checkpoints_after(after, 1).await?.into_iter().next();
+    if let Some(found) = next.as_ref().filter(|c| c.tree_size == after + 1) {
+        return Ok(found.clone());
+    }
+    // Checkpoint sizes follow the signing cadence, so a caller guessing one needs to
+    // hear which exist.
+    let nearest = match (next, log.latest_checkpoint().await?) {
+        (Some(next), Some(latest)) => format!(
+            "; the next one is of {} events, the latest of {}",
+            next.tree_size, latest.tree_size
+        ),
+        (None, Some(latest)) => format!("; the latest is of {} events", latest.tree_size),
+        (_, None) => "; none has been signed yet".to_string(),
+    };
+    Err(TreeError::NotFound(format!(
+        "there is no checkpoint of {size} events{nearest}"
+    )))
 }
 
 /// The proof that event `id` is in the log, against the latest checkpoint. When no

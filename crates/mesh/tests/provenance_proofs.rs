@@ -412,6 +412,21 @@ async fn the_running_mesh_signs_checkpoints_and_serves_proofs() {
         )
         .await;
     assert_eq!(r.status, 404, "{}", r.body);
+    // A size never signed is refused saying which exist (they follow the signing
+    // cadence).
+    let r = api
+        .get(
+            &format!(
+                "{prov}/checkpoints/{}/{}/consistency",
+                early.tree_size,
+                late.tree_size + 1_000_000
+            ),
+            &key,
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let message = r.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("the latest is of"), "{message}");
     let r = api
         .get(&format!("{prov}/checkpoints/x/1/consistency"), &key)
         .await;

@@ -216,6 +216,9 @@ per_task_cost = 0.06
     assert_eq!(usage.body["used"]["tokens"], 45, "{}", usage.body);
     assert!((usage.body["used"]["cost"].as_f64().unwrap() - 0.045).abs() < 1e-9);
     assert_eq!(usage.body["reserved"]["tokens"], 0, "nothing left reserved");
+    let malformed = api.get(&format!("{gw}/api/v1/budgets/xyz"), &admin).await;
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    assert_eq!(malformed.body["error"]["field"], "scope");
 
     // Choosing by quality picks the priced model, which the budget cannot cover: the
     // gateway degrades to an eligible model that costs nothing, and says so.
