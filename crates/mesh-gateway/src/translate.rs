@@ -138,6 +138,14 @@ pub struct DropUsage {
 
 impl Translate for DropUsage {
     fn feed(&mut self, bytes: &[u8]) -> Vec<Bytes> {
+        // Most chunks are whole frames without usage: passed on as they came, in one
+        // piece (re-framing every chunk put a copy and more wake-ups on each stream).
+        if self.lines.0.is_empty()
+            && bytes.ends_with(b"\n")
+            && !bytes.windows(7).any(|w| w == b"\"usage\"")
+        {
+            return vec![Bytes::copy_from_slice(bytes)];
+        }
         self.lines
             .data(bytes)
             .into_iter()
@@ -358,10 +366,20 @@ mod tests {
         let usage = json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}});
         let input = format!("data: {text}\n\ndata: {finish}\n\ndata: {usage}\n\ndata: [DONE]\n\n");
         let out = run(&mut DropUsage::default(), &input);
-        assert_eq!(
-            out,
-            format!("data: {text}\n\ndata: {finish}\n\ndata: [DONE]\n\n")
-        );
+        let expected = format!("data: {text}\n\ndata: {finish}\n\ndata: [DONE]\n\n");
+        assert_eq!(out, expected);
+        // Frames arriving whole (the usual case) take the pass-through path.
+        let mut whole = DropUsage::default();
+        let out: String = [
+            format!("data: {text}\n\n"),
+            format!("data: {finish}\n\ndata: {usage}\n\n"),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .iter()
+        .flat_map(|frame| whole.feed(frame.as_bytes()))
+        .map(|b| String::from_utf8_lossy(&b).to_string())
+        .collect();
+        assert_eq!(out, expected);
     }
 
     #[test]
