@@ -584,8 +584,9 @@ async fn mcp_server_credentials_come_from_the_secret_store() {
     let agent = register_agent(&api, &mesh, &key, "tool-user", "high").await;
 
     // A server that wants a bearer token: refused without it, served with it.
-    let (mut server, url) =
-        http_fixture(&["--require-header", "Authorization=Bearer s3cret-value"]);
+    let (server, url) = http_fixture(&["--require-header", "Authorization=Bearer s3cret-value"]);
+    // Stopped however the test ends, a failed assertion included.
+    let _server = KillOnDrop(server);
     let bare = register_server(&api, &mesh, &key, json!({"name": "locked", "url": url})).await;
     assert_eq!(
         (bare.status, error_of(&bare).1.as_str()),
@@ -706,6 +707,14 @@ async fn mcp_server_credentials_come_from_the_secret_store() {
     for secret in ["s3cret-value", "tok-42-value", "mesh-test"] {
         assert!(!log.contains(secret), "{secret} is in the provenance log");
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+}
+
+/// A child process killed when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
