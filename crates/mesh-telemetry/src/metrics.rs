@@ -198,6 +198,9 @@ async fn run(config: MetricsConfig, instance: String, mut rx: mpsc::Receiver<Req
         return;
     };
     let mut ticks = tokio::time::interval(config.interval);
+    // An export held up by a slow collector (retries included) is not followed by a
+    // burst of catch-up exports: the totals are cumulative, the next one has them all.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
         let ack = tokio::select! {
