@@ -207,6 +207,8 @@ fn peer(config: &Config, service: ServiceName) -> Result<HttpClient> {
 
 /// How long the exporter may take to send the last spans on the way out.
 const TELEMETRY_FLUSH: Duration = Duration::from_secs(5);
+/// At least this long for the final checkpoint at shutdown, grace period or not.
+const FINAL_CHECKPOINT_WAIT: Duration = Duration::from_secs(5);
 
 /// A set of services serving on their listeners.
 pub struct Running {
@@ -216,6 +218,8 @@ pub struct Running {
     agents: Option<AgentHost>,
     agents_stop: watch::Sender<bool>,
     log_writers: Vec<JoinHandle<()>>,
+    /// Signs the last checkpoint once everything that appends has drained.
+    checkpointer: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     servers: JoinSet<(ServiceName, std::io::Result<()>)>,
     shutdown: watch::Sender<bool>,
     readiness: Readiness,
@@ -269,16 +273,21 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
     if let Some(queue) = &cores.queue {
         mesh_queue::spawn_queue_sweeper(queue.clone(), watcher.clone());
     }
+    let mut checkpointer = None;
     if let Some(provenance) = &cores.provenance {
         match crate::checkpoints::load_signer(config, store) {
             Ok(signer) => {
                 provenance.set_signer(signer.clone());
-                mesh_provenance::checkpointer::spawn_checkpointer(
+                // Its own stop signal: the final checkpoint must come after the servers
+                // and the decision-log writers have appended their last events.
+                let (stop, stopped) = watch::channel(false);
+                let task = mesh_provenance::checkpointer::spawn_checkpointer(
                     store.provenance.clone(),
                     signer,
                     config.checkpoints.policy,
-                    watcher.clone(),
+                    stopped,
                 );
+                checkpointer = Some((stop, task));
                 readiness.set_detail("checkpoints", serde_json::json!({"signing": true}));
             }
             // On a shared store no process may invent a key of its own (the others
@@ -336,6 +345,7 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
         agents_stop,
         endpoints,
         log_writers: std::mem::take(&mut cores.log_writers),
+        checkpointer,
         servers,
         shutdown,
         readiness,
@@ -399,6 +409,16 @@ impl Running {
         if tokio::time::timeout_at(deadline, all_done).await.is_err() {
             tracing::warn!("grace period over; abandoning in-flight requests");
             self.servers.abort_all();
+        }
+        if let Some((stop, task)) = self.checkpointer.take() {
+            let _ = stop.send(true);
+            // Signing is quick; waiting past the grace period for it is worth it, as the
+            // events since the last checkpoint would otherwise stay unsigned until the
+            // next start.
+            let bound = deadline.max(tokio::time::Instant::now() + FINAL_CHECKPOINT_WAIT);
+            if tokio::time::timeout_at(bound, task).await.is_err() {
+                tracing::warn!("the final provenance checkpoint did not finish in time");
+            }
         }
         // Last, so the spans of the work that just drained go out too.
         mesh_telemetry::flush(TELEMETRY_FLUSH).await;
