@@ -89,6 +89,9 @@ fn default_implement_schema() -> Value {
     })
 }
 
+/// `data.mesh_config.approvers.critical_tasks` in the bundled policy data.
+const DEFAULT_TASK_APPROVER: &str = "platform-oncall";
+
 const CODE_TYPES: &[&str] = &["code_generate", "code_refactor", "code_review"];
 
 impl FlowDef {
@@ -99,7 +102,9 @@ impl FlowDef {
             min_risk,
             kind,
             approval: min_risk.is_some(),
-            approver: min_risk.map(|_| "security-oncall".to_string()),
+            // The approver the default policy bundle names for tasks, so that a task
+            // both a flow and the policy hold for approval waits for one team.
+            approver: min_risk.map(|_| DEFAULT_TASK_APPROVER.to_string()),
             max_rounds: default_rounds(),
             stages: StageTypes::default(),
             implement_schema: default_implement_schema(),

@@ -350,7 +350,8 @@ async fn high_risk_code_waits_for_a_human_then_runs() {
             .contains("high_risk_code"),
         "{pending}"
     );
-    assert_eq!(pending["escalationTarget"], "security-oncall");
+    // The same team the bundled policy names for critical tasks.
+    assert_eq!(pending["escalationTarget"], "platform-oncall");
     // Nothing runs until a human says so.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(mesh.subtasks(&id).await.is_empty());
