@@ -59,6 +59,9 @@ impl From<&Completion> for Usage {
 pub(crate) struct Trail {
     pub call_id: Uuid,
     pub started: Instant,
+    /// The same moment on the wall clock: the event's own timestamp is when the log
+    /// appended it, which for batched records is after the call ended.
+    started_at: mesh_types::time::Timestamp,
     pub decisions: Vec<EventDraft>,
     pub attempts: Vec<Value>,
     pub redacted: bool,
@@ -105,6 +108,7 @@ impl Trail {
         Trail {
             call_id: Uuid::now_v7(),
             started: Instant::now(),
+            started_at: mesh_types::time::now(),
             decisions: Vec::new(),
             attempts: Vec::new(),
             redacted: false,
@@ -151,6 +155,7 @@ impl Trail {
         let mut payload = json!({
             "modelCallId": self.call_id,
             "requestedModel": self.requested,
+            "startedAt": mesh_types::time::format(&self.started_at),
             "latencyMs": self.started.elapsed().as_millis() as u64,
             "agentId": agent.as_ref().map(|a| a.0),
             "agentName": agent.as_ref().map(|a| a.1.clone()),

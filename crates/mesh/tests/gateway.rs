@@ -325,6 +325,14 @@ async fn configured_providers_are_called_with_their_secret() {
         .expect("the relayed stream is recorded when it ends");
     assert_eq!(relayed["payload"]["tokensIn"], 5);
     assert_eq!(relayed["payload"]["tokensOut"], 2);
+    // The call's own start, no later than the append that recorded it.
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    for call in &calls {
+        assert!(
+            time(&call["payload"]["startedAt"]) <= time(&call["timestamp"]),
+            "{call}"
+        );
+    }
     let failover = calls
         .iter()
         .find(|c| c["payload"]["requestedModel"] == "down-model")

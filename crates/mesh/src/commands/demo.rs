@@ -151,6 +151,7 @@ async fn narrate(api: &Api, mut after: i64, timeout_secs: u64) -> Result<ExitCod
             after = e["seq"].as_i64().unwrap_or(after);
             story.tell(e);
         }
+        story.print_settled();
         match (story.outcome.as_deref(), finished_at) {
             // Model calls are written in batches: read on briefly after the end.
             (Some(_), None) => finished_at = Some(Instant::now()),
@@ -158,11 +159,13 @@ async fn narrate(api: &Api, mut after: i64, timeout_secs: u64) -> Result<ExitCod
             _ => {}
         }
         if Instant::now() > deadline {
+            story.print_all();
             println!("\nThe task did not finish within {timeout_secs} s (--timeout-secs).");
             return Ok(ExitCode::FAILURE);
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
+    story.print_all();
 
     let record = api
         .get(format!("{}/api/v1/provenance/task/{root}", api.provenance))
@@ -205,7 +208,16 @@ struct Story {
     origin: Option<Timestamp>,
     /// Whether the flow runner has taken the root task before (later takes resume it).
     resumed: bool,
+    /// Lines not printed yet, with their seconds since the origin: model calls reach
+    /// the log in batches, after events that happened later, so lines are printed in
+    /// the order of the events' timestamps once nothing earlier can still arrive.
+    unprinted: Vec<(f64, String)>,
+    /// The latest event time seen, in seconds since the origin.
+    newest: f64,
 }
+
+/// How far behind the newest event a line must be before it is printed.
+const SETTLE_SECS: f64 = 0.5;
 
 impl Story {
     fn new(root: Uuid) -> Self {
@@ -216,6 +228,26 @@ impl Story {
             outcome: None,
             origin: None,
             resumed: false,
+            unprinted: Vec::new(),
+            newest: 0.0,
+        }
+    }
+
+    /// Prints, in time order, the lines nothing earlier can still come before.
+    fn print_settled(&mut self) {
+        self.print_until(self.newest - SETTLE_SECS);
+    }
+
+    fn print_all(&mut self) {
+        self.print_until(f64::INFINITY);
+    }
+
+    fn print_until(&mut self, until: f64) {
+        // Stable: lines with equal times keep the log's order.
+        self.unprinted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let ready = self.unprinted.partition_point(|(at, _)| *at <= until);
+        for (_, line) in self.unprinted.drain(..ready) {
+            println!("{line}");
         }
     }
 
@@ -230,10 +262,16 @@ impl Story {
         let s = |v: &Value| v.as_str().unwrap_or("?").to_string();
         let kind = self.types.get(&task).cloned().unwrap_or_default();
         let is_root = task == self.root.to_string();
-        let at = e["timestamp"]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&chrono::Utc));
+        let parse = |v: &Value| {
+            v.as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+        };
+        // A model call is placed when it ended, not when its batch reached the log.
+        let ended = parse(&p["startedAt"])
+            .zip(p["latencyMs"].as_i64())
+            .map(|(start, ms)| start + chrono::Duration::milliseconds(ms));
+        let at = ended.or_else(|| parse(&e["timestamp"]));
         let origin = *self
             .origin
             .get_or_insert(at.unwrap_or_else(mesh_types::time::now));
@@ -295,7 +333,10 @@ impl Story {
             _ => return,
         };
         let actor = e["actor"].as_str().unwrap_or("?");
-        println!("  {:>7.3}s  {actor:<22} {line}", since.unwrap_or(0.0));
+        let since = since.unwrap_or(self.newest);
+        self.newest = self.newest.max(since);
+        self.unprinted
+            .push((since, format!("  {since:>7.3}s  {actor:<22} {line}")));
     }
 }
 
