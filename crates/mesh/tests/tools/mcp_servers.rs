@@ -325,8 +325,8 @@ async fn an_mcp_server_process_is_proxied_with_every_check() {
     assert_eq!(gone.status, 409, "{}", gone.body);
 }
 
-/// The fixture serving Streamable HTTP; its URL.
-fn http_fixture(extra: &[&str]) -> (Child, String) {
+/// The fixture serving Streamable HTTP, stopped however the test ends; its URL.
+fn http_fixture(extra: &[&str]) -> (KillOnDrop, String) {
     let mut child = Command::new(python())
         .arg(FIXTURE)
         .args(["--http", "0"])
@@ -339,7 +339,7 @@ fn http_fixture(extra: &[&str]) -> (Child, String) {
         .read_line(&mut line)
         .unwrap();
     let port = line.trim().strip_prefix("listening ").unwrap().to_string();
-    (child, format!("http://127.0.0.1:{port}/mcp"))
+    (KillOnDrop(child), format!("http://127.0.0.1:{port}/mcp"))
 }
 
 #[tokio::test]
@@ -382,8 +382,7 @@ async fn mcp_servers_of_either_revision_and_transport_or_none() {
         && e["payload"]["point"] == "egress"
         && e["payload"]["input"]["resource"]["attributes"]["host"] == "127.0.0.1"));
     // It goes away: the call says which server, and the tools turn unhealthy.
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
     let down = invoke(
         &api,
         &mesh,
@@ -584,9 +583,7 @@ async fn mcp_server_credentials_come_from_the_secret_store() {
     let agent = register_agent(&api, &mesh, &key, "tool-user", "high").await;
 
     // A server that wants a bearer token: refused without it, served with it.
-    let (server, url) = http_fixture(&["--require-header", "Authorization=Bearer s3cret-value"]);
-    // Stopped however the test ends, a failed assertion included.
-    let _server = KillOnDrop(server);
+    let (_server, url) = http_fixture(&["--require-header", "Authorization=Bearer s3cret-value"]);
     let bare = register_server(&api, &mesh, &key, json!({"name": "locked", "url": url})).await;
     assert_eq!(
         (bare.status, error_of(&bare).1.as_str()),
@@ -712,9 +709,15 @@ async fn mcp_server_credentials_come_from_the_secret_store() {
 /// A child process killed when dropped.
 struct KillOnDrop(Child);
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
+impl KillOnDrop {
+    fn stop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
