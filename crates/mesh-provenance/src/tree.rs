@@ -2,10 +2,13 @@
 //! checkpoints, inclusion and consistency proofs. Plain functions over the store, so
 //! the service, the CLI (straight against the store) and the benchmark share them.
 
-use mesh_store::{ProvenanceLog, StoreError, StoredCheckpoint};
+use mesh_store::{ProvenanceLog, StoreError, StoredCheckpoint, StoredSubtree};
 use mesh_types::checkpoint::{Checkpoint, NoteSigner};
-use mesh_types::merkle::{self, Frontier, Hash};
+use mesh_types::merkle::{self, Frontier, Hash, STORED_LEVEL_STEP, Subtree};
 use mesh_types::proof::{self, ConsistencyProof, INCLUSION_FORMAT, InclusionProof};
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
 use uuid::Uuid;
 
 /// Leaves read per round trip.
@@ -36,7 +39,10 @@ impl std::fmt::Display for TreeError {
 
 impl std::error::Error for TreeError {}
 
-/// Extends `tree` with the leaves of events `tree.size()+1 ..= size`.
+/// Extends `tree` with the leaves of events `tree.size()+1 ..= size`, storing the
+/// roots of the perfect subtrees it completes on the way (what proofs are built
+/// from). A root stored earlier that the events no longer hash to means the log was
+/// rewritten: that is an error, and nothing is signed.
 pub async fn extend(
     log: &dyn ProvenanceLog,
     tree: &mut Frontier,
@@ -52,37 +58,152 @@ pub async fn extend(
                 tree.size()
             )));
         }
+        let mut completed = Vec::new();
         for (seq, hash) in batch {
             check_seq(seq, tree.size())?;
-            tree.push(proof::leaf_of(&hash).map_err(|e| TreeError::Conflict(e.0))?);
+            let leaf = proof::leaf_of(&hash).map_err(|e| TreeError::Conflict(e.0))?;
+            tree.push_reporting(leaf, &mut completed);
         }
+        store_subtrees(log, completed).await?;
     }
     Ok(())
 }
 
-/// The leaf hashes of the first `size` events.
-pub async fn leaves(log: &dyn ProvenanceLog, size: u64) -> Result<Vec<Hash>, TreeError> {
-    let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    while (out.len() as u64) < size {
-        let left = size - out.len() as u64;
+async fn store_subtrees(
+    log: &dyn ProvenanceLog,
+    completed: Vec<(Subtree, Hash)>,
+) -> Result<(), TreeError> {
+    let rows: Vec<StoredSubtree> = completed
+        .into_iter()
+        .map(|(t, hash)| StoredSubtree {
+            level: t.level,
+            index: t.index,
+            hash: hex::encode(hash),
+        })
+        .collect();
+    // Named by the earliest events it covers, whatever order the store answers in.
+    let differing = log.add_subtrees(&rows).await?;
+    let Some(stored) = differing
+        .into_iter()
+        .min_by_key(|t| (t.index << t.level, t.level))
+    else {
+        return Ok(());
+    };
+    let ours = rows
+        .iter()
+        .find(|r| r.level == stored.level && r.index == stored.index)
+        .map_or("?", |r| r.hash.as_str());
+    let leaves = Subtree {
+        level: stored.level,
+        index: stored.index,
+    }
+    .leaves();
+    Err(TreeError::Conflict(format!(
+        "events {}..={} hash to {ours} but their stored root is {}: the log was rewritten (run `mesh provenance verify`)",
+        leaves.start + 1,
+        leaves.end,
+        stored.hash
+    )))
+}
+
+/// The leaf hashes of events `range.start + 1 ..= range.end`.
+async fn leaves(log: &dyn ProvenanceLog, range: Range<u64>) -> Result<Vec<Hash>, TreeError> {
+    let mut out = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
+    let mut next = range.start;
+    while next < range.end {
+        let left = range.end - next;
         let batch = log
-            .event_hashes(
-                out.len() as i64,
-                u32::try_from(left).unwrap_or(PAGE).min(PAGE),
-            )
+            .event_hashes(to_i64(next)?, u32::try_from(left).unwrap_or(PAGE).min(PAGE))
             .await?;
         if batch.is_empty() {
             return Err(TreeError::Conflict(format!(
-                "the log holds {} events, fewer than {size}",
-                out.len()
+                "the log holds {next} events, fewer than {}",
+                range.end
             )));
         }
         for (seq, hash) in batch {
-            check_seq(seq, out.len() as u64)?;
+            check_seq(seq, next)?;
             out.push(proof::leaf_of(&hash).map_err(|e| TreeError::Conflict(e.0))?);
+            next += 1;
         }
     }
     Ok(out)
+}
+
+/// The proof a list of ranges names (see `merkle::inclusion_ranges`), each range's
+/// root assembled from its perfect pieces.
+async fn proof_from_store(
+    log: &dyn ProvenanceLog,
+    ranges: Vec<Range<u64>>,
+) -> Result<Vec<Hash>, TreeError> {
+    let mut proof = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let mut roots = Vec::new();
+        for piece in merkle::perfect_pieces(range) {
+            roots.push(perfect_root(log, piece).await?);
+        }
+        proof.push(merkle::fold_right(&roots));
+    }
+    Ok(proof)
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, TreeError>> + Send + 'a>>;
+
+/// The root of a perfect subtree: stored, or folded from the level below it that is
+/// stored (at most 2^7 roots), or from the leaves. A stored root that is missing
+/// (a log older than the subtree store, not yet followed by a checkpointer) is
+/// computed the same way from further down, so the answer never depends on it.
+fn perfect_root(log: &dyn ProvenanceLog, subtree: Subtree) -> Boxed<'_, Hash> {
+    Box::pin(async move {
+        let Subtree { level, index } = subtree;
+        let stored_level = level > 0 && level.is_multiple_of(STORED_LEVEL_STEP);
+        if stored_level
+            && let Some(stored) = log.subtrees(level, index, 1).await?.into_iter().next()
+        {
+            return parse_hash(&stored.hash);
+        }
+        let below = if level.is_multiple_of(STORED_LEVEL_STEP) {
+            level.saturating_sub(STORED_LEVEL_STEP)
+        } else {
+            level - level % STORED_LEVEL_STEP
+        };
+        let (first, count) = (index << (level - below), 1u64 << (level - below));
+        let roots = if below == 0 {
+            leaves(log, first..first + count).await?
+        } else {
+            let mut stored = log
+                .subtrees(below, first, count)
+                .await?
+                .into_iter()
+                .peekable();
+            let mut roots = Vec::with_capacity(count as usize);
+            for i in first..first + count {
+                match stored.next_if(|s| s.index == i) {
+                    Some(s) => roots.push(parse_hash(&s.hash)?),
+                    None => roots.push(
+                        perfect_root(
+                            log,
+                            Subtree {
+                                level: below,
+                                index: i,
+                            },
+                        )
+                        .await?,
+                    ),
+                }
+            }
+            roots
+        };
+        Ok(merkle::root(&roots))
+    })
+}
+
+fn parse_hash(text: &str) -> Result<Hash, TreeError> {
+    let bytes = hex::decode(text)
+        .map_err(|e| TreeError::Conflict(format!("a stored subtree root is not hex: {e}")))?;
+    bytes
+        .try_into()
+        .map_err(|_| TreeError::Conflict("a stored subtree root is not 32 bytes".into()))
 }
 
 /// Leaves are numbered by `seq`; a gap would shift every later leaf.
@@ -185,11 +306,9 @@ pub async fn inclusion(
     };
     let size = u64::try_from(checkpoint.tree_size).unwrap_or(0);
     let index = u64::try_from(event.seq - 1).unwrap_or(0);
-    let leaves = leaves(log, size).await?;
-    let path = usize::try_from(index)
-        .ok()
-        .and_then(|i| merkle::inclusion_proof(&leaves, i))
+    let ranges = merkle::inclusion_ranges(index, size)
         .ok_or_else(|| TreeError::Conflict(format!("event {id} is outside the tree")))?;
+    let path = proof_from_store(log, ranges).await?;
     Ok(InclusionProof {
         format: INCLUSION_FORMAT.to_string(),
         event,
@@ -201,8 +320,10 @@ pub async fn inclusion(
 }
 
 /// The consistency proof between the stored checkpoints of `from` and `to` events,
-/// computed from the events as they are now: on a rewritten log it fails to verify
-/// against the signed roots.
+/// assembled from the stored tree: a statement about the two signed trees. A log
+/// rewritten since is caught by `verify`, by the checkpointer (which refuses to sign
+/// over a stored root the events no longer hash to) and by the rewritten events'
+/// inclusion proofs.
 pub async fn consistency(
     log: &dyn ProvenanceLog,
     from: u64,
@@ -215,11 +336,9 @@ pub async fn consistency(
     }
     let first = checkpoint_at(log, from).await?;
     let second = checkpoint_at(log, to).await?;
-    let leaves = leaves(log, to).await?;
-    let path = usize::try_from(from)
-        .ok()
-        .and_then(|m| merkle::consistency_proof(&leaves, m))
+    let ranges = merkle::consistency_ranges(from, to)
         .ok_or_else(|| TreeError::Conflict("no consistency proof for those sizes".into()))?;
+    let path = proof_from_store(log, ranges).await?;
     Ok(ConsistencyProof {
         from_size: from,
         to_size: to,

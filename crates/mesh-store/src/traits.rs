@@ -171,6 +171,28 @@ pub trait ProvenanceLog: Send + Sync {
     async fn checkpoints_after(&self, after: i64, limit: u32) -> Result<Vec<StoredCheckpoint>>;
     /// The largest checkpoint.
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>>;
+    /// Stores roots of perfect subtrees of the Merkle tree, keeping any already stored;
+    /// returns those stored before with a different root (the log was rewritten).
+    async fn add_subtrees(&self, subtrees: &[StoredSubtree]) -> Result<Vec<StoredSubtree>>;
+    /// The stored roots at `level` with indices `from .. from + count`, in order; a
+    /// subtree not stored (yet) is left out.
+    async fn subtrees(&self, level: u32, from: u64, count: u64) -> Result<Vec<StoredSubtree>>;
+}
+
+/// The root of the perfect subtree over leaves `index * 2^level ..` of the log's
+/// Merkle tree, kept so that proofs need not read every leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSubtree {
+    pub level: u32,
+    pub index: u64,
+    /// Hex.
+    pub hash: String,
+}
+
+/// A subtree index as the stores keep it (a signed 64-bit integer).
+pub(crate) fn subtree_index(index: u64) -> Result<i64> {
+    i64::try_from(index)
+        .map_err(|_| StoreError::invalid("subtree", format!("index {index} is too large")))
 }
 
 /// A signed tree head of the provenance log (see `mesh_types::checkpoint`).

@@ -7,6 +7,7 @@
 //! RFC's iterative algorithms (2.1.3.2 and 2.1.4.2), which need only the proof.
 
 use sha2::{Digest, Sha256};
+use std::ops::Range;
 
 pub type Hash = [u8; 32];
 
@@ -28,7 +29,7 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 }
 
 /// Largest power of two strictly below `n` (`n >= 2`).
-fn split(n: usize) -> usize {
+fn split(n: u64) -> u64 {
     let mut k = 1;
     while k << 1 < n {
         k <<= 1;
@@ -42,7 +43,7 @@ pub fn root(leaves: &[Hash]) -> Hash {
         0 => Sha256::digest([]).into(),
         1 => leaves[0],
         n => {
-            let k = split(n);
+            let k = split(n as u64) as usize;
             node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
         }
     }
@@ -51,58 +52,126 @@ pub fn root(leaves: &[Hash]) -> Hash {
 /// PATH(m, D[n]): the inclusion proof of leaf `index` in the tree over `leaves`.
 /// `None` when the index is outside the tree.
 pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Option<Vec<Hash>> {
-    if index >= leaves.len() {
-        return None;
-    }
-    let mut proof = Vec::new();
-    path(index, leaves, &mut proof);
-    Some(proof)
-}
-
-fn path(m: usize, leaves: &[Hash], out: &mut Vec<Hash>) {
-    let n = leaves.len();
-    if n <= 1 {
-        return;
-    }
-    let k = split(n);
-    if m < k {
-        path(m, &leaves[..k], out);
-        out.push(root(&leaves[k..]));
-    } else {
-        path(m - k, &leaves[k..], out);
-        out.push(root(&leaves[..k]));
-    }
+    let ranges = inclusion_ranges(index as u64, leaves.len() as u64)?;
+    Some(roots_of(leaves, ranges))
 }
 
 /// PROOF(m, D[n]): the consistency proof between the first `m` leaves and all of
 /// `leaves`. `None` unless `0 < m <= n`; empty when `m == n`.
 pub fn consistency_proof(leaves: &[Hash], m: usize) -> Option<Vec<Hash>> {
-    if m == 0 || m > leaves.len() {
-        return None;
-    }
-    let mut proof = Vec::new();
-    if m < leaves.len() {
-        subproof(m, leaves, true, &mut proof);
-    }
-    Some(proof)
+    let ranges = consistency_ranges(m as u64, leaves.len() as u64)?;
+    Some(roots_of(leaves, ranges))
 }
 
-fn subproof(m: usize, leaves: &[Hash], whole: bool, out: &mut Vec<Hash>) {
-    let n = leaves.len();
+fn roots_of(leaves: &[Hash], ranges: Vec<Range<u64>>) -> Vec<Hash> {
+    ranges
+        .into_iter()
+        .map(|r| root(&leaves[r.start as usize..r.end as usize]))
+        .collect()
+}
+
+/// The leaf ranges whose roots are PATH(index, D[size]), in the proof's order, so a
+/// proof can be assembled from stored subtree roots instead of every leaf.
+pub fn inclusion_ranges(index: u64, size: u64) -> Option<Vec<Range<u64>>> {
+    if index >= size {
+        return None;
+    }
+    let mut out = Vec::new();
+    path(index, 0..size, &mut out);
+    Some(out)
+}
+
+fn path(m: u64, within: Range<u64>, out: &mut Vec<Range<u64>>) {
+    let n = within.end - within.start;
+    if n <= 1 {
+        return;
+    }
+    let mid = within.start + split(n);
+    if m < mid - within.start {
+        path(m, within.start..mid, out);
+        out.push(mid..within.end);
+    } else {
+        path(m - (mid - within.start), mid..within.end, out);
+        out.push(within.start..mid);
+    }
+}
+
+/// The leaf ranges whose roots are PROOF(m, D[size]), in the proof's order.
+pub fn consistency_ranges(m: u64, size: u64) -> Option<Vec<Range<u64>>> {
+    if m == 0 || m > size {
+        return None;
+    }
+    let mut out = Vec::new();
+    if m < size {
+        subproof(m, 0..size, true, &mut out);
+    }
+    Some(out)
+}
+
+fn subproof(m: u64, within: Range<u64>, whole: bool, out: &mut Vec<Range<u64>>) {
+    let n = within.end - within.start;
     if m == n {
         if !whole {
-            out.push(root(leaves));
+            out.push(within);
         }
         return;
     }
     let k = split(n);
+    let mid = within.start + k;
     if m <= k {
-        subproof(m, &leaves[..k], whole, out);
-        out.push(root(&leaves[k..]));
+        subproof(m, within.start..mid, whole, out);
+        out.push(mid..within.end);
     } else {
-        subproof(m - k, &leaves[k..], false, out);
-        out.push(root(&leaves[..k]));
+        subproof(m - k, mid..within.end, false, out);
+        out.push(within.start..mid);
     }
+}
+
+/// Levels whose perfect subtrees a log stores: every 8th, so the root of any subtree
+/// is at most 2^7 stored roots (or leaves) away and a proof reads O(log n) rows.
+pub const STORED_LEVEL_STEP: u32 = 8;
+
+/// A perfect subtree: the `2^level` leaves from `index * 2^level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subtree {
+    pub level: u32,
+    pub index: u64,
+}
+
+impl Subtree {
+    pub fn leaves(&self) -> Range<u64> {
+        let start = self.index << self.level;
+        start..start + (1u64 << self.level)
+    }
+}
+
+/// The perfect subtrees whose roots, folded from the right with [`fold_right`], make
+/// MTH of a range a proof names (one that starts at a multiple of its largest power
+/// of two, as every range RFC 9162's recursion produces does).
+pub fn perfect_pieces(range: Range<u64>) -> Vec<Subtree> {
+    let mut pieces = Vec::new();
+    let mut start = range.start;
+    while start < range.end {
+        let n = range.end - start;
+        let size = if n.is_power_of_two() { n } else { split(n) };
+        debug_assert_eq!(start % size, 0, "an unaligned range {range:?}");
+        pieces.push(Subtree {
+            level: size.trailing_zeros(),
+            index: start / size,
+        });
+        start += size;
+    }
+    pieces
+}
+
+/// `node(h0, node(h1, … node(hn-1, hn)))`: MTH of consecutive perfect subtrees
+/// decreasing in size, from their roots.
+pub fn fold_right(roots: &[Hash]) -> Hash {
+    let mut acc = *roots.last().unwrap_or(&Sha256::digest([]).into());
+    for left in roots.iter().rev().skip(1) {
+        acc = node_hash(left, &acc);
+    }
+    acc
 }
 
 /// RFC 9162 2.1.3.2: whether `proof` shows `leaf` at `index` in the tree of `size`
@@ -203,6 +272,13 @@ impl Frontier {
     }
 
     pub fn push(&mut self, leaf: Hash) {
+        self.push_reporting(leaf, &mut Vec::new());
+    }
+
+    /// Pushes a leaf and adds to `completed` the perfect subtrees it completes at the
+    /// levels a log stores (multiples of [`STORED_LEVEL_STEP`]), with their roots.
+    pub fn push_reporting(&mut self, leaf: Hash, completed: &mut Vec<(Subtree, Hash)>) {
+        let size = self.size + 1;
         let mut node = (0u32, leaf);
         while let Some(&(height, left)) = self.stack.last() {
             if height != node.0 {
@@ -210,9 +286,16 @@ impl Frontier {
             }
             self.stack.pop();
             node = (height + 1, node_hash(&left, &node.1));
+            if node.0.is_multiple_of(STORED_LEVEL_STEP) {
+                let subtree = Subtree {
+                    level: node.0,
+                    index: (size >> node.0) - 1,
+                };
+                completed.push((subtree, node.1));
+            }
         }
         self.stack.push(node);
-        self.size += 1;
+        self.size = size;
     }
 
     /// MTH of the leaves pushed so far.
@@ -354,6 +437,58 @@ mod tests {
         }
         assert!(consistency_proof(&all[..4], 0).is_none());
         assert!(!verify_consistency(0, 4, &root(&[]), &root(&all[..4]), &[]));
+    }
+
+    #[test]
+    fn proofs_assemble_from_perfect_pieces() {
+        let all = leaves(300);
+        let perfect = |t: Subtree| {
+            let r = t.leaves();
+            root(&all[r.start as usize..r.end as usize])
+        };
+        let assemble = |ranges: Vec<Range<u64>>| -> Vec<Hash> {
+            ranges
+                .into_iter()
+                .map(|r| {
+                    let pieces: Vec<Hash> = perfect_pieces(r).into_iter().map(perfect).collect();
+                    fold_right(&pieces)
+                })
+                .collect()
+        };
+        for n in [1usize, 2, 3, 7, 64, 255, 256, 257, 300] {
+            for i in (0..n).step_by(7).chain([n - 1]) {
+                let want = inclusion_proof(&all[..n], i).unwrap();
+                assert_eq!(
+                    assemble(inclusion_ranges(i as u64, n as u64).unwrap()),
+                    want
+                );
+            }
+            for m in (1..=n).step_by(5).chain([n]) {
+                let want = consistency_proof(&all[..n], m).unwrap();
+                assert_eq!(
+                    assemble(consistency_ranges(m as u64, n as u64).unwrap()),
+                    want
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_frontier_reports_the_subtrees_a_log_stores() {
+        let all = leaves(1_000);
+        let mut frontier = Frontier::new();
+        let mut completed = Vec::new();
+        for leaf in &all {
+            frontier.push_reporting(*leaf, &mut completed);
+        }
+        // 1,000 leaves hold three complete 256-leaf subtrees and no 65,536-leaf one.
+        let got: Vec<Subtree> = completed.iter().map(|(t, _)| *t).collect();
+        let want: Vec<Subtree> = (0..3).map(|index| Subtree { level: 8, index }).collect();
+        assert_eq!(got, want);
+        for (subtree, hash) in completed {
+            let r = subtree.leaves();
+            assert_eq!(hash, root(&all[r.start as usize..r.end as usize]));
+        }
     }
 
     #[test]

@@ -217,7 +217,7 @@ async fn tampering_among_thousands_is_caught_by_verify_and_the_proofs() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
     let d = data.to_str().unwrap();
-    grow(&data, EVENTS).await;
+    let signer = grow(&data, EVENTS).await;
     let verify = || run(&["provenance", "verify", "--data-dir", d]);
     let (ok, out, err) = verify();
     assert!(
@@ -298,8 +298,9 @@ async fn tampering_among_thousands_is_caught_by_verify_and_the_proofs() {
     set_note(&note);
     assert!(verify().0);
 
-    // A consistency proof holds on the intact log and fails once history is rewritten
-    // (chain and head re-sealed, so only the signed roots can tell).
+    // Consistency proofs hold on the intact log. Once history is rewritten (chain and
+    // head re-sealed, so only the signed roots can tell), `verify` says so, the
+    // rewritten events' inclusion proofs fail, and no checkpointer signs over it.
     let consistent = |from: &str, to: &str| {
         let (ok, text, err) = run(&["provenance", "consistency", from, to, "--data-dir", d]);
         assert!(ok, "{err}");
@@ -325,10 +326,39 @@ async fn tampering_among_thousands_is_caught_by_verify_and_the_proofs() {
     rewrite_history(&db, 1_500);
     let (ok, out, _) = verify();
     assert!(!ok && out.contains("rewritten"), "{out}");
-    let (ok, _, err) = consistent("1000", "3000");
-    assert!(!ok && err.contains("does not extend"), "{err}");
-    let (ok, _, _) = consistent("1000", "2000");
-    assert!(!ok);
+    let rewritten = id_at(&db, 1_500);
+    let (ok, proof, err) = run(&["provenance", "proof", &rewritten, "--data-dir", d]);
+    assert!(ok, "{err}");
+    std::fs::write(&proof_file, proof).unwrap();
+    let (ok, _, err) = run(&[
+        "provenance",
+        "verify-proof",
+        proof_file.to_str().unwrap(),
+        "--public-key",
+        key_file.to_str().unwrap(),
+    ]);
+    assert!(!ok, "the rewritten event's proof verified: {err}");
+    let store = mesh_store::open(None, &data).await.unwrap();
+    // One more event, so that there is something to sign.
+    store
+        .provenance
+        .append(vec![EventDraft::new("filler", "tester", "test", None)])
+        .await
+        .unwrap();
+    let fresh = CheckpointPolicy {
+        every_events: 1_000,
+        every: Duration::ZERO,
+    };
+    let refused = Checkpointer::new(store.provenance.clone(), signer, fresh)
+        .tick()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("events 1281..=1536") && refused.contains("rewritten"),
+        "{refused}"
+    );
+    drop(store);
 
     exec("DELETE FROM provenance_events WHERE seq = 2500");
     assert!(!verify().0, "a deletion passed");
@@ -560,4 +590,51 @@ async fn a_shared_store_without_a_mounted_key_records_but_does_not_sign() {
         .await;
     assert_eq!(verify.body["ok"], true, "{}", verify.body);
     assert!(verify.body["events"].as_i64().unwrap() > 0);
+}
+
+/// A graceful stop signs the rest of the log: with the time and count bounds far
+/// off, the only checkpoint covering the task's events is the one signed on the way out,
+/// after the servers and decision-log writers have appended their last events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_signs_the_rest_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mesh.toml"),
+        "[checkpoints]\nevery_events = 1000000\nevery_ms = 3600000\n",
+    )
+    .unwrap();
+    let mut mesh = common::MeshProcess::up(dir.path(), &["--config", "mesh.toml"]);
+    let key = mesh.admin_key.clone().unwrap();
+    let orch = mesh.url("mesh-orchestrator");
+    let r = common::Api::new()
+        .post(&format!("{orch}/api/v1/tasks"), &key, common::SEED_TASK)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    mesh.signal("TERM");
+    assert_eq!(
+        mesh.wait(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        mesh.stderr()
+    );
+    let log = mesh.stderr();
+    let complaints = log
+        .lines()
+        .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && l.contains("checkpoint"));
+    assert_eq!(
+        complaints.count(),
+        0,
+        "checkpoint warnings on the way out:\n{log}"
+    );
+
+    let store = mesh_store::open(None, &dir.path().join(".mesh"))
+        .await
+        .unwrap();
+    let head = store.provenance.head().await.unwrap();
+    let latest = store.provenance.latest_checkpoint().await.unwrap();
+    assert_eq!(
+        latest.map(|c| c.tree_size),
+        Some(head.count),
+        "the last checkpoint covers every event"
+    );
 }

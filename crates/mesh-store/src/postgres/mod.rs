@@ -52,6 +52,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (16, "chaining on the server", include_str!("migrate_16.sql")),
     (17, "mcp server settings", include_str!("migrate_17.sql")),
+    (18, "provenance subtrees", include_str!("migrate_18.sql")),
 ];
 
 /// Arbitrary constant naming the migration lock among advisory locks.

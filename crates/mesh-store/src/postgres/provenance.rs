@@ -1,6 +1,7 @@
 use super::PgStore;
 use super::rows::get;
-use crate::{ProvenanceLog, Result, StoredCheckpoint};
+use crate::traits::subtree_index;
+use crate::{ProvenanceLog, Result, StoreError, StoredCheckpoint, StoredSubtree};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use mesh_types::provenance::ChainHead;
@@ -312,6 +313,70 @@ impl ProvenanceLog for PgStore {
             .await?;
         row.as_ref().map(checkpoint_from_row).transpose()
     }
+
+    async fn add_subtrees(&self, subtrees: &[StoredSubtree]) -> Result<Vec<StoredSubtree>> {
+        if subtrees.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut levels = Vec::with_capacity(subtrees.len());
+        let mut indices = Vec::with_capacity(subtrees.len());
+        let mut hashes = Vec::with_capacity(subtrees.len());
+        for t in subtrees {
+            levels.push(level_i16(t.level)?);
+            indices.push(subtree_index(t.index)?);
+            hashes.push(t.hash.as_str());
+        }
+        let client = self.client().await?;
+        // The outer query sees the table as it was before the insert: the rows it
+        // returns were stored earlier, by this process or another, with another root.
+        let rows = client
+            .query(
+                "WITH given AS (
+                   SELECT * FROM UNNEST($1::smallint[], $2::bigint[], $3::text[]) AS g(level, idx, hash)
+                 ), added AS (
+                   INSERT INTO provenance_subtrees (level, idx, hash)
+                   SELECT level, idx, hash FROM given
+                   ON CONFLICT (level, idx) DO NOTHING
+                 )
+                 SELECT s.level, s.idx, s.hash FROM provenance_subtrees s
+                 JOIN given g ON s.level = g.level AND s.idx = g.idx
+                 WHERE s.hash <> g.hash",
+                &[&levels, &indices, &hashes],
+            )
+            .await?;
+        rows.iter().map(subtree_from_row).collect()
+    }
+
+    async fn subtrees(&self, level: u32, from: u64, count: u64) -> Result<Vec<StoredSubtree>> {
+        let (from, to) = (
+            subtree_index(from)?,
+            subtree_index(from.saturating_add(count))?,
+        );
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT level, idx, hash FROM provenance_subtrees
+                 WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
+                &[&level_i16(level)?, &from, &to],
+            )
+            .await?;
+        rows.iter().map(subtree_from_row).collect()
+    }
+}
+
+fn level_i16(level: u32) -> Result<i16> {
+    i16::try_from(level)
+        .map_err(|_| StoreError::invalid("subtree", format!("level {level} is too large")))
+}
+
+fn subtree_from_row(row: &Row) -> Result<StoredSubtree> {
+    let level: i16 = get(row, 0)?;
+    let index: i64 = get(row, 1)?;
+    Ok(StoredSubtree {
+        level: level as u32,
+        index: index as u64,
+        hash: get(row, 2)?,
+    })
 }
 
 fn checkpoint_from_row(row: &Row) -> Result<StoredCheckpoint> {

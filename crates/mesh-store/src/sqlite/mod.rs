@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrate_14.sql"),
     ),
     (15, "mcp server settings", include_str!("migrate_15.sql")),
+    (16, "provenance subtrees", include_str!("migrate_16.sql")),
 ];
 
 /// How long a writer waits for another process's write lock before giving up.

@@ -1,6 +1,7 @@
 use super::SqliteStore;
 use super::rows::{fmt_ts, json, opt_uuid, ts, uuid};
-use crate::{ProvenanceLog, Result, StoreError, StoredCheckpoint};
+use crate::traits::subtree_index;
+use crate::{ProvenanceLog, Result, StoreError, StoredCheckpoint, StoredSubtree};
 use async_trait::async_trait;
 use mesh_types::provenance::ChainHead;
 use mesh_types::{EventDraft, PreparedDraft, ProvenanceEvent};
@@ -234,6 +235,56 @@ impl ProvenanceLog for SqliteStore {
                 )?
                 .query_row([], checkpoint_from_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn add_subtrees(&self, subtrees: &[StoredSubtree]) -> Result<Vec<StoredSubtree>> {
+        if subtrees.is_empty() {
+            return Ok(Vec::new());
+        }
+        let subtrees = subtrees.to_vec();
+        self.write(move |tx| {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO provenance_subtrees (level, idx, hash) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (level, idx) DO NOTHING",
+            )?;
+            let mut stored = tx.prepare_cached(
+                "SELECT hash FROM provenance_subtrees WHERE level = ?1 AND idx = ?2",
+            )?;
+            let mut differing = Vec::new();
+            for t in subtrees {
+                let idx = subtree_index(t.index)?;
+                if insert.execute(params![t.level, idx, t.hash])? == 0 {
+                    let hash: String = stored.query_row(params![t.level, idx], |r| r.get(0))?;
+                    if hash != t.hash {
+                        differing.push(StoredSubtree { hash, ..t });
+                    }
+                }
+            }
+            Ok(differing)
+        })
+        .await
+    }
+
+    async fn subtrees(&self, level: u32, from: u64, count: u64) -> Result<Vec<StoredSubtree>> {
+        let (from, to) = (
+            subtree_index(from)?,
+            subtree_index(from.saturating_add(count))?,
+        );
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT idx, hash FROM provenance_subtrees
+                 WHERE level = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
+            )?;
+            let rows = stmt.query_map(params![level, from, to], |r| {
+                Ok(StoredSubtree {
+                    level,
+                    index: r.get::<_, i64>(0)? as u64,
+                    hash: r.get(1)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

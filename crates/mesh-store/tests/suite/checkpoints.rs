@@ -133,3 +133,40 @@ pub async fn a_checkpoint_beyond_the_log_is_a_breach(h: &Harness) {
         .unwrap_err();
     assert_eq!(breach.kind, BreachKind::CheckpointMismatch, "{breach:?}");
 }
+
+pub async fn subtree_roots_are_kept_once_and_differences_reported(h: &Harness) {
+    use mesh_store::StoredSubtree;
+    let log = &h.store.provenance;
+    let subtree = |level, index, hash: &str| StoredSubtree {
+        level,
+        index,
+        hash: hash.repeat(64),
+    };
+    let first = [subtree(8, 0, "a"), subtree(8, 1, "b"), subtree(16, 0, "c")];
+    assert!(log.add_subtrees(&first).await.unwrap().is_empty());
+    // Stored again, by this process or another: nothing changes, nothing is reported.
+    assert!(log.add_subtrees(&first[..2]).await.unwrap().is_empty());
+    // Another root for a stored subtree is kept out and reported with the stored one.
+    let differing = log
+        .add_subtrees(&[subtree(8, 1, "d"), subtree(8, 2, "e")])
+        .await
+        .unwrap();
+    assert_eq!(differing, vec![subtree(8, 1, "b")]);
+    assert!(log.add_subtrees(&[]).await.unwrap().is_empty());
+
+    let level8 = log.subtrees(8, 0, 10).await.unwrap();
+    assert_eq!(
+        level8,
+        vec![subtree(8, 0, "a"), subtree(8, 1, "b"), subtree(8, 2, "e")]
+    );
+    assert_eq!(
+        log.subtrees(8, 1, 1).await.unwrap(),
+        vec![subtree(8, 1, "b")]
+    );
+    assert_eq!(
+        log.subtrees(16, 0, 4).await.unwrap(),
+        vec![subtree(16, 0, "c")]
+    );
+    assert!(log.subtrees(24, 0, 4).await.unwrap().is_empty());
+    assert!(log.subtrees(8, 3, 100).await.unwrap().is_empty());
+}
