@@ -5,7 +5,7 @@
 
 use crate::{ProvenanceLog, Result, StoredCheckpoint};
 use mesh_types::ProvenanceEvent;
-use mesh_types::merkle::Frontier;
+use mesh_types::merkle::{Frontier, Hash, Subtree};
 use mesh_types::provenance::{Breach, BreachKind};
 
 /// Checkpoints read per round trip.
@@ -15,6 +15,9 @@ pub(crate) struct CheckpointCheck {
     /// Every stored checkpoint, largest first (so the next one is `pop`ped).
     pending: Vec<StoredCheckpoint>,
     tree: Frontier,
+    /// Subtrees completed since the last [`Self::check_subtrees`], with their roots
+    /// recomputed from the events.
+    completed: Vec<(Subtree, Hash)>,
 }
 
 impl CheckpointCheck {
@@ -31,13 +34,14 @@ impl CheckpointCheck {
         Ok(Self {
             pending: all,
             tree: Frontier::new(),
+            completed: Vec::new(),
         })
     }
 
     /// Adds the next event (already checked by the chain verifier) as a leaf.
     pub(crate) fn push(&mut self, event: &ProvenanceEvent) -> Option<Breach> {
         let leaf = mesh_types::proof::leaf_of(&event.hash).ok()?;
-        self.tree.push(leaf);
+        self.tree.push_reporting(leaf, &mut self.completed);
         let size = i64::try_from(self.tree.size()).ok()?;
         while let Some(next) = self.pending.last()
             && next.tree_size <= size
@@ -56,6 +60,34 @@ impl CheckpointCheck {
             self.pending.pop();
         }
         None
+    }
+
+    /// Compares the subtree roots stored for proofs with those of the events pushed
+    /// since the last call; a root not stored is no breach (it is made on demand).
+    pub(crate) async fn check_subtrees(
+        &mut self,
+        log: &dyn ProvenanceLog,
+    ) -> Result<Option<Breach>> {
+        for (subtree, root) in std::mem::take(&mut self.completed) {
+            let stored = log.subtrees(subtree.level, subtree.index, 1).await?;
+            let Some(stored) = stored.first() else {
+                continue;
+            };
+            if stored.hash != hex::encode(root) {
+                let leaves = subtree.leaves();
+                return Ok(Some(Breach {
+                    kind: BreachKind::SubtreeMismatch,
+                    event_id: None,
+                    seq: i64::try_from(leaves.start + 1).ok(),
+                    message: format!(
+                        "events {}..={} no longer hash to the Merkle root stored over them for proofs: the log was rewritten after it was stored, or the stored root was altered",
+                        leaves.start + 1,
+                        leaves.end
+                    ),
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// A checkpoint of more events than the log holds means events were removed.

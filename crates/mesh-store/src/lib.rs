@@ -131,6 +131,11 @@ pub async fn verify_chain(
                 return Ok(Err(breach));
             }
         }
+        if !verifier.is_broken()
+            && let Some(breach) = checkpoints.check_subtrees(log).await?
+        {
+            return Ok(Err(breach));
+        }
     }
     if !verifier.is_broken()
         && let Some(breach) = checkpoints.finish(verifier.checked())

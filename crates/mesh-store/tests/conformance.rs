@@ -26,7 +26,7 @@ macro_rules! conformance {
                 budgets_are_exact_under_concurrency, a_reservation_takes_every_scope_or_none,
                 agents_drain_busy_and_probes, projection_cursors_only_move_forward,
                 checkpoints_are_stored_once_per_size, a_rewritten_log_fails_its_checkpoints,
-                subtree_roots_are_kept_once_and_differences_reported,
+                subtree_roots_are_kept_once_and_differences_reported, an_altered_subtree_root_is_a_breach,
                 a_checkpoint_beyond_the_log_is_a_breach, batch_inserts_are_all_or_nothing,
                 batch_completions_stand_alone);
         }

@@ -342,6 +342,10 @@ pub enum BreachKind {
     /// The events up to a stored checkpoint no longer hash to its Merkle root: the
     /// log was rewritten (chain and head recomputed) after the checkpoint was signed.
     CheckpointMismatch,
+    /// Events no longer hash to the stored root of a Merkle subtree over them (kept
+    /// for proofs): the log was rewritten after the root was stored, or the root was
+    /// altered. Proofs over those events fail until it is right.
+    SubtreeMismatch,
 }
 
 /// The first place the chain fails to verify.

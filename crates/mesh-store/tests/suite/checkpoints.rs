@@ -170,3 +170,35 @@ pub async fn subtree_roots_are_kept_once_and_differences_reported(h: &Harness) {
     assert!(log.subtrees(24, 0, 4).await.unwrap().is_empty());
     assert!(log.subtrees(8, 3, 100).await.unwrap().is_empty());
 }
+
+pub async fn an_altered_subtree_root_is_a_breach(h: &Harness) {
+    use mesh_store::StoredSubtree;
+    let events = fill(h, 600).await;
+    let mut tree = Frontier::new();
+    let mut completed = Vec::new();
+    for e in &events {
+        tree.push_reporting(leaf_of(&e.hash).unwrap(), &mut completed);
+    }
+    let rows: Vec<StoredSubtree> = completed
+        .iter()
+        .map(|(t, root)| StoredSubtree {
+            level: t.level,
+            index: t.index,
+            hash: hex::encode(root),
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "600 events hold two 256-leaf subtrees");
+    h.store.provenance.add_subtrees(&rows).await.unwrap();
+    let log = h.store.provenance.as_ref();
+    assert_eq!(verify_chain(log).await.unwrap(), Ok(600));
+
+    let zeros = "00".repeat(32);
+    h.exec(&format!(
+        "UPDATE provenance_subtrees SET hash = '{zeros}' WHERE level = 8 AND idx = 1"
+    ))
+    .await;
+    let breach = verify_chain(log).await.unwrap().unwrap_err();
+    assert_eq!(breach.kind, BreachKind::SubtreeMismatch, "{breach:?}");
+    assert_eq!(breach.seq, Some(257), "{breach:?}");
+    assert!(breach.message.contains("events 257..=512"), "{breach:?}");
+}
