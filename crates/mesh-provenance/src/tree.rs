@@ -140,7 +140,7 @@ async fn proof_from_store(
     for range in ranges {
         let mut roots = Vec::new();
         for piece in merkle::perfect_pieces(range) {
-            roots.push(perfect_root(log, piece).await?);
+            roots.push(perfect_root(log, piece, true).await?);
         }
         proof.push(merkle::fold_right(&roots));
     }
@@ -153,11 +153,13 @@ type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, TreeError>> + Send + '
 /// stored (at most 2^7 roots), or from the leaves. A stored root that is missing
 /// (a log older than the subtree store, not yet followed by a checkpointer) is
 /// computed the same way from further down, so the answer never depends on it.
-fn perfect_root(log: &dyn ProvenanceLog, subtree: Subtree) -> Boxed<'_, Hash> {
+/// `look_up`: false when the caller already knows it is not stored.
+fn perfect_root(log: &dyn ProvenanceLog, subtree: Subtree, look_up: bool) -> Boxed<'_, Hash> {
     Box::pin(async move {
         let Subtree { level, index } = subtree;
         let stored_level = level > 0 && level.is_multiple_of(STORED_LEVEL_STEP);
-        if stored_level
+        if look_up
+            && stored_level
             && let Some(stored) = log.subtrees(level, index, 1).await?.into_iter().next()
         {
             return parse_hash(&stored.hash);
@@ -187,6 +189,7 @@ fn perfect_root(log: &dyn ProvenanceLog, subtree: Subtree) -> Boxed<'_, Hash> {
                                 level: below,
                                 index: i,
                             },
+                            false,
                         )
                         .await?,
                     ),

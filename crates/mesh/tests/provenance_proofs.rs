@@ -638,3 +638,45 @@ async fn a_graceful_stop_signs_the_rest_of_the_log() {
         "the last checkpoint covers every event"
     );
 }
+
+/// Proofs are the same whether the subtree roots they are built from are stored, some
+/// are missing, or none are (a log not yet followed by a checkpointer since the
+/// upgrade that added them): missing roots are computed from further down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_do_not_depend_on_stored_subtree_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let signer = grow(&data, EVENTS).await;
+    let verifier = mesh_types::checkpoint::NoteVerifier::parse(&signer.verifier_key()).unwrap();
+    let db = rusqlite::Connection::open(data.join("mesh.db")).unwrap();
+    let stored = |db: &rusqlite::Connection| -> i64 {
+        db.query_row("SELECT count(*) FROM provenance_subtrees", [], |r| r.get(0))
+            .unwrap()
+    };
+    // 3,000 events: eleven complete 256-event subtrees.
+    assert_eq!(stored(&db), 11);
+    let store = mesh_store::open(None, &data).await.unwrap();
+    let log = store.provenance.as_ref();
+    let ids: Vec<uuid::Uuid> = [1, 700, 1_777, 2_999, 3_000]
+        .iter()
+        .map(|seq| id_at(&db, *seq).parse().unwrap())
+        .collect();
+    let proofs = || async {
+        let mut all = Vec::new();
+        for id in &ids {
+            let p = mesh_provenance::tree::inclusion(log, *id, None).await.unwrap();
+            p.verify(&verifier).unwrap();
+            all.push(p.inclusion_path);
+        }
+        let c = mesh_provenance::tree::consistency(log, 1_000, 3_000).await.unwrap();
+        c.verify(&verifier).unwrap();
+        all.push(c.proof);
+        all
+    };
+    let with_all = proofs().await;
+    db.execute("DELETE FROM provenance_subtrees WHERE idx = 3", [])
+        .unwrap();
+    assert_eq!(proofs().await, with_all, "one root missing");
+    db.execute("DELETE FROM provenance_subtrees", []).unwrap();
+    assert_eq!(proofs().await, with_all, "none stored");
+}
