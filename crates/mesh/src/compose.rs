@@ -339,6 +339,12 @@ pub async fn start(store: &Store, services: &[ServiceName], config: &Config) -> 
     } else {
         None
     };
+    let runs_agents = agents.as_ref().is_some_and(|a| !a.started.is_empty());
+    crate::peers::spawn_probes(
+        crate::peers::needed(services, runs_agents, &urls),
+        readiness.clone(),
+        watcher.clone(),
+    );
     readiness.set_ready(true);
     Ok(Running {
         agents,

@@ -11,6 +11,7 @@ mod commands;
 mod compose;
 mod config;
 mod output;
+mod peers;
 mod telemetry;
 
 use clap::Parser;

@@ -664,11 +664,15 @@ async fn proofs_do_not_depend_on_stored_subtree_roots() {
     let proofs = || async {
         let mut all = Vec::new();
         for id in &ids {
-            let p = mesh_provenance::tree::inclusion(log, *id, None).await.unwrap();
+            let p = mesh_provenance::tree::inclusion(log, *id, None)
+                .await
+                .unwrap();
             p.verify(&verifier).unwrap();
             all.push(p.inclusion_path);
         }
-        let c = mesh_provenance::tree::consistency(log, 1_000, 3_000).await.unwrap();
+        let c = mesh_provenance::tree::consistency(log, 1_000, 3_000)
+            .await
+            .unwrap();
         c.verify(&verifier).unwrap();
         all.push(c.proof);
         all

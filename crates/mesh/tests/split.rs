@@ -25,6 +25,53 @@ fn serve(dir: &std::path::Path, service: &str, url: &str, peers: &[(&str, &str)]
     MeshProcess::start(dir, &refs)
 }
 
+/// `checks.peers` of a process's `/readyz`, once its first probe has reported.
+async fn peer_checks(api: &Api, url: &str) -> serde_json::Value {
+    common::wait_for(|| async {
+        let r = api.call("GET", &format!("{url}/readyz"), None, None).await;
+        let peers = r.body["checks"]["peers"].clone();
+        peers.is_object().then_some(peers)
+    })
+    .await
+}
+
+/// A peer that does not answer shows in `/readyz`, naming it, without making the
+/// process unready (every replica shares its peers).
+#[tokio::test]
+async fn readyz_names_peers_that_do_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 9 (discard) is closed on loopback.
+    let orch = MeshProcess::start(
+        dir.path(),
+        &[
+            "serve",
+            "mesh-orchestrator",
+            "--listen",
+            "127.0.0.1:0",
+            "--peer",
+            "task-queue=http://127.0.0.1:9",
+            "--peer",
+            "agent-registry=http://127.0.0.1:9",
+        ],
+    );
+    let api = Api::new();
+    let url = orch.url("mesh-orchestrator");
+    let peers = peer_checks(&api, &url).await;
+    for name in ["task-queue", "agent-registry"] {
+        assert_eq!(peers[name]["ok"], false, "{peers}");
+        assert!(
+            peers[name]["error"].as_str().unwrap().contains("refused"),
+            "{peers}"
+        );
+    }
+    assert!(
+        peers.get("routing-gateway").is_none(),
+        "no agents run here: {peers}"
+    );
+    let r = api.call("GET", &format!("{url}/readyz"), None, None).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("ready")));
+}
+
 fn counter(metrics: &str, route: &str, status: u16) -> u64 {
     metrics
         .lines()
@@ -73,6 +120,15 @@ async fn orchestrator_reaches_queue_and_registry_over_http() {
     );
 
     let api = Api::new();
+    // Its /readyz says the peers it calls answer.
+    let peers = peer_checks(&api, &orch_url).await;
+    for (name, url) in [
+        ("task-queue", &queue_url),
+        ("agent-registry", &registry_url),
+    ] {
+        assert_eq!(peers[name]["ok"], true, "{peers}");
+        assert_eq!(peers[name]["url"], url.as_str(), "{peers}");
+    }
     assert_eq!(
         api.post(&format!("{registry_url}/api/v1/agents"), &key, SEED_AGENT)
             .await
