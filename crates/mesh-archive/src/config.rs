@@ -187,25 +187,44 @@ pub fn load_key(
     secrets: Option<&SecretDir>,
     generate_in: Option<&Path>,
 ) -> Result<(String, KeyOrigin), String> {
-    let name = config.key.as_deref().unwrap_or(DEFAULT_KEY_SECRET);
-    if let Some(dir) = secrets
-        && let Ok(key) = dir.read(name)
-    {
-        return Ok((key, KeyOrigin::Secret(name.to_string())));
-    }
+    let missing = match existing_key(config, secrets, generate_in) {
+        Ok(found) => return Ok(found),
+        Err(missing) => missing,
+    };
     let Some(data_dir) = generate_in else {
-        return Err(format!(
-            "no archive key: mount a secret `{name}` (64 hex digits) in [secrets] dir"
-        ));
+        return Err(missing);
     };
     let path = data_dir.join(KEY_FILE);
-    if let Ok(key) = std::fs::read_to_string(&path) {
-        return Ok((key.trim().to_string(), KeyOrigin::DataDir(path)));
-    }
     let key = crate::seal::Sealer::generate_hex()?;
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     mesh_service::secrets::write_private(&path, &key)
         .map_err(|e| format!("cannot write the archive key to {}: {e}", path.display()))?;
     Ok((key, KeyOrigin::Generated(path)))
+}
+
+/// The key [`load_key`] would use, without ever making one: the mounted secret, else
+/// the one generated earlier into `data_dir`.
+pub fn existing_key(
+    config: &ArchiveConfig,
+    secrets: Option<&SecretDir>,
+    data_dir: Option<&Path>,
+) -> Result<(String, KeyOrigin), String> {
+    let name = config.key.as_deref().unwrap_or(DEFAULT_KEY_SECRET);
+    if let Some(dir) = secrets
+        && let Ok(key) = dir.read(name)
+    {
+        return Ok((key, KeyOrigin::Secret(name.to_string())));
+    }
+    if let Some(data_dir) = data_dir
+        && let Ok(key) = std::fs::read_to_string(data_dir.join(KEY_FILE))
+    {
+        return Ok((
+            key.trim().to_string(),
+            KeyOrigin::DataDir(data_dir.join(KEY_FILE)),
+        ));
+    }
+    Err(format!(
+        "no archive key: mount a secret `{name}` (64 hex digits) in [secrets] dir"
+    ))
 }

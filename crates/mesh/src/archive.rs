@@ -25,6 +25,29 @@ pub fn open(
     store: &Store,
     readiness: &Readiness,
 ) -> Result<Option<(Arc<Archive>, JoinHandle<()>)>> {
+    open_with(config, store, readiness, true)
+}
+
+/// The archive as configured, to read from (the CLI): its key must exist already —
+/// with none, nothing can have been archived, and none is made.
+pub fn open_existing(config: &Config, store: &Store) -> Result<Arc<Archive>> {
+    if !config.archive.enabled {
+        anyhow::bail!("payload archiving is off here ([archive] enabled = false)");
+    }
+    match open_with(config, store, &Readiness::default(), false)? {
+        Some((archive, _writer)) => Ok(archive),
+        None => anyhow::bail!(
+            "no archive key is mounted ([secrets] dir, [archive] key): payloads cannot be read"
+        ),
+    }
+}
+
+fn open_with(
+    config: &Config,
+    store: &Store,
+    readiness: &Readiness,
+    may_generate_key: bool,
+) -> Result<Option<(Arc<Archive>, JoinHandle<()>)>> {
     let settings = &config.archive;
     if !settings.enabled {
         readiness.set_detail(
@@ -35,16 +58,21 @@ pub fn open(
     }
     let secrets = config.secrets_dir.clone().map(SecretDir::new);
     let generate_in = (store.backend == "sqlite").then_some(config.data_dir.as_path());
-    let (key, origin) =
-        match mesh_archive::config::load_key(settings, secrets.as_ref(), generate_in) {
-            Ok(found) => found,
-            Err(reason) if generate_in.is_none() => {
-                tracing::warn!(%reason, "payload archiving is off");
-                readiness.set_detail("archive", json!({"enabled": false, "reason": reason}));
-                return Ok(None);
-            }
-            Err(reason) => anyhow::bail!("[archive]: {reason}"),
-        };
+    let found = if may_generate_key {
+        mesh_archive::config::load_key(settings, secrets.as_ref(), generate_in)
+    } else {
+        mesh_archive::config::existing_key(settings, secrets.as_ref(), generate_in)
+            .map_err(|reason| format!("{reason}; nothing can have been archived here"))
+    };
+    let (key, origin) = match found {
+        Ok(found) => found,
+        Err(reason) if generate_in.is_none() => {
+            tracing::warn!(%reason, "payload archiving is off");
+            readiness.set_detail("archive", json!({"enabled": false, "reason": reason}));
+            return Ok(None);
+        }
+        Err(reason) => anyhow::bail!("[archive]: {reason}"),
+    };
     let sealer = Sealer::from_hex(&key).map_err(|e| anyhow::anyhow!("[archive] key: {e}"))?;
     if let KeyOrigin::Generated(path) = &origin {
         tracing::warn!(path = %path.display(), "generated an archive encryption key; keep it, or mount your own");

@@ -299,6 +299,10 @@ pub enum ProvenanceCommand {
         #[arg(long, value_parser = parse_enum::<mesh_provenance::export::ExportFormat>)]
         format: mesh_provenance::export::ExportFormat,
     },
+    /// Print an archived payload (prompt, response, tool arguments or output) by the
+    /// SHA-256 its event carries, decrypted (the data.export policy decides, as for
+    /// GET /provenance/archive/{sha256})
+    Archived { sha256: String },
     #[command(flatten)]
     Proofs(ProofCommand),
 }

@@ -32,3 +32,12 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
         println!("(none)");
     }
 }
+
+/// Writes bytes to stdout as they are, with a newline after them.
+pub fn bytes(payload: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(payload)?;
+    out.write_all(b"\n")?;
+    Ok(out.flush()?)
+}

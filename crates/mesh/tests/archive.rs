@@ -271,6 +271,46 @@ async fn archives_to_the_data_directory_by_default() {
         let sha = sha_of(streamed, field);
         wait_for(|| async { backend.raw("internal", &sha).await.map(|_| ()) }).await;
     }
+
+    // The CLI reads it back from the data directory, decrypted, as the route does.
+    let data = dir.path().join(".mesh");
+    let data = data.to_str().unwrap();
+    let prompt_sha = sha_of(streamed, "promptSha256");
+    let out = common::mesh(&["provenance", "archived", &prompt_sha, "--data-dir", data]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        printed,
+        json!([{"role": "user", "content": "stream this one"}])
+    );
+    let out = common::mesh(&[
+        "provenance",
+        "archived",
+        &"0".repeat(64),
+        "--data-dir",
+        data,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no archived payload"));
+    // Where nothing was ever archived there is no key, and reading makes none.
+    let empty = tempfile::tempdir().unwrap();
+    let out = common::mesh(&[
+        "provenance",
+        "archived",
+        &prompt_sha,
+        "--data-dir",
+        empty.path().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no archive key"),
+        "{err}"
+    );
+    assert!(!empty.path().join("archive.key").exists());
     let ready = Api::new()
         .call(
             "GET",

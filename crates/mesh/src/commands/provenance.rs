@@ -57,6 +57,11 @@ pub async fn run(g: &GlobalArgs, cmd: ProvenanceCommand) -> Result<ExitCode> {
                 .await?;
             print!("{text}");
         }
+        ProvenanceCommand::Archived { sha256 } => {
+            service.set_archive(crate::archive::open_existing(&config, &store)?);
+            let payload = service.archived(&cli_caller().principal, &sha256).await?;
+            output::bytes(&payload)?;
+        }
         ProvenanceCommand::Verify => {
             let report = service.verify().await?;
             if g.json {
