@@ -8,10 +8,12 @@
 //! never decides whether a call succeeds.
 
 pub mod config;
+mod overflow;
 mod seal;
 
 pub use config::{ArchiveConfig, ByClass, KeyOrigin};
 pub use object_store::ObjectStore;
+pub use overflow::Overflow;
 pub use seal::Sealer;
 
 use futures_util::StreamExt;
@@ -58,6 +60,7 @@ struct Counters {
     failed_queue: AtomicU64,
     spooled: AtomicU64,
     replayed: AtomicU64,
+    overflowed: AtomicU64,
 }
 
 struct Inner {
@@ -86,6 +89,8 @@ pub struct Archive {
     /// second (since then, plus one) of the last such line.
     started: std::time::Instant,
     queue_full_logged: AtomicU64,
+    /// Where payloads go, written at once, when the queue is full.
+    overflow: Option<Overflow>,
 }
 
 /// SHA-256 (hex) of bytes: an archived payload's name.
@@ -101,6 +106,7 @@ impl Archive {
         location: String,
         sealer: Sealer,
         config: &ArchiveConfig,
+        overflow: Option<Overflow>,
     ) -> (Arc<Self>, JoinHandle<()>) {
         let inner = Arc::new(Inner {
             store,
@@ -171,6 +177,7 @@ impl Archive {
             tx,
             started: std::time::Instant::now(),
             queue_full_logged: AtomicU64::new(0),
+            overflow,
         };
         (Arc::new(archive), writer)
     }
@@ -199,27 +206,66 @@ impl Archive {
             sha256: sha256.clone(),
             bytes: payload,
         };
-        if self.tx.try_send(job).is_err() {
-            let lost = counters.failed_queue.fetch_add(1, Ordering::Relaxed) + 1;
-            // Counted every time; logged once a second at most, so an overloaded writer
-            // does not also flood the log (and the CPU writing it) with one line per
-            // payload.
-            let now = self.started.elapsed().as_secs() + 1;
-            let last = self.queue_full_logged.load(Ordering::Relaxed);
-            if now > last
-                && self
-                    .queue_full_logged
-                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                tracing::error!(
-                    sha256 = %sha256,
-                    lost_in_total = lost,
-                    "archive queue full: payload not archived (counted in mesh_archive_write_failures_total)"
-                );
+        let refused = match self.tx.try_send(job) {
+            Ok(()) => return sha256,
+            Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => {
+                job
             }
+        };
+        if let Job::Put { class, bytes, .. } = refused
+            && self.overflow(class, &sha256, &bytes)
+        {
+            return sha256;
+        }
+        let lost = counters.failed_queue.fetch_add(1, Ordering::Relaxed) + 1;
+        // Counted every time; logged once a second at most, so an overloaded writer
+        // does not also flood the log (and the CPU writing it) with one line per
+        // payload.
+        let now = self.started.elapsed().as_secs() + 1;
+        let last = self.queue_full_logged.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .queue_full_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                sha256 = %sha256,
+                lost_in_total = lost,
+                "archive queue full and its overflow directory failed: payload not archived (counted in mesh_archive_write_failures_total)"
+            );
         }
         sha256
+    }
+
+    /// Writes a payload the queue had no room for straight to the overflow directory;
+    /// whether it is kept.
+    fn overflow(&self, class: &'static str, sha256: &str, bytes: &[u8]) -> bool {
+        let Some(overflow) = &self.overflow else {
+            return false;
+        };
+        let counters = &self.inner.counters;
+        let written = self.inner.sealer.seal(sha256, bytes).and_then(|sealed| {
+            overflow
+                .write(class, sha256, &sealed)
+                .map_err(|e| e.to_string())
+        });
+        match written {
+            Ok(wrote) => {
+                counters.overflowed.fetch_add(1, Ordering::Relaxed);
+                let kind = match (wrote, overflow.is_store()) {
+                    (false, _) => &counters.deduplicated,
+                    (true, true) => &counters.written,
+                    (true, false) => &counters.spooled,
+                };
+                kind.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %sha256, "archive overflow write failed");
+                false
+            }
+        }
     }
 
     /// Waits until everything queued before now is written (or has failed).
@@ -343,7 +389,12 @@ impl Archive {
             use std::fmt::Write;
             let c = &inner.counters;
             let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
-            let counters: [(&str, &str, &[CounterValue]); 6] = [
+            let counters: [(&str, &str, &[CounterValue]); 7] = [
+                (
+                    "mesh_archive_queue_overflow_total",
+                    "Payloads written at once to a local directory because the archive queue was full.",
+                    &[(None, load(&c.overflowed))],
+                ),
                 (
                     "mesh_archive_objects_written_total",
                     "Payload objects written to the archive store.",

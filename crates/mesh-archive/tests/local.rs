@@ -33,6 +33,7 @@ async fn archives_encrypted_once_and_reads_back() {
         location,
         Sealer::from_hex(&key).unwrap(),
         &settings,
+        None,
     );
 
     let prompt = b"{\"role\":\"user\",\"content\":\"the secret plan\"}".to_vec();
@@ -104,6 +105,7 @@ async fn failed_writes_are_counted() {
         location,
         Sealer::from_hex(&key).unwrap(),
         &settings,
+        None,
     );
     // A file where the class directory should be makes every write fail.
     std::fs::write(dir.path().join("archive/internal"), b"in the way").unwrap();
@@ -151,4 +153,80 @@ fn config_refuses_values_and_unknown_urls() {
     assert!(toml::from_str::<ArchiveConfig>("store = { secret = true }").is_err());
     let err = config::object_store(&s3, dir.path(), None).err().unwrap();
     assert!(err.contains("[secrets] dir"), "{err}");
+}
+
+/// The queue holds 4,096 payloads. On this single-threaded runtime the writer cannot
+/// run while the test submits, so the rest find it full: they are written at once to
+/// the overflow directory — the store's own here, the spool for a remote store — and
+/// none is lost.
+#[tokio::test]
+async fn a_full_queue_overflows_to_disk_instead_of_losing_payloads() {
+    const PAYLOADS: usize = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = ArchiveConfig::default();
+    let (store, location) = config::object_store(&settings, dir.path(), None).unwrap();
+    let sealer = || Sealer::from_hex(&"ab".repeat(32)).unwrap();
+    let overflow = mesh_archive::Overflow::into_store(dir.path().join("archive"));
+    let (archive, writer) =
+        Archive::spawn(store, None, location, sealer(), &settings, Some(overflow));
+    let shas: Vec<String> = (0..PAYLOADS)
+        .map(|i| archive.submit("internal", format!("payload {i}").into_bytes()))
+        .collect();
+    let m = metrics(&archive);
+    assert!(
+        m.contains("mesh_archive_queue_overflow_total{service=\"routing-gateway\"} 904\n"),
+        "{m}"
+    );
+    archive.flush().await;
+    for (i, sha) in shas.iter().enumerate() {
+        let got = archive.get(sha).await.unwrap();
+        assert_eq!(
+            got,
+            Some(format!("payload {i}").into_bytes()),
+            "payload {i}"
+        );
+    }
+    let m = metrics(&archive);
+    for line in [
+        "mesh_archive_objects_written_total{service=\"routing-gateway\"} 5000\n",
+        "mesh_archive_write_failures_total{service=\"routing-gateway\",reason=\"queue_full\"} 0\n",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
+    drop(archive);
+    writer.await.unwrap();
+
+    // A remote store's overflow is its spool: readable at once, replayed later.
+    let remote_dir = tempfile::tempdir().unwrap();
+    let remote = mesh_archive::local_spool(&remote_dir.path().join("remote")).unwrap();
+    let spool_dir = remote_dir.path().join("spool");
+    let spool = mesh_archive::local_spool(&spool_dir).unwrap();
+    let overflow = mesh_archive::Overflow::into_spool(spool_dir.clone());
+    let (archive, _writer) = Archive::spawn(
+        remote,
+        Some(spool),
+        "s3://remote".into(),
+        sealer(),
+        &settings,
+        Some(overflow),
+    );
+    let shas: Vec<String> = (0..PAYLOADS)
+        .map(|i| archive.submit("internal", format!("remote {i}").into_bytes()))
+        .collect();
+    let last = shas.last().unwrap();
+    assert!(spool_dir.join("internal").join(last).exists());
+    assert_eq!(
+        archive.get(last).await.unwrap(),
+        Some(format!("remote {}", PAYLOADS - 1).into_bytes())
+    );
+    archive.flush().await;
+    assert_eq!(archive.replay().await.unwrap(), 904);
+    assert!(!spool_dir.join("internal").join(last).exists());
+    assert!(
+        remote_dir
+            .path()
+            .join("remote/internal")
+            .join(last)
+            .exists()
+    );
 }

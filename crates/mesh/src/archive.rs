@@ -4,7 +4,7 @@
 use crate::compose::Cores;
 use crate::config::Config;
 use anyhow::Result;
-use mesh_archive::{Archive, KeyOrigin, Sealer};
+use mesh_archive::{Archive, KeyOrigin, Overflow, Sealer};
 use mesh_service::{Readiness, SecretDir};
 use mesh_store::Store;
 use serde_json::json;
@@ -13,6 +13,9 @@ use tokio::task::JoinHandle;
 
 /// How often payloads spooled during a store outage are retried.
 pub const REPLAY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Under the data directory: sealed payloads waiting for a remote store.
+const SPOOL_DIR: &str = "archive-spool";
 
 /// How often expired payloads are swept (when a retention is configured).
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -81,7 +84,18 @@ fn open_with(
         mesh_archive::config::object_store(settings, &config.data_dir, secrets.as_ref())
             .map_err(anyhow::Error::msg)?;
     let spool = spool_for(&location, &config.data_dir)?;
-    let (archive, writer) = Archive::spawn(object_store, spool, location, sealer, settings);
+    let overflow = match location.strip_prefix("file://") {
+        Some(dir) => Overflow::into_store(dir.into()),
+        None => Overflow::into_spool(config.data_dir.join(SPOOL_DIR)),
+    };
+    let (archive, writer) = Archive::spawn(
+        object_store,
+        spool,
+        location,
+        sealer,
+        settings,
+        Some(overflow),
+    );
     readiness.set_detail(
         "archive",
         json!({"enabled": true, "location": archive.location()}),
@@ -99,8 +113,7 @@ fn spool_for(
     if location.starts_with("file://") {
         return Ok(None);
     }
-    let spool =
-        mesh_archive::local_spool(&data_dir.join("archive-spool")).map_err(anyhow::Error::msg)?;
+    let spool = mesh_archive::local_spool(&data_dir.join(SPOOL_DIR)).map_err(anyhow::Error::msg)?;
     Ok(Some(spool))
 }
 
