@@ -29,6 +29,10 @@ pub struct ArchiveConfig {
     pub secret_access_key: Option<String>,
     /// Secret holding the encryption key.
     pub key: Option<String>,
+    /// Secrets holding keys rotated out: objects they sealed are still read, nothing
+    /// new is sealed with them. Drop one once what it sealed has expired.
+    #[serde(default)]
+    pub previous_keys: Vec<String>,
     #[serde(default)]
     pub store: ByClass<bool>,
     #[serde(default)]
@@ -49,6 +53,7 @@ impl Default for ArchiveConfig {
             access_key_id: None,
             secret_access_key: None,
             key: None,
+            previous_keys: Vec::new(),
             store: ByClass::default(),
             retention_days: ByClass::default(),
         }
@@ -201,6 +206,25 @@ pub fn load_key(
     mesh_service::secrets::write_private(&path, &key)
         .map_err(|e| format!("cannot write the archive key to {}: {e}", path.display()))?;
     Ok((key, KeyOrigin::Generated(path)))
+}
+
+/// The keys named by `previous_keys`, read from the secrets directory; a missing one
+/// is an error naming it (a key that cannot be read would leave its objects unreadable).
+pub fn load_previous_keys(
+    config: &ArchiveConfig,
+    secrets: Option<&SecretDir>,
+) -> Result<Vec<String>, String> {
+    config
+        .previous_keys
+        .iter()
+        .map(|name| {
+            let dir = secrets.ok_or_else(|| {
+                format!("[archive] previous_keys names `{name}` but no [secrets] dir is set")
+            })?;
+            dir.read(name)
+                .map_err(|e| format!("[archive] previous_keys: secret `{name}`: {e}"))
+        })
+        .collect()
 }
 
 /// The key [`load_key`] would use, without ever making one: the mounted secret, else

@@ -76,7 +76,13 @@ fn open_with(
         }
         Err(reason) => anyhow::bail!("[archive]: {reason}"),
     };
-    let sealer = Sealer::from_hex(&key).map_err(|e| anyhow::anyhow!("[archive] key: {e}"))?;
+    let previous = mesh_archive::config::load_previous_keys(settings, secrets.as_ref())
+        .map_err(anyhow::Error::msg)?;
+    let sealer = Sealer::from_hex(&key)
+        .map_err(|e| anyhow::anyhow!("[archive] key: {e}"))?
+        .with_previous(&previous)
+        .map_err(|e| anyhow::anyhow!("[archive] previous_keys: {e}"))?;
+    let key_id = sealer.key_id();
     if let KeyOrigin::Generated(path) = &origin {
         tracing::warn!(path = %path.display(), "generated an archive encryption key; keep it, or mount your own");
     }
@@ -98,7 +104,12 @@ fn open_with(
     );
     readiness.set_detail(
         "archive",
-        json!({"enabled": true, "location": archive.location()}),
+        json!({
+            "enabled": true,
+            "location": archive.location(),
+            "keyId": key_id,
+            "previousKeys": previous.len(),
+        }),
     );
     Ok(Some((archive, writer)))
 }

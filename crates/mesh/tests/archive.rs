@@ -527,3 +527,118 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The prompt of the newest model call in the log.
+async fn last_prompt_sha(api: &Api, mesh: &MeshProcess, key: &str, calls: usize) -> String {
+    let events = events_when(api, mesh, key, |e| common::count(e, "model_call") == calls).await;
+    let call = events
+        .iter()
+        .rfind(|e| e["action"] == "model_call")
+        .unwrap();
+    sha_of(call, "promptSha256")
+}
+
+/// Rotating the archive key: the new key seals every new object, the old one, listed in
+/// `previous_keys`, still opens what it sealed; without it those objects say which key
+/// they need.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_archive_key_still_opens_what_it_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join(".mesh/archive/internal");
+    let api = Api::new();
+    let mesh = MeshProcess::up(dir.path(), &[]);
+    let key = mesh.admin_key.clone().unwrap();
+    chat(&api, &mesh, &key, "sealed with the first key", None).await;
+    let old_sha = last_prompt_sha(&api, &mesh, &key, 1).await;
+    wait_for(|| async { objects.join(&old_sha).exists().then_some(()) }).await;
+    drop(mesh);
+
+    // The generated key becomes a previous key; a new one is mounted.
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let first = std::fs::read_to_string(dir.path().join(".mesh/archive.key")).unwrap();
+    std::fs::write(secrets.join("archive-key-2025"), &first).unwrap();
+    std::fs::write(secrets.join("archive-key"), "42".repeat(32)).unwrap();
+    // Absolute: the CLI below runs elsewhere, and a relative path is the working
+    // directory's.
+    let secrets_line = format!("[secrets]\ndir = {:?}\n", secrets.to_str().unwrap());
+    let rotated = format!("{secrets_line}[archive]\nprevious_keys = [\"archive-key-2025\"]\n");
+    std::fs::write(dir.path().join("rotated.toml"), rotated).unwrap();
+    std::fs::write(dir.path().join("retired.toml"), &secrets_line).unwrap();
+
+    let mesh = MeshProcess::up(dir.path(), &["--config", "rotated.toml"]);
+    chat(&api, &mesh, &key, "sealed with the second key", None).await;
+    let new_sha = last_prompt_sha(&api, &mesh, &key, 2).await;
+    wait_for(|| async { objects.join(&new_sha).exists().then_some(()) }).await;
+    let ready = api
+        .call(
+            "GET",
+            &format!("{}/readyz", mesh.url("provenance-service")),
+            None,
+            None,
+        )
+        .await;
+    let archive = &ready.body["checks"]["archive"];
+    assert_eq!(archive["previousKeys"], 1, "{archive}");
+    let key_id = archive["keyId"].as_str().unwrap().to_string();
+    let new_object = std::fs::read(objects.join(&new_sha)).unwrap();
+    assert_eq!(
+        (
+            new_object[0],
+            new_object[1..9]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+        (2, key_id.clone()),
+        "format 2, sealed with the new key"
+    );
+    let read = |sha: &str| {
+        format!(
+            "{}/api/v1/provenance/archive/{sha}",
+            mesh.url("provenance-service")
+        )
+    };
+    for (sha, text) in [
+        (&old_sha, "sealed with the first key"),
+        (&new_sha, "sealed with the second key"),
+    ] {
+        let got = api.get(&read(sha), &key).await;
+        assert_eq!(got.status, 200, "{}", got.body);
+        assert_eq!(got.body[0]["content"], text);
+    }
+    drop(mesh);
+
+    // The old key retired: its objects name the key they need; new ones still open.
+    let data = dir.path().join(".mesh");
+    let cli = |sha: &str, config: &str| {
+        let config = dir.path().join(config);
+        common::mesh(&[
+            "provenance",
+            "archived",
+            sha,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+    };
+    let out = cli(&new_sha, "retired.toml");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&old_sha, "retired.toml");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("previous_keys"),
+        "{err}"
+    );
+    let out = cli(&old_sha, "rotated.toml");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
