@@ -407,6 +407,25 @@ pub fn service_pair(arg: &str) -> Result<(ServiceName, String), String> {
 mod tests {
     use super::*;
 
+    /// The README's configuration example is a file the mesh accepts: every key in it
+    /// exists (unknown keys are refused) and every value resolves.
+    #[test]
+    fn the_readme_configuration_example_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme.find("## Configuration").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        assert!(example.contains("[archive]") && example.contains("[[flows]]"));
+        // Its paths are the repository's, from its root.
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../");
+        let example = example
+            .replace("\"fixtures/", &format!("\"{root}fixtures/"))
+            .replace("\"/etc/mesh/prompts\"", &format!("\"{root}prompts\""));
+        let config = Config::resolve(Some(("README.md", &example)), &Overrides::default())
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(config.archive.previous_keys, vec!["archive-key-2025"]);
+    }
+
     #[test]
     fn file_tools_default_to_the_data_dirs_workspace() {
         let defaults = Config::resolve(None, &Overrides::default()).unwrap();
