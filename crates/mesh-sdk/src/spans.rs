@@ -3,11 +3,14 @@
 //! makes — in this process, or over HTTP with `traceparent` — are its children.
 
 use crate::agent::{AgentError, TaskOutcome};
-use mesh_telemetry::{Kind, Span, semconv};
+use mesh_telemetry::{Kind, Span, SpanContext, semconv};
 use mesh_types::{Agent, Task};
 
 /// `service.name` of agent spans: agents run wherever workers run, not in a service.
 const SERVICE: &str = "mesh-agents";
+
+/// Subtask metadata: the W3C `traceparent` of the attempt that spawned it.
+pub(crate) const SPAWNED_BY: &str = "traceparent";
 
 pub(crate) fn open(agent: &Agent, task: &Task, attempt: i32) -> Span {
     // One trace per task: its id (or its parent's, for a flow's subtasks) is the trace
@@ -15,12 +18,19 @@ pub(crate) fn open(agent: &Agent, task: &Task, attempt: i32) -> Span {
     // found in a tracing UI by the task id. In-process agent work: INTERNAL, as the
     // conventions say for agents run locally.
     let trace = *task.parent_id.unwrap_or(task.id).as_bytes();
-    let mut span = Span::start_in(
+    // A subtask carries the span of the attempt that spawned it, and nests under it.
+    let spawned_by = task
+        .metadata
+        .get(SPAWNED_BY)
+        .and_then(|v| v.as_str())
+        .and_then(SpanContext::parse);
+    let mut span = Span::start_after(
         SERVICE,
         semconv::INVOKE_AGENT,
         &agent.name,
         Kind::Internal,
         Some(trace),
+        spawned_by,
     );
     if !span.is_recording() {
         return span;

@@ -372,11 +372,12 @@ async fn run_one<A: BaseAgent>(
     };
     keeper.abort();
     crate::spans::outcome(&mut span, &result);
+    let spawned_by = span.context();
     drop(span);
     let reported = match result {
         Ok(TaskOutcome::Complete(output)) => complete(&client, &task.id, token, output).await,
         Ok(TaskOutcome::Spawn { subtasks, output }) => {
-            match spawn(&client, task.id, subtasks).await {
+            match spawn(&client, task.id, subtasks, spawned_by).await {
                 Ok(_) => {
                     // Parked, not finished: counted when it completes after resuming.
                     let body = AwaitBody {
@@ -505,10 +506,21 @@ async fn spawn(
     client: &MeshClient,
     parent: uuid::Uuid,
     subtasks: Vec<NewTask>,
+    spawned_by: Option<mesh_telemetry::SpanContext>,
 ) -> Result<Vec<uuid::Uuid>, ApiError> {
     let mut ids = Vec::with_capacity(subtasks.len());
     for mut sub in subtasks {
         sub.parent_id = Some(parent);
+        if let Some(span) = spawned_by
+            && let Some(fields) = sub
+                .metadata
+                .get_or_insert_with(|| serde_json::json!({}))
+                .as_object_mut()
+        {
+            fields
+                .entry(crate::spans::SPAWNED_BY)
+                .or_insert_with(|| span.traceparent().into());
+        }
         ids.push(client.queue.enqueue(&client.caller, sub).await?.id);
     }
     Ok(ids)

@@ -190,10 +190,24 @@ impl Span {
         kind: Kind,
         trace_id: Option<[u8; 16]>,
     ) -> Self {
+        Self::start_after(service, operation, target, kind, trace_id, None)
+    }
+
+    /// Like [`Span::start_in`]; outside any span, a child of `remote` when given — a
+    /// span in another process or at another time, whose `traceparent` the work
+    /// carried (a subtask, from the attempt that spawned it).
+    pub fn start_after(
+        service: &str,
+        operation: &'static str,
+        target: &str,
+        kind: Kind,
+        trace_id: Option<[u8; 16]>,
+        remote: Option<SpanContext>,
+    ) -> Self {
         if !crate::enabled() {
             return Span::none();
         }
-        let parent = crate::current();
+        let parent = crate::current().or(remote);
         let mut context = SpanContext::child_of(parent);
         if let (None, Some(trace)) = (parent, trace_id)
             && trace != [0; 16]

@@ -479,6 +479,18 @@ fn check_flow(spans: &[Got], events: &[Value], task: &str) {
     for s in &agents {
         assert_eq!(hex(&s.trace), task.replace('-', ""), "{s:?}");
     }
+    // A subtask's attempts nest under the flow runner's attempt that spawned them.
+    let subtasks: Vec<_> = agents
+        .iter()
+        .filter(|s| s.str("mesh.task.id") != Some(task))
+        .collect();
+    assert!(!subtasks.is_empty());
+    for s in subtasks {
+        let parent =
+            parent_of(s).unwrap_or_else(|| panic!("a subtask's span has no parent: {s:?}"));
+        assert_eq!(parent.op(), "invoke_agent", "{s:?}");
+        assert_eq!(parent.str("mesh.task.id"), Some(task), "{s:?}");
+    }
 
     // chat: each model call, a child of the agent that made it, naming its ModelCall.
     let chats_all = of("chat");
