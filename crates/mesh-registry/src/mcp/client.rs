@@ -48,6 +48,9 @@ impl fmt::Display for McpError {
 }
 
 /// One of the two transports; an enum rather than a trait object, as there are two.
+/// The notification a server sends when its list of tools changed.
+pub(crate) const TOOLS_CHANGED: &str = "notifications/tools/list_changed";
+
 pub(crate) enum Transport {
     Stdio(StdioTransport),
     Http(Box<HttpTransport>),
@@ -246,6 +249,15 @@ impl McpClient {
         match &self.transport {
             Transport::Stdio(t) => t.closed().await,
             Transport::Http(t) => t.closed().await,
+        }
+    }
+
+    /// Resolves when the server has said its tools changed since the last time this
+    /// resolved (`notifications/tools/list_changed`).
+    pub async fn tools_changed(&self) {
+        match &self.transport {
+            Transport::Stdio(t) => t.tools_changed.notified().await,
+            Transport::Http(t) => t.tools_changed.notified().await,
         }
     }
 

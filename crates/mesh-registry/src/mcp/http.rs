@@ -8,13 +8,13 @@
 //! ended closes the transport: the server is unreachable until reconnected.
 
 use super::LATEST;
-use super::client::McpError;
+use super::client::{McpError, TOOLS_CHANGED};
 use crate::invoke::MAX_TOOL_REPLY;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::Value;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 const SESSION: &str = "mcp-session-id";
 
@@ -26,6 +26,9 @@ pub(crate) struct HttpTransport {
     session: Mutex<Option<String>>,
     version: Mutex<Option<String>>,
     closed: watch::Sender<Option<String>>,
+    /// Signalled when the server says its tools changed (in a response's event stream;
+    /// the standalone GET stream is not opened).
+    pub(crate) tools_changed: Notify,
 }
 
 impl HttpTransport {
@@ -54,6 +57,7 @@ impl HttpTransport {
             session: Mutex::new(None),
             version: Mutex::new(None),
             closed: watch::channel(None).0,
+            tools_changed: Notify::new(),
         })
     }
 
@@ -189,8 +193,14 @@ impl HttpTransport {
         loop {
             while let Some(end) = event_end(&buffer) {
                 let event: Vec<u8> = buffer.drain(..end).collect();
-                if let Some(reply) = response_in(&event, id) {
-                    return Ok(reply);
+                let Some(message) = message_in(&event) else {
+                    continue;
+                };
+                if answers(&message, id) {
+                    return Ok(message);
+                }
+                if message["method"] == TOOLS_CHANGED {
+                    self.tools_changed.notify_one();
                 }
             }
             match response.chunk().await {
@@ -205,12 +215,14 @@ impl HttpTransport {
                 }
                 Ok(None) => {
                     // The stream ended; a last event may lack its blank line.
-                    return response_in(&buffer, id).ok_or_else(|| {
-                        McpError::Protocol(format!(
-                            "{}'s event stream ended without the response",
-                            self.url
-                        ))
-                    });
+                    return message_in(&buffer)
+                        .filter(|m| answers(m, id))
+                        .ok_or_else(|| {
+                            McpError::Protocol(format!(
+                                "{}'s event stream ended without the response",
+                                self.url
+                            ))
+                        });
                 }
                 Err(e) => return Err(self.fail(format!("{}: the stream broke off: {e}", self.url))),
             }
@@ -279,8 +291,8 @@ fn event_end(buffer: &[u8]) -> Option<usize> {
     }
 }
 
-/// The JSON-RPC response to `id` in one event's `data:` lines, if that is what it holds.
-fn response_in(event: &[u8], id: u64) -> Option<Value> {
+/// The JSON-RPC message in one event's `data:` lines, if it holds one.
+fn message_in(event: &[u8]) -> Option<Value> {
     let text = String::from_utf8_lossy(event);
     let data: Vec<&str> = text
         .lines()
@@ -290,10 +302,13 @@ fn response_in(event: &[u8], id: u64) -> Option<Value> {
     if data.is_empty() {
         return None;
     }
-    let message: Value = serde_json::from_str(&data.join("\n")).ok()?;
-    let answers = message["id"].as_u64() == Some(id)
-        && (message.get("result").is_some() || message.get("error").is_some());
-    answers.then_some(message)
+    serde_json::from_str(&data.join("\n")).ok()
+}
+
+/// Whether `message` is the response to request `id`.
+fn answers(message: &Value, id: u64) -> bool {
+    message["id"].as_u64() == Some(id)
+        && (message.get("result").is_some() || message.get("error").is_some())
 }
 
 #[cfg(test)]
@@ -307,11 +322,12 @@ mod tests {
         let mut found = None;
         while let Some(end) = event_end(&buffer) {
             let event: Vec<u8> = buffer.drain(..end).collect();
-            if let Some(reply) = response_in(&event, 3) {
+            if let Some(reply) = message_in(&event).filter(|m| answers(m, 3)) {
                 found = Some(reply);
             }
         }
         assert_eq!(found.unwrap()["result"]["ok"], true);
-        assert!(response_in(b"data: {\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{}}", 3).is_none());
+        let other = message_in(b"data: {\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{}}").unwrap();
+        assert!(!answers(&other, 3));
     }
 }

@@ -168,15 +168,24 @@ pub(crate) fn supervise(
             };
             backoff = MIN_BACKOFF;
             registry.mcp.set(&name, Some(client.clone()), None);
-            tokio::select! {
-                reason = client.closed() => {
-                    tracing::warn!(server = %name, %reason, "lost the MCP server; its tools are unhealthy until it is back");
-                    registry.mcp.set(&name, None, Some(reason.clone()));
-                    mark_unhealthy(&registry, &server, &reason).await;
-                }
-                _ = stopped(&mut stop, &mut shutdown) => {
-                    client.close();
-                    return;
+            loop {
+                tokio::select! {
+                    reason = client.closed() => {
+                        tracing::warn!(server = %name, %reason, "lost the MCP server; its tools are unhealthy until it is back");
+                        registry.mcp.set(&name, None, Some(reason.clone()));
+                        mark_unhealthy(&registry, &server, &reason).await;
+                        break;
+                    }
+                    () = client.tools_changed() => {
+                        tracing::info!(server = %name, "the MCP server's tools changed; listing them again");
+                        if let Err(e) = sync_tools(&registry, &server, &client).await {
+                            tracing::warn!(server = %name, error = %e, "could not bring the MCP server's tools up to date");
+                        }
+                    }
+                    _ = stopped(&mut stop, &mut shutdown) => {
+                        client.close();
+                        return;
+                    }
                 }
             }
         }

@@ -7,7 +7,7 @@
 //! reader, and a waiter that owns the child, kills it when the transport is closed or
 //! dropped, and publishes why the connection ended.
 
-use super::client::McpError;
+use super::client::{McpError, TOOLS_CHANGED};
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, ChildStdout, Command};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
@@ -34,6 +34,8 @@ pub(crate) struct StdioTransport {
     closed: watch::Receiver<Option<String>>,
     /// Dropping or firing it kills the process.
     kill: Mutex<Option<oneshot::Sender<()>>>,
+    /// Signalled when the server says its tools changed.
+    pub(crate) tools_changed: Arc<Notify>,
 }
 
 impl StdioTransport {
@@ -67,11 +69,13 @@ impl StdioTransport {
         let stdin = Arc::new(tokio::sync::Mutex::new(stdin));
         let pending: Pending = Arc::default();
         let (closed_tx, closed) = watch::channel(None);
+        let tools_changed = Arc::new(Notify::new());
         tokio::spawn(read_stdout(
             stdout,
             pending.clone(),
             stdin.clone(),
             closed.clone(),
+            tools_changed.clone(),
         ));
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let stderr_done = tokio::spawn(read_stderr(stderr, tail.clone(), program.clone()));
@@ -108,6 +112,7 @@ impl StdioTransport {
             pending,
             closed,
             kill: Mutex::new(Some(kill)),
+            tools_changed,
         })
     }
 
@@ -211,6 +216,7 @@ async fn read_stdout(
     pending: Pending,
     stdin: Arc<tokio::sync::Mutex<ChildStdin>>,
     mut closed: watch::Receiver<Option<String>>,
+    tools_changed: Arc<Notify>,
 ) {
     let mut lines = BufReader::new(stdout).lines();
     loop {
@@ -240,6 +246,7 @@ async fn read_stdout(
                 };
                 let _ = write_line(&stdin, &reply).await;
             }
+            (Some(method), None) if method == TOOLS_CHANGED => tools_changed.notify_one(),
             (Some(method), None) => tracing::debug!(%method, "MCP server notification"),
             (None, Some(id)) => {
                 let waiter = id

@@ -27,7 +27,7 @@ async fn an_mcp_server_process_is_proxied_with_every_check() {
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.body["server"]["protocolVersion"], "2026-07-28");
     assert_eq!(r.body["server"]["transport"], "stdio");
-    // Six tools over three pages of tools/list: the cursor was followed.
+    // Seven tools over four pages of tools/list: the cursor was followed.
     let names: Vec<&str> = r.body["tools"]
         .as_array()
         .unwrap()
@@ -42,7 +42,8 @@ async fn an_mcp_server_process_is_proxied_with_every_check() {
             "fx.fail",
             "fx.bad_output",
             "fx.crash",
-            "fx.whoami"
+            "fx.whoami",
+            "fx.grow"
         ]
     );
     assert_eq!(
@@ -232,6 +233,8 @@ async fn an_mcp_server_process_is_proxied_with_every_check() {
         "{graph}"
     );
 
+    grows_when_told(&api, &mesh, &key, &agent, "fx").await;
+
     // The server dies (and cannot come back while the lock exists): the call that killed
     // it answers 503 naming the server, its tools turn unhealthy, calls answer 503.
     let crash = invoke(
@@ -325,6 +328,23 @@ async fn an_mcp_server_process_is_proxied_with_every_check() {
     assert_eq!(gone.status, 409, "{}", gone.body);
 }
 
+/// The server's `grow` tool adds `extra` and sends `notifications/tools/list_changed`:
+/// the registry lists the server's tools again, and `extra` can be called.
+async fn grows_when_told(api: &Api, mesh: &MeshProcess, key: &str, agent: &str, server: &str) {
+    let extra = format!("{server}.extra");
+    assert!(
+        tool(api, mesh, key, &extra).await.is_null(),
+        "not listed yet"
+    );
+    let grow = json!({"agentId": agent, "arguments": {}});
+    let r = invoke(api, mesh, key, &format!("{server}.grow"), grow).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for_status(api, mesh, key, &extra, "active").await;
+    let call = json!({"agentId": agent, "arguments": {}});
+    let r = invoke(api, mesh, key, &extra, call).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 /// The fixture serving Streamable HTTP, stopped however the test ends; its URL.
 fn http_fixture(extra: &[&str]) -> (KillOnDrop, String) {
     let mut child = Command::new(python())
@@ -376,6 +396,8 @@ async fn mcp_servers_of_either_revision_and_transport_or_none() {
         "{}",
         echoed.body
     );
+    // Over Streamable HTTP the notification comes in the call's event stream.
+    grows_when_told(&api, &mesh, &key, &agent, "remote").await;
     // An HTTP server is somewhere else: the call passed the egress point for its host.
     let events = events_when(&api, &mesh, &key, |e| !call_of(e, "remote.echo").is_empty()).await;
     assert!(events.iter().any(|e| e["action"] == "policy_decision"
