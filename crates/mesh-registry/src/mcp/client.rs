@@ -153,7 +153,14 @@ impl McpClient {
                     )));
                 }
                 self.adopt(version, result["serverInfo"].clone());
-                self.notify("notifications/initialized").await
+                self.notify("notifications/initialized").await?;
+                // A server that says its tools may change is heard between requests too.
+                if result["capabilities"]["tools"]["listChanged"] == true
+                    && let Transport::Http(http) = &self.transport
+                {
+                    http.listen();
+                }
+                Ok(())
             }
             Err(McpError::Rpc {
                 code: METHOD_NOT_FOUND,

@@ -12,7 +12,7 @@ use super::client::{McpError, TOOLS_CHANGED};
 use crate::invoke::MAX_TOOL_REPLY;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::Value;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
@@ -26,9 +26,9 @@ pub(crate) struct HttpTransport {
     session: Mutex<Option<String>>,
     version: Mutex<Option<String>>,
     closed: watch::Sender<Option<String>>,
-    /// Signalled when the server says its tools changed (in a response's event stream;
-    /// the standalone GET stream is not opened).
-    pub(crate) tools_changed: Notify,
+    /// Signalled when the server says its tools changed, in a response's event stream
+    /// or on the standalone GET stream ([`HttpTransport::listen`]).
+    pub(crate) tools_changed: Arc<Notify>,
 }
 
 impl HttpTransport {
@@ -57,7 +57,7 @@ impl HttpTransport {
             session: Mutex::new(None),
             version: Mutex::new(None),
             closed: watch::channel(None).0,
-            tools_changed: Notify::new(),
+            tools_changed: Arc::new(Notify::new()),
         })
     }
 
@@ -229,6 +229,53 @@ impl HttpTransport {
         }
     }
 
+    /// Opens the standalone GET event stream, on which a server sends what answers no
+    /// request (here, `notifications/tools/list_changed`), and keeps it open — opening
+    /// it again with backoff when it ends — until the transport closes. A server
+    /// without one (405, or no event stream) is left alone.
+    pub fn listen(&self) {
+        let mut get = self
+            .http
+            .get(self.url.clone())
+            .headers(self.headers.clone())
+            .header(ACCEPT, "text/event-stream");
+        if let Some(session) = self.session.lock().ok().and_then(|s| s.clone()) {
+            get = get.header(SESSION, session);
+        }
+        if let Some(version) = self.version.lock().ok().and_then(|v| v.clone()) {
+            get = get.header("mcp-protocol-version", version);
+        }
+        let mut closed = self.closed.subscribe();
+        let changed = self.tools_changed.clone();
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            let mut backoff = LISTEN_MIN_BACKOFF;
+            loop {
+                let Some(attempt) = get.try_clone() else {
+                    return;
+                };
+                let heard = tokio::select! {
+                    heard = listen_once(attempt, &changed) => heard,
+                    _ = closed.wait_for(Option::is_some) => return,
+                };
+                match heard {
+                    Heard::Unsupported => return,
+                    Heard::Ended(opened) => {
+                        if opened {
+                            backoff = LISTEN_MIN_BACKOFF;
+                        }
+                        tracing::debug!(%url, "the MCP server's event stream ended; opening it again");
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = closed.wait_for(Option::is_some) => return,
+                }
+                backoff = (backoff * 2).min(LISTEN_MAX_BACKOFF);
+            }
+        });
+    }
+
     pub async fn notify(&self, message: &Value) -> Result<(), McpError> {
         let response = self.send(message).await?;
         let status = response.status();
@@ -276,6 +323,48 @@ async fn read_body(response: &mut reqwest::Response) -> Result<Vec<u8>, String> 
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+const LISTEN_MIN_BACKOFF: Duration = Duration::from_secs(1);
+const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How one GET stream went: the server has none, or it ended (after opening or not).
+enum Heard {
+    Unsupported,
+    Ended(bool),
+}
+
+async fn listen_once(get: reqwest::RequestBuilder, changed: &Notify) -> Heard {
+    let Ok(mut response) = get.send().await else {
+        return Heard::Ended(false);
+    };
+    let is_stream = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if response.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED
+        || (response.status().is_success() && !is_stream)
+    {
+        return Heard::Unsupported;
+    }
+    if !response.status().is_success() {
+        return Heard::Ended(false);
+    }
+    let mut buffer: Vec<u8> = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        buffer.extend_from_slice(&chunk);
+        while let Some(end) = event_end(&buffer) {
+            let event: Vec<u8> = buffer.drain(..end).collect();
+            if message_in(&event).is_some_and(|m| m["method"] == TOOLS_CHANGED) {
+                changed.notify_one();
+            }
+        }
+        if buffer.len() > MAX_TOOL_REPLY {
+            break;
+        }
+    }
+    Heard::Ended(true)
 }
 
 /// Where the first complete event in `buffer` ends (after its blank line).

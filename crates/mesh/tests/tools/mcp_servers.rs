@@ -396,8 +396,19 @@ async fn mcp_servers_of_either_revision_and_transport_or_none() {
         "{}",
         echoed.body
     );
-    // Over Streamable HTTP the notification comes in the call's event stream.
+    // Over Streamable HTTP the notification comes in the call's event stream, or on
+    // the standalone GET stream of a server that keeps one.
     grows_when_told(&api, &mesh, &key, &agent, "remote").await;
+    let (_streamer, streamer_url) = http_fixture(&["--get-stream"]);
+    let r = register_server(
+        &api,
+        &mesh,
+        &key,
+        json!({"name": "streamer", "url": streamer_url, "riskTier": "low"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    grows_when_told(&api, &mesh, &key, &agent, "streamer").await;
     // An HTTP server is somewhere else: the call passed the egress point for its host.
     let events = events_when(&api, &mesh, &key, |e| !call_of(e, "remote.echo").is_empty()).await;
     assert!(events.iter().any(|e| e["action"] == "policy_decision"
@@ -508,7 +519,7 @@ async fn mcp_servers_of_either_revision_and_transport_or_none() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["remote", "older", "stateless"]);
+    assert_eq!(names, ["remote", "streamer", "older", "stateless"]);
     // Bad registrations are 400s and 409s.
     let both = register_server(
         &api,
