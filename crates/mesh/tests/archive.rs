@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Api, MeshProcess, events_when, wait_for};
+use common::{Api, MeshProcess, Reply, events_when, wait_for};
 use futures_util::StreamExt;
 use object_store::ObjectStore;
 use serde_json::{Value, json};
@@ -83,6 +83,12 @@ async fn chat(api: &Api, mesh: &MeshProcess, key: &str, text: &str, class: Optio
     }
     let r = req.send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// A service's `/readyz` reply.
+async fn readyz(api: &Api, mesh: &MeshProcess, service: &str) -> Reply {
+    let url = format!("{}/readyz", mesh.url(service));
+    api.call("GET", &url, None, None).await
 }
 
 fn sha_of(event: &Value, field: &str) -> String {
@@ -311,14 +317,7 @@ async fn archives_to_the_data_directory_by_default() {
         "{err}"
     );
     assert!(!empty.path().join("archive.key").exists());
-    let ready = Api::new()
-        .call(
-            "GET",
-            &format!("{}/readyz", mesh.url("provenance-service")),
-            None,
-            None,
-        )
-        .await;
+    let ready = readyz(&Api::new(), &mesh, "provenance-service").await;
     let archive = &ready.body["checks"]["archive"];
     assert_eq!(archive["enabled"], true, "{}", ready.body);
     assert!(
@@ -351,14 +350,7 @@ async fn archiving_off_keeps_the_hashes_and_says_so() {
         "{}",
         got.body
     );
-    let ready = api
-        .call(
-            "GET",
-            &format!("{}/readyz", mesh.url("routing-gateway")),
-            None,
-            None,
-        )
-        .await;
+    let ready = readyz(&api, &mesh, "routing-gateway").await;
     assert_eq!(
         ready.body["checks"]["archive"]["enabled"], false,
         "{}",
@@ -570,14 +562,7 @@ async fn a_rotated_archive_key_still_opens_what_it_sealed() {
     chat(&api, &mesh, &key, "sealed with the second key", None).await;
     let new_sha = last_prompt_sha(&api, &mesh, &key, 2).await;
     wait_for(|| async { objects.join(&new_sha).exists().then_some(()) }).await;
-    let ready = api
-        .call(
-            "GET",
-            &format!("{}/readyz", mesh.url("provenance-service")),
-            None,
-            None,
-        )
-        .await;
+    let ready = readyz(&api, &mesh, "provenance-service").await;
     let archive = &ready.body["checks"]["archive"];
     assert_eq!(archive["previousKeys"], 1, "{archive}");
     let key_id = archive["keyId"].as_str().unwrap().to_string();

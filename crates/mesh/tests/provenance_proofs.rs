@@ -241,14 +241,18 @@ async fn tampering_among_thousands_is_caught_by_verify_and_the_proofs() {
     let key_file = dir.path().join("key.pub");
     std::fs::write(&key_file, key).unwrap();
     let proof_file = dir.path().join("proof.json");
-    std::fs::write(&proof_file, proof).unwrap();
-    let (ok, _, err) = run(&[
-        "provenance",
-        "verify-proof",
-        proof_file.to_str().unwrap(),
-        "--public-key",
-        key_file.to_str().unwrap(),
-    ]);
+    // Writes a proof to a file and verifies it offline with the log's key.
+    let verify_proof = |proof: &str| {
+        std::fs::write(&proof_file, proof).unwrap();
+        run(&[
+            "provenance",
+            "verify-proof",
+            proof_file.to_str().unwrap(),
+            "--public-key",
+            key_file.to_str().unwrap(),
+        ])
+    };
+    let (ok, _, err) = verify_proof(&proof);
     assert!(!ok && err.contains("was altered"), "{err}");
     exec("UPDATE provenance_events SET actor = 'tester' WHERE seq = 1777");
     assert!(verify().0);
@@ -329,14 +333,7 @@ async fn tampering_among_thousands_is_caught_by_verify_and_the_proofs() {
     let rewritten = id_at(&db, 1_500);
     let (ok, proof, err) = run(&["provenance", "proof", &rewritten, "--data-dir", d]);
     assert!(ok, "{err}");
-    std::fs::write(&proof_file, proof).unwrap();
-    let (ok, _, err) = run(&[
-        "provenance",
-        "verify-proof",
-        proof_file.to_str().unwrap(),
-        "--public-key",
-        key_file.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = verify_proof(&proof);
     assert!(!ok, "the rewritten event's proof verified: {err}");
     let store = mesh_store::open(None, &data).await.unwrap();
     // One more event, so that there is something to sign.
