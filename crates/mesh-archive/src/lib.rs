@@ -232,7 +232,7 @@ impl Archive {
             tracing::error!(
                 sha256 = %sha256,
                 lost_in_total = lost,
-                "archive queue full and its overflow directory failed: payload not archived (counted in mesh_archive_write_failures_total)"
+                "archive queue full, and no overflow directory took the payload: not archived (counted in mesh_archive_write_failures_total)"
             );
         }
         sha256
@@ -262,7 +262,8 @@ impl Archive {
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, %sha256, "archive overflow write failed");
+                // Debug only: the caller's rate-limited error says the payload was lost.
+                tracing::debug!(error = %e, %sha256, "archive overflow write failed");
                 false
             }
         }
