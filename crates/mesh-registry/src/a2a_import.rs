@@ -35,6 +35,10 @@ pub struct ImportBody {
     pub capabilities: Option<Vec<String>>,
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// `secret://NAME`: a bearer token for the agent's interface, read from the secret
+    /// store when its proxy starts. Naming it takes `secret.read` for the caller.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 impl AgentRegistry {
@@ -54,10 +58,30 @@ impl AgentRegistry {
         if rpc_url.host_str() != card_url.host_str() {
             audit.push(self.admit_egress(caller, &rpc_url).await?);
         }
+        if let Some(token) = &body.token {
+            let secret = token.strip_prefix("secret://").ok_or_else(|| {
+                ApiError::invalid(
+                    "token",
+                    "a token is given as secret://NAME, never as a value",
+                )
+            })?;
+            let used_by = json!({"a2aAgent": card_url.to_string()});
+            audit.push(
+                crate::secret_use::admit(
+                    self.policy(),
+                    &self.context().name,
+                    caller,
+                    secret,
+                    used_by,
+                )
+                .await?,
+            );
+        }
         let endpoint = A2aEndpoint {
             card_url: card_url.to_string(),
             url: interface.url.clone(),
             protocol_version: interface.protocol_version.clone(),
+            token: body.token.clone(),
         };
         let new = NewAgent {
             name: body.name.unwrap_or_else(|| card.name.clone()),

@@ -204,6 +204,7 @@ fn import_schema() -> Value {
             "riskTier": {"enum": mesh_types::RiskTier::NAMES, "default": "low"},
             "capabilities": {"type": "array", "items": {"type": "string"}, "description": "default: the card's skill ids and tags"},
             "maxConcurrency": {"type": "integer", "minimum": 1},
+            "token": {"type": "string", "pattern": "^secret://", "description": "secret://NAME: a bearer token for the agent's interface, read from the secret store; naming it takes secret.read"},
         },
     })
 }

@@ -25,6 +25,7 @@ mod lifecycle;
 mod matching;
 mod mcp;
 mod probe;
+mod secret_use;
 mod secrets;
 mod spans;
 mod tools;

@@ -15,6 +15,7 @@ use mesh_a2a::{
     A2aClient, A2aError, Message, Part, Role, SendMessageConfiguration, SendMessageRequest,
     SendMessageResponse, TaskState,
 };
+use mesh_service::SecretDir;
 use mesh_types::{Agent, NewAgent, Task};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -32,12 +33,23 @@ pub struct A2aRemoteAgent {
 }
 
 impl A2aRemoteAgent {
-    /// The proxy of an imported agent; an error when the agent has no A2A endpoint.
-    pub fn new(agent: Agent, http: reqwest::Client) -> Result<Self, A2aError> {
+    /// The proxy of an imported agent; an error when the agent has no A2A endpoint,
+    /// or its token cannot be read from `secrets`.
+    pub fn new(
+        agent: Agent,
+        http: reqwest::Client,
+        secrets: Option<&SecretDir>,
+    ) -> Result<Self, A2aError> {
         let endpoint = agent.a2a.as_ref().ok_or_else(|| {
             A2aError::Invalid(format!("agent {} has no A2A endpoint", agent.name))
         })?;
-        let client = Arc::new(A2aClient::new(http, &endpoint.url, None)?);
+        let token = match &endpoint.token {
+            Some(reference) => Some(SecretDir::resolve(secrets, reference).map_err(|e| {
+                A2aError::Invalid(format!("the token of agent {}: {e}", agent.name))
+            })?),
+            None => None,
+        };
+        let client = Arc::new(A2aClient::new(http, &endpoint.url, token)?);
         Ok(Self { agent, client })
     }
 

@@ -8,6 +8,7 @@ use crate::a2a_remote::A2aRemoteAgent;
 use crate::client::MeshClient;
 use crate::worker::{Worker, WorkerOptions};
 use mesh_registry::AgentListQuery;
+use mesh_service::SecretDir;
 use mesh_types::{Agent, AgentStatus};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,9 +28,11 @@ struct Proxy {
 
 /// Supervises proxies every `rescan` until `shutdown` fires, then stops them and waits
 /// for their in-flight tasks.
+/// `secrets` is where agents' `secret://` tokens are read, when a proxy starts.
 pub fn spawn_a2a_supervisor(
     client: MeshClient,
     rescan: Duration,
+    secrets: Option<SecretDir>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -47,7 +50,7 @@ pub fn spawn_a2a_supervisor(
                 _ = shutdown.changed() => break,
             }
             match imported_agents(&client).await {
-                Ok(agents) => reconcile(&client, &http, &mut proxies, agents),
+                Ok(agents) => reconcile(&client, &http, secrets.as_ref(), &mut proxies, agents),
                 Err(err) => tracing::warn!(error = %err, "could not list imported A2A agents"),
             }
         }
@@ -92,6 +95,7 @@ async fn imported_agents(client: &MeshClient) -> Result<Vec<Agent>, mesh_service
 fn reconcile(
     client: &MeshClient,
     http: &reqwest::Client,
+    secrets: Option<&SecretDir>,
     proxies: &mut HashMap<Uuid, Proxy>,
     agents: Vec<Agent>,
 ) {
@@ -123,7 +127,7 @@ fn reconcile(
             .max_concurrency
             .map_or(DEFAULT_CONCURRENCY, |n| n as usize)
             .clamp(1, MAX_CONCURRENCY);
-        let remote = match A2aRemoteAgent::new(agent, http.clone()) {
+        let remote = match A2aRemoteAgent::new(agent, http.clone(), secrets) {
             Ok(remote) => remote,
             Err(err) => {
                 tracing::warn!(agent = %name, error = %err, "cannot proxy this A2A agent");

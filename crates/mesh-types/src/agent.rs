@@ -167,6 +167,10 @@ pub struct A2aEndpoint {
     /// Its JSON-RPC interface, where work is sent.
     pub url: String,
     pub protocol_version: String,
+    /// `secret://NAME`: the bearer token sent with every call to the interface, read
+    /// from the secret store where the agent's proxy runs (never a value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// A registered agent.

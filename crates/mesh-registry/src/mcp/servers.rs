@@ -96,26 +96,8 @@ impl ToolRegistry {
         server: &str,
         secret: &str,
     ) -> Result<EventDraft, ApiError> {
-        let resource = mesh_policy::Resource {
-            kind: Some("secret".into()),
-            id: Some(secret.to_string()),
-            classification: Some("restricted".into()),
-            attributes: json!({"usedBy": {"mcpServer": server}}),
-        };
-        let ctx = mesh_policy::inputs::context(
-            mesh_policy::inputs::principal(caller),
-            resource,
-            self.context().name.as_str(),
-        );
-        let verdict = self
-            .policy()
-            .admit(
-                Point::SecretRead,
-                ctx,
-                &mesh_policy::inputs::principal_actor(caller),
-            )
-            .await?;
-        Ok(verdict.audit)
+        let used_by = json!({"mcpServer": server});
+        crate::secret_use::admit(self.policy(), &self.context().name, caller, secret, used_by).await
     }
 
     /// Connects to the server (a failure is a 502 and stores nothing), discovers its

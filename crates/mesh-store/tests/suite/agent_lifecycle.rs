@@ -44,6 +44,7 @@ pub async fn agents_drain_busy_and_probes(h: &Harness) {
         card_url: "http://127.0.0.1:9/.well-known/agent-card.json".into(),
         url: "http://127.0.0.1:9/rpc".into(),
         protocol_version: "1.0".into(),
+        token: Some("secret://remote_token".into()),
     });
     let local = agent("local", None);
     s.agents.insert_agent(&remote, vec![]).await.unwrap();

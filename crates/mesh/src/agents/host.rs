@@ -12,6 +12,7 @@ use mesh_agents::{BuiltinAgent, ModelClient, ToolClient};
 use mesh_orchestrator::flows::FlowRunner;
 use mesh_policy::{Actor, Point, Resource, inputs};
 use mesh_sdk::{BaseAgent, MeshClient, Worker, WorkerOptions};
+use mesh_service::SecretDir;
 use mesh_service::ServiceName;
 use mesh_service::auth::NewKey;
 use mesh_store::Store;
@@ -200,7 +201,8 @@ impl AgentHost {
         // Remote agents imported over A2A work through proxy workers run here; the
         // registry is rescanned so agents imported at runtime start working.
         let client = reach.mesh("a2a-proxy", Role::Agent).await?;
-        let proxies = mesh_sdk::spawn_a2a_supervisor(client, A2A_RESCAN, stop.clone());
+        let secrets = config.secrets_dir.clone().map(SecretDir::new);
+        let proxies = mesh_sdk::spawn_a2a_supervisor(client, A2A_RESCAN, secrets, stop.clone());
         running.spawn(async move {
             if let Err(err) = proxies.await {
                 tracing::error!(error = %err, "the A2A proxy supervisor failed");

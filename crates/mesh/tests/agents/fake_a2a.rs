@@ -23,6 +23,8 @@ pub struct Fake {
     next: AtomicU64,
     /// Remote task id → (polls so far, the message received).
     pub tasks: Mutex<HashMap<String, (u32, Message)>>,
+    /// When set, calls without `Authorization: Bearer <it>` are refused 401.
+    pub required_token: Mutex<Option<String>>,
 }
 
 fn card(fake: &Fake) -> Value {
@@ -71,8 +73,18 @@ fn remote_task(id: &str, state: &str, message: Option<&Message>) -> Value {
 
 async fn fake_rpc(
     State(fake): State<Arc<Fake>>,
+    headers: axum::http::HeaderMap,
     axum::Json(req): axum::Json<jsonrpc::Request>,
 ) -> Response {
+    let required = fake.required_token.lock().unwrap().clone();
+    if let Some(token) = required {
+        let sent = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if sent != Some(format!("Bearer {token}").as_str()) {
+            return (StatusCode::UNAUTHORIZED, "a bearer token is required").into_response();
+        }
+    }
     let reply = match req.method.as_str() {
         "SendMessage" => {
             let sent: SendMessageRequest = serde_json::from_value(req.params).unwrap();

@@ -1,7 +1,7 @@
 //! A remote A2A agent taking part in the code flow.
 
 use super::{Mesh, SEED_EXAMPLE, fake_a2a};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_a2a_agent_reviews_in_the_code_flow() {
@@ -52,4 +52,67 @@ kind = "coder"
         .unwrap()["to"]
         .clone();
     assert_eq!(reviewer, import.body["id"]);
+}
+
+/// A remote agent that wants a bearer token gets it from the secret store, read where
+/// its proxy runs: the import names the secret (which takes `secret.read`), never the
+/// value, and a value is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_a2a_agent_gets_its_token_from_the_secret_store() {
+    let config = r#"
+[[agents]]
+name = "planner"
+kind = "planner"
+
+[[agents]]
+name = "coder"
+kind = "coder"
+
+[secrets]
+dir = "secrets"
+"#;
+    let mesh = Mesh::up(config, &[("secrets/remote_token", "tok-77\n")]);
+    let remote = fake_a2a::fake_agent("review").await;
+    *remote.required_token.lock().unwrap() = Some("tok-77".into());
+    let url = mesh.url("agent-registry", "/api/v1/agents/import");
+    let body = |token: &str| {
+        json!({"url": remote.base, "name": "remote-critic", "role": "critic", "token": token})
+            .to_string()
+    };
+
+    let value = mesh.api.post(&url, &mesh.admin, &body("tok-77")).await;
+    assert_eq!(value.status, 400, "{}", value.body);
+    let operator = mesh
+        .api
+        .key(&mesh.url("mesh-orchestrator", ""), &mesh.admin, "operator")
+        .await;
+    let refused = mesh
+        .api
+        .post(&url, &operator, &body("secret://remote_token"))
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.to_string().contains("secret"),
+        "{}",
+        refused.body
+    );
+
+    let import = mesh
+        .api
+        .post(&url, &mesh.admin, &body("secret://remote_token"))
+        .await;
+    assert_eq!(import.status, 201, "{}", import.body);
+    let shown: &Value = &import.body;
+    assert_eq!(shown["a2a"]["token"], "secret://remote_token", "{shown}");
+    assert!(!shown.to_string().contains("tok-77"));
+
+    // The review reached the remote agent, which refuses calls without the token.
+    let id = mesh.submit(SEED_EXAMPLE).await;
+    let task = mesh.finished(&id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(
+        task["output"]["reviews"][0]["notes"],
+        "the remote critic approves"
+    );
+    assert_eq!(remote.tasks.lock().unwrap().len(), 1);
 }
