@@ -74,12 +74,8 @@ async fn store_subtrees(
     completed: Vec<(Subtree, Hash)>,
 ) -> Result<(), TreeError> {
     let rows: Vec<StoredSubtree> = completed
-        .into_iter()
-        .map(|(t, hash)| StoredSubtree {
-            level: t.level,
-            index: t.index,
-            hash: hex::encode(hash),
-        })
+        .iter()
+        .map(|(t, root)| StoredSubtree::new(*t, root))
         .collect();
     // Named by the earliest events it covers, whatever order the store answers in.
     let differing = log.add_subtrees(&rows).await?;

@@ -189,6 +189,17 @@ pub struct StoredSubtree {
     pub hash: String,
 }
 
+impl StoredSubtree {
+    /// A perfect subtree and its root, as the stores keep them.
+    pub fn new(subtree: mesh_types::merkle::Subtree, root: &mesh_types::merkle::Hash) -> Self {
+        StoredSubtree {
+            level: subtree.level,
+            index: subtree.index,
+            hash: hex::encode(root),
+        }
+    }
+}
+
 /// A subtree index as the stores keep it (a signed 64-bit integer).
 pub(crate) fn subtree_index(index: u64) -> Result<i64> {
     i64::try_from(index)

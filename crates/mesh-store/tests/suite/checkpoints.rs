@@ -181,11 +181,7 @@ pub async fn an_altered_subtree_root_is_a_breach(h: &Harness) {
     }
     let rows: Vec<StoredSubtree> = completed
         .iter()
-        .map(|(t, root)| StoredSubtree {
-            level: t.level,
-            index: t.index,
-            hash: hex::encode(root),
-        })
+        .map(|(t, root)| StoredSubtree::new(*t, root))
         .collect();
     assert_eq!(rows.len(), 2, "600 events hold two 256-leaf subtrees");
     h.store.provenance.add_subtrees(&rows).await.unwrap();

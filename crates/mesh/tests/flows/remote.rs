@@ -3,10 +3,8 @@
 use super::{Mesh, SEED_EXAMPLE, fake_a2a};
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_remote_a2a_agent_reviews_in_the_code_flow() {
-    // No built-in critic: the review stage can only be done by the imported agent.
-    let config = r#"
+/// No built-in critic: the review stage can only be done by an imported agent.
+const NO_CRITIC: &str = r#"
 [[agents]]
 name = "planner"
 kind = "planner"
@@ -15,7 +13,10 @@ kind = "planner"
 name = "coder"
 kind = "coder"
 "#;
-    let mesh = Mesh::up(config, &[]);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_a2a_agent_reviews_in_the_code_flow() {
+    let mesh = Mesh::up(NO_CRITIC, &[]);
     let remote = fake_a2a::fake_agent("review").await;
     let import = mesh
         .api
@@ -59,19 +60,8 @@ kind = "coder"
 /// value, and a value is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_a2a_agent_gets_its_token_from_the_secret_store() {
-    let config = r#"
-[[agents]]
-name = "planner"
-kind = "planner"
-
-[[agents]]
-name = "coder"
-kind = "coder"
-
-[secrets]
-dir = "secrets"
-"#;
-    let mesh = Mesh::up(config, &[("secrets/remote_token", "tok-77\n")]);
+    let config = format!("{NO_CRITIC}\n[secrets]\ndir = \"secrets\"\n");
+    let mesh = Mesh::up(&config, &[("secrets/remote_token", "tok-77\n")]);
     let remote = fake_a2a::fake_agent("review").await;
     *remote.required_token.lock().unwrap() = Some("tok-77".into());
     let url = mesh.url("agent-registry", "/api/v1/agents/import");
