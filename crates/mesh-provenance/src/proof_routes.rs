@@ -57,7 +57,7 @@ pub(crate) fn ops() -> [Op; 3] {
         op(
             "get",
             "/api/v1/provenance/checkpoints/{from}/{to}/consistency",
-            "RFC 9162 consistency proof between two stored checkpoint sizes: {fromSize, toSize, fromCheckpoint, toCheckpoint, proof}; 404 for a size never checkpointed, 409 when the log no longer matches the signed roots",
+            "RFC 9162 consistency proof between two stored checkpoint sizes: {fromSize, toSize, fromCheckpoint, toCheckpoint, proof}; 404 for a size never checkpointed, 409 when the stored tree no longer matches the signed roots",
             (200, "Consistency proof"),
         ),
     ]

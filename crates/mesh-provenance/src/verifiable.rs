@@ -50,7 +50,8 @@ impl ProvenanceService {
     }
 
     /// A consistency proof between two stored checkpoints, checked before it is served:
-    /// if the events no longer match the signed roots, the answer is a 409 saying so.
+    /// if the stored tree (its subtree roots, or the events where none is stored) no
+    /// longer matches the signed roots, the answer is a 409 saying so.
     pub async fn consistency_proof(
         &self,
         from: u64,
