@@ -230,3 +230,32 @@ async fn a_full_queue_overflows_to_disk_instead_of_losing_payloads() {
             .exists()
     );
 }
+
+/// When the overflow directory cannot be written either (a file stands where it should
+/// be), the payloads the queue had no room for are lost, and counted as such.
+#[tokio::test]
+async fn an_unwritable_overflow_counts_what_it_loses() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = ArchiveConfig::default();
+    let (store, location) = config::object_store(&settings, dir.path(), None).unwrap();
+    let blocked = dir.path().join("not-a-directory");
+    std::fs::write(&blocked, b"in the way").unwrap();
+    let (archive, _writer) = Archive::spawn(
+        store,
+        None,
+        location,
+        Sealer::from_hex(&"cd".repeat(32)).unwrap(),
+        &settings,
+        Some(mesh_archive::Overflow::into_store(blocked)),
+    );
+    for i in 0..4_100 {
+        archive.submit("internal", format!("payload {i}").into_bytes());
+    }
+    let m = metrics(&archive);
+    for line in [
+        "mesh_archive_queue_overflow_total{service=\"routing-gateway\"} 0\n",
+        "mesh_archive_write_failures_total{service=\"routing-gateway\",reason=\"queue_full\"} 4\n",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
+}

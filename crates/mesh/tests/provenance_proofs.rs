@@ -308,15 +308,7 @@ async fn tampering_among_thousands_is_caught_by_verify_and_the_proofs() {
     let consistent = |from: &str, to: &str| {
         let (ok, text, err) = run(&["provenance", "consistency", from, to, "--data-dir", d]);
         assert!(ok, "{err}");
-        let path = dir.path().join(format!("c-{from}-{to}.json"));
-        std::fs::write(&path, text).unwrap();
-        run(&[
-            "provenance",
-            "verify-proof",
-            path.to_str().unwrap(),
-            "--public-key",
-            key_file.to_str().unwrap(),
-        ])
+        verify_proof(&text)
     };
     for (from, to) in [
         ("1000", "2000"),

@@ -328,7 +328,8 @@ async fn read_body(response: &mut reqwest::Response) -> Result<Vec<u8>, String> 
 const LISTEN_MIN_BACKOFF: Duration = Duration::from_secs(1);
 const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// How one GET stream went: the server has none, or it ended (after opening or not).
+/// How one GET stream went: there is none to open (no such stream, or the session is
+/// gone), or it ended (after opening or not).
 enum Heard {
     Unsupported,
     Ended(bool),
@@ -343,7 +344,10 @@ async fn listen_once(get: reqwest::RequestBuilder, changed: &Notify) -> Heard {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    // 404: the session ended (the server restarted, say). The next request finds that
+    // out and the supervisor reconnects, opening a new stream; this one stops.
     if response.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED
+        || response.status() == reqwest::StatusCode::NOT_FOUND
         || (response.status().is_success() && !is_stream)
     {
         return Heard::Unsupported;
