@@ -29,7 +29,11 @@ const POLL_FAILURES: u32 = 5;
 
 pub struct A2aRemoteAgent {
     agent: Agent,
-    client: Arc<A2aClient>,
+    http: reqwest::Client,
+    /// The agent's token, as `secret://NAME`, and where to read it. It is read for
+    /// every attempt, so a secret rotated in place (as Kubernetes updates a mounted
+    /// one) is used from the next task on, without restarting the proxy.
+    token: Option<(String, Option<SecretDir>)>,
 }
 
 impl A2aRemoteAgent {
@@ -43,19 +47,36 @@ impl A2aRemoteAgent {
         let endpoint = agent.a2a.as_ref().ok_or_else(|| {
             A2aError::Invalid(format!("agent {} has no A2A endpoint", agent.name))
         })?;
-        let token = match &endpoint.token {
-            Some(reference) => Some(SecretDir::resolve(secrets, reference).map_err(|e| {
-                A2aError::Invalid(format!("the token of agent {}: {e}", agent.name))
-            })?),
-            None => None,
-        };
-        let client = Arc::new(A2aClient::new(http, &endpoint.url, token)?);
-        Ok(Self { agent, client })
+        let token = endpoint
+            .token
+            .clone()
+            .map(|reference| (reference, secrets.cloned()));
+        let remote = Self { agent, http, token };
+        remote.client()?;
+        Ok(remote)
     }
 
-    async fn poll(&self, mut remote: mesh_a2a::Task) -> Result<TaskOutcome, AgentError> {
+    /// A client of the remote agent holding its current token.
+    fn client(&self) -> Result<Arc<A2aClient>, A2aError> {
+        let url = self.agent.a2a.as_ref().map_or("", |e| e.url.as_str());
+        let token = match &self.token {
+            Some((reference, secrets)) => Some(
+                SecretDir::resolve(secrets.as_ref(), reference).map_err(|e| {
+                    A2aError::Invalid(format!("the token of agent {}: {e}", self.agent.name))
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Arc::new(A2aClient::new(self.http.clone(), url, token)?))
+    }
+
+    async fn poll(
+        &self,
+        client: Arc<A2aClient>,
+        mut remote: mesh_a2a::Task,
+    ) -> Result<TaskOutcome, AgentError> {
         let mut cancel = CancelOnDrop {
-            client: self.client.clone(),
+            client: client.clone(),
             task_id: Some(remote.id.clone()),
         };
         let mut wait = FIRST_POLL;
@@ -68,7 +89,7 @@ impl A2aRemoteAgent {
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_POLL);
-            match self.client.get_task(&remote.id).await {
+            match client.get_task(&remote.id).await {
                 Ok(next) => {
                     failures = 0;
                     remote = next;
@@ -184,8 +205,12 @@ impl BaseAgent for A2aRemoteAgent {
             }),
             metadata: None,
         };
-        match self.client.send_message(&request).await {
-            Ok(SendMessageResponse::Task(remote)) => self.poll(remote).await,
+        // Another agent may hold a token that reads.
+        let client = self
+            .client()
+            .map_err(|e| AgentError::retryable(e.to_string()))?;
+        match client.send_message(&request).await {
+            Ok(SendMessageResponse::Task(remote)) => self.poll(client, remote).await,
             // A direct reply: the answer is the message.
             Ok(SendMessageResponse::Message(reply)) => Ok(TaskOutcome::Complete(task_output(
                 parts_to_value(&reply.parts),

@@ -171,9 +171,8 @@ async fn crash_ledger(extra: &[&str]) {
             mesh_kills += 1;
         } else {
             // A kill is meant to land on work in flight: wait (briefly) until some task
-            // is leased. Without this, on PostgreSQL, where these HTTP workers claim far
-            // more slowly than on SQLite, most kills found nothing running and a run
-            // could end with no orphan to re-run.
+            // is leased, so that a run cannot end with no orphan to re-run (a kill that
+            // lands between tasks orphans nothing).
             for _ in 0..30 {
                 let running = count_by_status(&api, &mesh, &admin).await;
                 if running.get("running").copied().unwrap_or(0) > 0 {

@@ -141,3 +141,29 @@ impl PgStore {
 fn redacted(url: &str) -> String {
     crate::StoreUrl::Postgres(url.to_string()).display()
 }
+
+/// A store in a fresh schema of `MESH_TEST_POSTGRES_URL`, or `None` with a notice when
+/// the variable is unset outside CI (under CI an unset variable fails the test).
+#[cfg(test)]
+pub(crate) async fn scratch_store() -> Option<PgStore> {
+    let Ok(base) = std::env::var("MESH_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set MESH_TEST_POSTGRES_URL: PostgreSQL tests cannot be skipped"
+        );
+        eprintln!("SKIPPED: MESH_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let schema = format!("unit_{}", uuid::Uuid::new_v4().simple());
+    let (client, conn) = tokio_postgres::connect(&base, NoTls)
+        .await
+        .expect("MESH_TEST_POSTGRES_URL must name a reachable PostgreSQL");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("a fresh schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    Some(PgStore::connect(&url).await.expect("a fresh store opens"))
+}

@@ -10,6 +10,7 @@ use mesh_types::queue::{ClaimRequest, FailOutcome, Lease, RetryPolicy};
 use mesh_types::time::Timestamp;
 use mesh_types::{EventDraft, Task};
 use serde_json::Value;
+use std::sync::LazyLock;
 use uuid::Uuid;
 
 /// Row-locks a task and returns it with its current lease token.
@@ -22,6 +23,54 @@ async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<(Task, Option<Uuid>)> {
     let token: Option<Uuid> = super::rows::get(&row, 25)?;
     Ok((task_from_row(&row)?, token))
 }
+
+/// A claim's ranking query. SKIP LOCKED: concurrent claimers take different tasks
+/// instead of queueing on the same rows. Tasks this agent failed last go last; then aged priority. The
+/// rows come back whole, locked and in rank order, so the claim needs no second
+/// read.
+///
+/// Ageing cannot be indexed (it depends on now), so rank only a bounded set of
+/// candidates: the highest-priority and the longest-waiting claimable tasks of
+/// each type. Per type (the lateral join), so each half is an index scan that
+/// stops at its limit: a shared CTE over `type = ANY(…)` was materialised whole
+/// and sorted, 20 ms per claim behind a backlog of 20,000 tasks.
+///
+/// The candidates are then looked up by primary key, whatever the planner
+/// believes about the table. Without statistics (a new database, or one whose
+/// autovacuum has not yet run) it took a few hundred queued tasks for one row,
+/// and ran `id IN (candidates)` as a nested loop that re-ran the candidate scans
+/// for every queued task: 105 ms per claim behind 300 tasks. So the candidates
+/// are materialised once into an array, and the outer filter on status is
+/// written so that no partial index on `status = 'queued'` matches it (`|| ''`),
+/// which leaves the primary key (or, for a small table, one sequential scan).
+/// The filter still holds: a row another claimer took after this snapshot is
+/// re-checked when it is locked, and skipped.
+///
+/// Parameters: `$1` now, `$2` task types, `$3` the claiming agent, `$4` ageing seconds,
+/// `$5` how many rows to lock.
+static RANK_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH candidates AS MATERIALIZED (
+           SELECT c.id FROM unnest($2::text[]) AS t(type)
+           CROSS JOIN LATERAL (
+             (SELECT id FROM tasks
+              WHERE status = 'queued' AND tasks.type = t.type AND available_at <= $1
+                AND (deadline IS NULL OR deadline >= $1)
+              ORDER BY priority DESC, available_at LIMIT 256)
+             UNION
+             (SELECT id FROM tasks
+              WHERE status = 'queued' AND tasks.type = t.type AND available_at <= $1
+                AND (deadline IS NULL OR deadline >= $1)
+              ORDER BY available_at LIMIT 256)) c)
+         SELECT {TASK_COLUMNS} FROM tasks
+         WHERE id = ANY(ARRAY(SELECT id FROM candidates)) AND status || '' = 'queued'
+         ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = $3) ASC,
+                  priority + EXTRACT(EPOCH FROM ($1 - available_at))::FLOAT8 / $4::FLOAT8 DESC,
+                  id ASC
+         LIMIT $5
+         FOR UPDATE SKIP LOCKED"
+    )
+});
 
 /// Events staged for one append just before the commit. The append locks the log's
 /// head, so it must be a transaction's last lock: a transaction that held the head and
@@ -169,39 +218,7 @@ impl QueueStore for PgStore {
         let fetch = req.limit + if gate.is_some() { steps::GATE_SLACK } else { 0 };
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        // SKIP LOCKED: concurrent claimers take different tasks instead of queueing on
-        // the same rows. Tasks this agent failed last go last; then aged priority. The
-        // rows come back whole, locked and in rank order, so the claim needs no second
-        // read.
-        //
-        // Ageing cannot be indexed (it depends on now), so rank only a bounded set of
-        // candidates: the highest-priority and the longest-waiting claimable tasks of
-        // each type. Per type (the lateral join), so each half is an index scan that
-        // stops at its limit: a shared CTE over `type = ANY(…)` was materialised whole
-        // and sorted, 20 ms per claim behind a backlog of 20,000 tasks.
-        let rank = tx
-            .prepare_cached(&format!(
-                "WITH candidates AS (
-                   SELECT c.id FROM unnest($2::text[]) AS t(type)
-                   CROSS JOIN LATERAL (
-                     (SELECT id FROM tasks
-                      WHERE status = 'queued' AND tasks.type = t.type AND available_at <= $1
-                        AND (deadline IS NULL OR deadline >= $1)
-                      ORDER BY priority DESC, available_at LIMIT 256)
-                     UNION
-                     (SELECT id FROM tasks
-                      WHERE status = 'queued' AND tasks.type = t.type AND available_at <= $1
-                        AND (deadline IS NULL OR deadline >= $1)
-                      ORDER BY available_at LIMIT 256)) c)
-                 SELECT {TASK_COLUMNS} FROM tasks
-                 WHERE id IN (SELECT id FROM candidates) AND status = 'queued'
-                 ORDER BY (last_failed_agent IS NOT NULL AND last_failed_agent = $3) ASC,
-                          priority + EXTRACT(EPOCH FROM ($1 - available_at))::FLOAT8 / $4::FLOAT8 DESC,
-                          id ASC
-                 LIMIT $5
-                 FOR UPDATE SKIP LOCKED"
-            ))
-            .await?;
+        let rank = tx.prepare_cached(&RANK_SQL).await?;
         let chosen = tx
             .query(
                 &rank,
@@ -544,5 +561,66 @@ impl QueueStore for PgStore {
         let tx = client.transaction().await?;
         let (task, _) = lock(&tx, task_id).await?;
         save_and_commit(tx, steps::approval_step(task, approve, now, actor, note)?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TaskStore;
+    use mesh_types::task::NewTask;
+
+    /// The candidate index scans of the `EXPLAIN (ANALYZE, FORMAT JSON)` plan `node`
+    /// and below, with how many times each ran.
+    fn candidate_scan_loops(node: &Value, out: &mut Vec<u64>) {
+        let index = node.get("Index Name").and_then(Value::as_str);
+        if matches!(index, Some("tasks_claim_priority" | "tasks_claimable")) {
+            out.push(node["Actual Loops"].as_u64().unwrap_or(0));
+        }
+        for child in node
+            .get("Plans")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            candidate_scan_loops(child, out);
+        }
+    }
+
+    /// A new database has no statistics until something ANALYZEs it (autovacuum, if it
+    /// runs, within a minute or so). The ranking must not depend on them: each
+    /// candidate scan runs once per claim, not once per queued task.
+    #[tokio::test]
+    async fn the_candidate_scans_run_once_without_statistics() {
+        let Some(store) = crate::postgres::scratch_store().await else {
+            return;
+        };
+        let now = mesh_types::time::now();
+        let tasks = (0..300)
+            .map(|i| {
+                let new: NewTask = serde_json::from_value(
+                    serde_json::json!({"type": "job", "input": {}, "priority": i % 3}),
+                )
+                .unwrap();
+                (new.into_task(Uuid::now_v7(), "acme", 3, now), vec![])
+            })
+            .collect();
+        store.insert_tasks(tasks).await.unwrap();
+
+        let mut client = store.client().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        let explain = format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", *RANK_SQL);
+        let types = vec!["job".to_string()];
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&now, &types, &Uuid::now_v7(), &60f64, &10i64];
+        let plan: Value = tx.query_one(&explain, &args).await.unwrap().get(0);
+        let mut loops = Vec::new();
+        candidate_scan_loops(&plan[0]["Plan"], &mut loops);
+        assert_eq!(
+            loops,
+            vec![1, 1],
+            "both candidate scans, once each: {plan:#}"
+        );
+        tx.rollback().await.unwrap();
     }
 }

@@ -23,7 +23,7 @@ pub(crate) struct Mesh {
     process: MeshProcess,
     api: Api,
     admin: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Mesh {
@@ -42,7 +42,7 @@ impl Mesh {
             process,
             api: Api::new(),
             admin,
-            _dir: dir,
+            dir,
         }
     }
 

@@ -57,7 +57,7 @@ async fn a_remote_a2a_agent_reviews_in_the_code_flow() {
 
 /// A remote agent that wants a bearer token gets it from the secret store, read where
 /// its proxy runs: the import names the secret (which takes `secret.read`), never the
-/// value, and a value is refused.
+/// value, and a value is refused. A secret rotated in place is used from the next task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_a2a_agent_gets_its_token_from_the_secret_store() {
     let config = format!("{NO_CRITIC}\n[secrets]\ndir = \"secrets\"\n");
@@ -105,4 +105,13 @@ async fn a_remote_a2a_agent_gets_its_token_from_the_secret_store() {
         "the remote critic approves"
     );
     assert_eq!(remote.tasks.lock().unwrap().len(), 1);
+
+    // The secret is rotated in place, as Kubernetes updates a mounted secret; the
+    // remote agent now takes only the new token.
+    std::fs::write(mesh.dir.path().join("secrets/remote_token"), "tok-88\n").unwrap();
+    *remote.required_token.lock().unwrap() = Some("tok-88".into());
+    let id = mesh.submit(SEED_EXAMPLE).await;
+    let task = mesh.finished(&id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(remote.tasks.lock().unwrap().len(), 2);
 }
