@@ -1,9 +1,10 @@
-//! Third-party clients, unchanged: the official OpenAI, Anthropic, MCP and A2A Python
-//! SDKs against a running mesh. Each script in `client_sdks/` asserts what its
+//! Third-party clients, unchanged, against a running mesh: the official OpenAI,
+//! Anthropic, MCP and A2A Python SDKs, OPA's TypeScript SDK, and the Prometheus
+//! project's exposition parser. Each script in `client_sdks/` asserts what its
 //! protocol promises (answers, streams, tool calls, structured output, errors as the
-//! SDK's own exception types) and prints `ok`. `.ci/run` installs the SDKs, pinned,
-//! into a virtual environment and names its interpreter in
-//! `MESH_TEST_CLIENT_SDKS_PYTHON`.
+//! SDK's own exception types) and prints `ok`. `.ci/run` installs the clients, pinned,
+//! under the directory `MESH_TEST_CLIENT_SDKS` names (`venv/` for Python,
+//! `node/node_modules/` for Node.js).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,25 +16,53 @@ use std::time::Duration;
 /// A script that has not finished by then is taken to hang.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn python() -> Option<String> {
+/// How to run a script: the interpreter and the environment it needs.
+struct Runner {
+    program: String,
+    env: Vec<(&'static str, String)>,
+}
+
+fn sdks() -> Option<std::path::PathBuf> {
     common::backend_from_env(
-        "MESH_TEST_CLIENT_SDKS_PYTHON",
-        ".ci/run installs openai, anthropic, mcp and a2a-sdk into a virtual environment",
+        "MESH_TEST_CLIENT_SDKS",
+        ".ci/run installs the client SDKs under ~/.cache/mesh-client-sdks",
     )
+    .map(std::path::PathBuf::from)
+}
+
+fn python() -> Option<Runner> {
+    let dir = sdks()?;
+    Some(Runner {
+        program: dir.join("venv/bin/python").display().to_string(),
+        env: vec![],
+    })
+}
+
+fn node() -> Option<Runner> {
+    let dir = sdks()?;
+    Some(Runner {
+        program: "node".into(),
+        // CommonJS `require` honours NODE_PATH (ES modules would not).
+        env: vec![(
+            "NODE_PATH",
+            dir.join("node/node_modules").display().to_string(),
+        )],
+    })
 }
 
 /// Runs `client_sdks/<script>` with `args`; fails with its output unless it printed
 /// `ok` and exited 0.
-async fn run(python: &str, script: &str, args: &[&str]) {
+async fn run(runner: &Runner, script: &str, args: &[&str]) {
     let path = format!("{}/tests/client_sdks/{script}", env!("CARGO_MANIFEST_DIR"));
-    let child = tokio::process::Command::new(python)
+    let child = tokio::process::Command::new(&runner.program)
         .arg(&path)
         .args(args)
+        .envs(runner.env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {python} {path}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {} {path}: {e}", runner.program));
     let out = tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("{script} did not finish in {SCRIPT_TIMEOUT:?}"))
@@ -123,4 +152,40 @@ async fn the_a2a_sdk_works_against_a_mesh_agent() {
         &[&base, &key, planner["name"].as_str().unwrap()],
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opa_sdk_works_against_the_policy_enforcer() {
+    let Some(node) = node() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = MeshProcess::up(dir.path(), &[]);
+    let key = mesh.admin_key.clone().unwrap();
+    run(
+        &node,
+        "opa_client.cjs",
+        &[&mesh.url("policy-enforcer"), &key],
+    )
+    .await;
+}
+
+/// After some traffic (so histograms and labelled counters have series), every
+/// service's `/metrics` parses with Prometheus's own parser and holds together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_parses_every_services_metrics() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = MeshProcess::up(dir.path(), &[]);
+    let key = mesh.admin_key.clone().unwrap();
+    run(
+        &python,
+        "openai_client.py",
+        &[&mesh.url("routing-gateway"), &key],
+    )
+    .await;
+    let urls: Vec<String> = common::SERVICES
+        .iter()
+        .map(|s| format!("{}/metrics", mesh.url(s)))
+        .collect();
+    let args: Vec<&str> = urls.iter().map(String::as_str).collect();
+    run(&python, "prometheus_scrape.py", &args).await;
 }
