@@ -627,6 +627,16 @@ async fn the_opa_data_api_answers_as_opa_does() {
     assert_eq!(missing.status, 200);
     assert!(missing.body.get("result").is_none(), "{}", missing.body);
     assert!(missing.body["decision_id"].is_string());
+    // A path too long for the engine to read as a query is the caller's error.
+    let long = api
+        .post(
+            &format!("{base}/v1/data/{}", "x".repeat(2000)),
+            &admin,
+            "{}",
+        )
+        .await;
+    assert_eq!(long.status, 400, "{}", long.body);
+    assert_eq!(long.body["code"], "invalid_parameter");
 
     let bad = api
         .post(
