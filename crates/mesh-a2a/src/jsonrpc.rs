@@ -7,6 +7,10 @@ use std::fmt;
 pub const SEND_MESSAGE: &str = "SendMessage";
 pub const GET_TASK: &str = "GetTask";
 pub const CANCEL_TASK: &str = "CancelTask";
+/// `SendMessage` answered as a Server-Sent Events stream of `StreamResponse`s.
+pub const SEND_STREAMING_MESSAGE: &str = "SendStreamingMessage";
+/// A stream of an existing task's events, from its current state on.
+pub const SUBSCRIBE_TO_TASK: &str = "SubscribeToTask";
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
@@ -20,12 +24,10 @@ pub const CONTENT_TYPE_NOT_SUPPORTED: i64 = -32005;
 pub const INVALID_AGENT_RESPONSE: i64 = -32006;
 pub const VERSION_NOT_SUPPORTED: i64 = -32009;
 
-/// A2A 1.0 methods this server knows but does not serve (streaming, push
-/// notifications, listing, the extended card): `UnsupportedOperation`, not
-/// `MethodNotFound`, so a client can tell an absent feature from a typo.
+/// A2A 1.0 methods this server knows but does not serve (push notifications,
+/// listing, the extended card): `UnsupportedOperation`, not `MethodNotFound`, so a
+/// client can tell an absent feature from a typo.
 pub const KNOWN_UNSERVED: &[&str] = &[
-    "SendStreamingMessage",
-    "SubscribeToTask",
     "ListTasks",
     "CreateTaskPushNotificationConfig",
     "GetTaskPushNotificationConfig",

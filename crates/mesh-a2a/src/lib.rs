@@ -1,7 +1,8 @@
 //! The A2A protocol, v1.0, as far as the mesh speaks it: Agent Cards (parsed and
 //! checked against the specification's required fields), the data model of the
 //! JSON-RPC binding (`Message`, `Part`, `Task`, `TaskState`, `Artifact`), its envelope
-//! and error codes, a client for `SendMessage` / `GetTask` / `CancelTask`, and the
+//! and error codes, the streaming events, a client for `SendMessage` / `GetTask` /
+//! `CancelTask`, and the
 //! mapping between A2A tasks and mesh tasks.
 //!
 //! This crate knows nothing of the mesh's services: it depends only on `mesh-types`
@@ -25,5 +26,6 @@ pub use card::{
 pub use client::{A2aClient, A2aError, MAX_REPLY_BYTES, fetch_card};
 pub use model::{
     Artifact, CancelTaskRequest, GetTaskRequest, Message, Part, Role, SendMessageConfiguration,
-    SendMessageRequest, SendMessageResponse, Task, TaskState, TaskStatus,
+    SendMessageRequest, SendMessageResponse, StreamResponse, SubscribeToTaskRequest, Task,
+    TaskArtifactUpdateEvent, TaskState, TaskStatus, TaskStatusUpdateEvent,
 };

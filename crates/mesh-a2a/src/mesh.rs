@@ -155,7 +155,7 @@ pub fn card_for(agent: &Agent, rpc_url: &str) -> AgentCard {
         version: agent.version.clone(),
         documentation_url: None,
         capabilities: AgentCapabilities {
-            streaming: Some(false),
+            streaming: Some(true),
             push_notifications: Some(false),
             extensions: Vec::new(),
             extended_agent_card: Some(false),

@@ -2,8 +2,9 @@
 //! mapped onto mesh tasks. `SendMessage` submits a task (as `POST /api/v1/tasks`
 //! would, flows and policy included) of the type named in the message's metadata
 //! (`taskType`) or else the agent's first capability, with the message's parts as
-//! input; `GetTask` and `CancelTask` read and cancel it. A task is visible through the
-//! endpoint of the agent it was sent to, and nowhere else in A2A.
+//! input; `GetTask` and `CancelTask` read and cancel it. `SendStreamingMessage` and
+//! `SubscribeToTask` follow a task as a stream (`a2a_stream.rs`). A task is visible
+//! through the endpoint of the agent it was sent to, and nowhere else in A2A.
 //!
 //! Work is queued for the capability, not pinned to the agent: any agent that
 //! declares it may take the task, as with every mesh task.
@@ -12,7 +13,10 @@ use crate::core::Orchestrator;
 use axum::http::StatusCode;
 use mesh_a2a::jsonrpc::{self, RpcError};
 use mesh_a2a::mesh::{METADATA_KEY, parts_to_value, task_from_mesh};
-use mesh_a2a::{CancelTaskRequest, GetTaskRequest, SendMessageRequest, SendMessageResponse};
+use mesh_a2a::{
+    CancelTaskRequest, GetTaskRequest, SendMessageRequest, SendMessageResponse,
+    SubscribeToTaskRequest,
+};
 use mesh_service::{ApiError, Caller};
 use mesh_types::{Agent, AgentStatus, NewTask, Permission, Task};
 use serde::de::DeserializeOwned;
@@ -30,7 +34,7 @@ const SEND_POLL: Duration = Duration::from_millis(100);
 /// to read, so an unknown method is refused for what it is, not for the key.
 pub fn permission_for(method: &str) -> Permission {
     match method {
-        jsonrpc::SEND_MESSAGE => Permission::TaskSubmit,
+        jsonrpc::SEND_MESSAGE | jsonrpc::SEND_STREAMING_MESSAGE => Permission::TaskSubmit,
         jsonrpc::CANCEL_TASK => Permission::TaskCancel,
         _ => Permission::TaskRead,
     }
@@ -125,6 +129,62 @@ impl Orchestrator {
         agent: &Agent,
         req: SendMessageRequest,
     ) -> Result<Task, A2aFailure> {
+        let immediately = req
+            .configuration
+            .as_ref()
+            .is_some_and(|c| c.return_immediately);
+        let mut task = self.a2a_submit(caller, agent, req).await?;
+        let deadline = tokio::time::Instant::now() + SEND_WAIT;
+        loop {
+            let state = mesh_a2a::mesh::state_of(task.status);
+            if immediately
+                || state.is_terminal()
+                || task.status == mesh_types::TaskStatus::NeedsApproval
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok(task);
+            }
+            tokio::time::sleep(SEND_POLL).await;
+            let id = task.id;
+            task = self
+                .get(caller, id)
+                .await
+                .map_err(|e| from_api(e, &id.to_string()))?;
+        }
+    }
+
+    /// Where a streaming call starts: the task a `SendStreamingMessage` submits, or
+    /// the one a `SubscribeToTask` names (refused once it has ended: `GetTask` reads
+    /// it then).
+    pub async fn a2a_stream_start(
+        &self,
+        caller: &Caller,
+        agent: &Agent,
+        method: &str,
+        raw: Value,
+    ) -> Result<Task, A2aFailure> {
+        if method == jsonrpc::SEND_STREAMING_MESSAGE {
+            return self.a2a_submit(caller, agent, params(raw)?).await;
+        }
+        let req: SubscribeToTaskRequest = params(raw)?;
+        let task = self.a2a_task(caller, agent, &req.id).await?;
+        if mesh_a2a::mesh::state_of(task.status).is_terminal() {
+            return Err(RpcError::unsupported_operation(format!(
+                "task {} has ended ({}); GetTask reads it",
+                req.id, task.status
+            ))
+            .into());
+        }
+        Ok(task)
+    }
+
+    /// Checks a message and submits the task it asks for; the task as submitted.
+    async fn a2a_submit(
+        &self,
+        caller: &Caller,
+        agent: &Agent,
+        req: SendMessageRequest,
+    ) -> Result<Task, A2aFailure> {
         let message = req.message;
         if message.parts.is_empty() {
             return Err(RpcError::invalid_params("message.parts: at least one part").into());
@@ -187,24 +247,9 @@ impl Orchestrator {
             .submit(caller, new)
             .await
             .map_err(|e| from_api(e, &message.message_id))?;
-        let id = submitted.task_id.to_string();
-        let immediately = req.configuration.is_some_and(|c| c.return_immediately);
-        let deadline = tokio::time::Instant::now() + SEND_WAIT;
-        loop {
-            let task = self
-                .get(caller, submitted.task_id)
-                .await
-                .map_err(|e| from_api(e, &id))?;
-            let state = mesh_a2a::mesh::state_of(task.status);
-            if immediately
-                || state.is_terminal()
-                || task.status == mesh_types::TaskStatus::NeedsApproval
-                || tokio::time::Instant::now() >= deadline
-            {
-                return Ok(task);
-            }
-            tokio::time::sleep(SEND_POLL).await;
-        }
+        self.get(caller, submitted.task_id)
+            .await
+            .map_err(|e| from_api(e, &submitted.task_id.to_string()))
     }
 
     /// A task sent through `agent`'s endpoint; any other id is not found.

@@ -5,6 +5,7 @@
 //! recorded like any other).
 
 use crate::a2a::{A2aFailure, permission_for};
+use crate::a2a_stream;
 use crate::core::Orchestrator;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -110,6 +111,23 @@ async fn rpc(
         needed => auth.check("POST", &path, &headers, needed).await?,
     };
     let agent = core.a2a_agent(id).await?;
+    if matches!(
+        request.method.as_str(),
+        jsonrpc::SEND_STREAMING_MESSAGE | jsonrpc::SUBSCRIBE_TO_TASK
+    ) {
+        // A refusal comes before the stream, as a plain JSON-RPC reply.
+        return match core
+            .a2a_stream_start(&caller, &agent, &request.method, request.params)
+            .await
+        {
+            Ok(task) => {
+                let events = a2a_stream::follow(core.clone(), caller, &task);
+                Ok(a2a_stream::sse(events, request.id).into_response())
+            }
+            Err(A2aFailure::Rpc(err)) => Ok(rpc_reply(request.id, Err(err))),
+            Err(A2aFailure::Http(err)) => Err(err),
+        };
+    }
     match core
         .a2a_call(&caller, &agent, &request.method, request.params)
         .await
@@ -136,7 +154,7 @@ pub fn with_openapi(mut doc: Value) -> Value {
             Op::guarded(
                 "post",
                 RPC_PATH,
-                "A2A JSON-RPC: SendMessage (task.submit) creates a mesh task of metadata.taskType or the agent's first capability; GetTask (task.read); CancelTask (task.cancel)",
+                "A2A JSON-RPC: SendMessage (task.submit) creates a mesh task of metadata.taskType or the agent's first capability; SendStreamingMessage (task.submit) and SubscribeToTask (task.read) answer with a Server-Sent Events stream of StreamResponses until the task ends; GetTask (task.read); CancelTask (task.cancel)",
                 Permission::TaskRead,
                 Some(json!({
                     "type": "object",
@@ -144,13 +162,16 @@ pub fn with_openapi(mut doc: Value) -> Value {
                     "properties": {
                         "jsonrpc": {"const": "2.0"},
                         "id": {"type": ["string", "integer"]},
-                        "method": {"enum": [jsonrpc::SEND_MESSAGE, jsonrpc::GET_TASK, jsonrpc::CANCEL_TASK]},
+                        "method": {"enum": [
+                            jsonrpc::SEND_MESSAGE, jsonrpc::SEND_STREAMING_MESSAGE,
+                            jsonrpc::SUBSCRIBE_TO_TASK, jsonrpc::GET_TASK, jsonrpc::CANCEL_TASK,
+                        ]},
                         "params": {"type": "object"},
                     },
                 })),
                 (
                     200,
-                    "A JSON-RPC response: {result} (a Task, or {task} for SendMessage) or {error}",
+                    "A JSON-RPC response: {result} (a Task, or {task} for SendMessage) or {error}; for the streaming methods, text/event-stream of responses whose result is a StreamResponse",
                 ),
             ),
         ],

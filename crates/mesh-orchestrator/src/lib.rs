@@ -15,6 +15,7 @@
 
 mod a2a;
 mod a2a_routes;
+mod a2a_stream;
 mod core;
 pub mod flows;
 mod keys_routes;

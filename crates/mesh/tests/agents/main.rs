@@ -8,6 +8,7 @@
 mod common;
 mod fake_a2a;
 mod helpers;
+mod streaming;
 
 use common::{Api, count, events_when, wait_for};
 use fake_a2a::fake_agent;
