@@ -76,80 +76,95 @@ async fn run(runner: &Runner, script: &str, args: &[&str]) {
     );
 }
 
+/// A mesh on ephemeral ports in its own directory, and its admin key.
+struct Running {
+    dir: tempfile::TempDir,
+    mesh: MeshProcess,
+    key: String,
+}
+
+impl Running {
+    /// Without the built-in agents unless `builtins`.
+    fn up(builtins: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mesh = if builtins {
+            MeshProcess::up_with_builtins(dir.path(), &[])
+        } else {
+            MeshProcess::up(dir.path(), &[])
+        };
+        let key = mesh.admin_key.clone().unwrap();
+        Running { dir, mesh, key }
+    }
+
+    /// `client_sdks/<script> <service URL><suffix> <admin key> <extra…>`.
+    async fn run(
+        &self,
+        runner: &Runner,
+        script: &str,
+        service: &str,
+        suffix: &str,
+        extra: &[&str],
+    ) {
+        let url = format!("{}{suffix}", self.mesh.url(service));
+        let mut args = vec![url.as_str(), self.key.as_str()];
+        args.extend_from_slice(extra);
+        run(runner, script, &args).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_works_against_the_gateway() {
     let Some(python) = python() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mesh = MeshProcess::up(dir.path(), &[]);
-    let key = mesh.admin_key.clone().unwrap();
-    run(
-        &python,
-        "openai_client.py",
-        &[&mesh.url("routing-gateway"), &key],
-    )
-    .await;
+    let m = Running::up(false);
+    m.run(&python, "openai_client.py", "routing-gateway", "", &[])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_anthropic_sdk_works_against_the_gateway() {
     let Some(python) = python() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mesh = MeshProcess::up(dir.path(), &[]);
-    let key = mesh.admin_key.clone().unwrap();
-    run(
-        &python,
-        "anthropic_client.py",
-        &[&mesh.url("routing-gateway"), &key],
-    )
-    .await;
+    let m = Running::up(false);
+    m.run(&python, "anthropic_client.py", "routing-gateway", "", &[])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mcp_sdk_works_against_the_tool_registry() {
     let Some(python) = python() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mesh = MeshProcess::up(dir.path(), &[]);
-    let key = mesh.admin_key.clone().unwrap();
+    let m = Running::up(false);
     // The built-in `file_read` reads from the mesh's workspace (created at start).
-    let file = dir.path().join(".mesh/workspace/notes.txt");
+    let file = m.dir.path().join(".mesh/workspace/notes.txt");
     std::fs::write(&file, "what the mesh\nreads back\n").unwrap();
-    let url = format!("{}/mcp", mesh.url("tool-registry"));
-    run(
-        &python,
-        "mcp_client.py",
-        &[&url, &key, file.to_str().unwrap()],
-    )
-    .await;
+    let file = file.to_str().unwrap();
+    m.run(&python, "mcp_client.py", "tool-registry", "/mcp", &[file])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_a2a_sdk_works_against_a_mesh_agent() {
     let Some(python) = python() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mesh = MeshProcess::up_with_builtins(dir.path(), &[]);
-    let key = mesh.admin_key.clone().unwrap();
+    let m = Running::up(true);
     let agents = Api::new()
         .get(
-            &format!("{}/api/v1/agents", mesh.url("agent-registry")),
-            &key,
+            &format!("{}/api/v1/agents", m.mesh.url("agent-registry")),
+            &m.key,
         )
         .await;
     assert_eq!(agents.status, 200, "{}", agents.body);
-    let list = agents.body["items"].as_array().or(agents.body.as_array());
-    let planner = list
+    let planner = agents.body["items"]
+        .as_array()
         .unwrap()
         .iter()
         .find(|a| a["role"] == "planner")
         .expect("the built-in planner");
-    let base = format!(
-        "{}/a2a/agents/{}",
-        mesh.url("mesh-orchestrator"),
-        planner["id"].as_str().unwrap()
-    );
-    run(
+    let path = format!("/a2a/agents/{}", planner["id"].as_str().unwrap());
+    let name = planner["name"].as_str().unwrap();
+    m.run(
         &python,
         "a2a_client.py",
-        &[&base, &key, planner["name"].as_str().unwrap()],
+        "mesh-orchestrator",
+        &path,
+        &[name],
     )
     .await;
 }
@@ -157,15 +172,9 @@ async fn the_a2a_sdk_works_against_a_mesh_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_opa_sdk_works_against_the_policy_enforcer() {
     let Some(node) = node() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mesh = MeshProcess::up(dir.path(), &[]);
-    let key = mesh.admin_key.clone().unwrap();
-    run(
-        &node,
-        "opa_client.cjs",
-        &[&mesh.url("policy-enforcer"), &key],
-    )
-    .await;
+    let m = Running::up(false);
+    m.run(&node, "opa_client.cjs", "policy-enforcer", "", &[])
+        .await;
 }
 
 /// After some traffic (so histograms and labelled counters have series), every
@@ -173,18 +182,12 @@ async fn the_opa_sdk_works_against_the_policy_enforcer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_parses_every_services_metrics() {
     let Some(python) = python() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mesh = MeshProcess::up(dir.path(), &[]);
-    let key = mesh.admin_key.clone().unwrap();
-    run(
-        &python,
-        "openai_client.py",
-        &[&mesh.url("routing-gateway"), &key],
-    )
-    .await;
+    let m = Running::up(false);
+    m.run(&python, "openai_client.py", "routing-gateway", "", &[])
+        .await;
     let urls: Vec<String> = common::SERVICES
         .iter()
-        .map(|s| format!("{}/metrics", mesh.url(s)))
+        .map(|s| format!("{}/metrics", m.mesh.url(s)))
         .collect();
     let args: Vec<&str> = urls.iter().map(String::as_str).collect();
     run(&python, "prometheus_scrape.py", &args).await;
