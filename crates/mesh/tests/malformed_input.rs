@@ -65,7 +65,11 @@ async fn every_route_answers_bad_input_with_a_client_error() {
     let dir = tempfile::tempdir().unwrap();
     let mesh = MeshProcess::up(dir.path(), &[]);
     let key = mesh.admin_key.clone().unwrap();
+    // A fresh connection per request: a server that answers before reading a large
+    // body closes that connection, and a pooled client may already be sending the
+    // next request on it (a client-side race, not an answer of the server's).
     let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap();
