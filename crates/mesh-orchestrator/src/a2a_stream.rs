@@ -127,8 +127,9 @@ pub fn follow(
                     }
                 }
                 Err(err) => {
-                    // The task cannot be read any more (deleted, or the caller's key
-                    // revoked): there is nothing more to follow.
+                    // The task cannot be read any more (the store failed, or the
+                    // task is gone): the client learns it from the stream's end and
+                    // can ask GetTask. The caller was authorised when the stream began.
                     tracing::warn!(task = %st.task_id, error = %err, "A2A stream stops");
                     return None;
                 }
