@@ -141,6 +141,12 @@ impl CompiledPolicies {
         input: Option<Value>,
     ) -> Result<Evaluation, PolicyError> {
         let query = data_ref(path);
+        let chars = query.chars().count();
+        if chars > MAX_QUERY_CHARS {
+            return Err(PolicyError::Path(format!(
+                "path: names a document {chars} characters long as a query; at most {MAX_QUERY_CHARS}"
+            )));
+        }
         if let Some(fast) = self.fast.iter().find(|f| f.rule == query) {
             let input = input
                 .map(regorus::Value::from)
@@ -272,6 +278,10 @@ fn defined(value: regorus::Value) -> Result<Option<Value>, PolicyError> {
         .map(Some)
         .map_err(|e| PolicyError::Eval(format!("result is not JSON: {e}")))
 }
+
+/// The longest path query the engine parses: it refuses a line of regorus's column
+/// limit (1,024) or more.
+const MAX_QUERY_CHARS: usize = 1023;
 
 /// `["a", "b-c"]` → `data.a["b-c"]`; segments that are not identifiers are quoted so
 /// a path can never inject Rego.
@@ -406,6 +416,13 @@ mod tests {
             .unwrap();
         assert_eq!(data.value, Some(json!(3)));
         assert_eq!(compiled.tests, vec!["data.demo.test_ok".to_string()]);
+        // A path too long for the engine's one-line query is the caller's error.
+        let long = compiled.eval_path(&["x".repeat(2000)], None);
+        assert!(matches!(long, Err(PolicyError::Path(_))));
+        // The limit is the engine's own: the longest query it takes is still taken.
+        let at = |chars: usize| compiled.eval_path(&["x".repeat(chars - "data.".len())], None);
+        assert_eq!(at(MAX_QUERY_CHARS).unwrap().value, None);
+        assert!(matches!(at(MAX_QUERY_CHARS + 1), Err(PolicyError::Path(_))));
     }
 
     #[test]

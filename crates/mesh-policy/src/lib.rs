@@ -35,6 +35,9 @@ pub enum PolicyError {
     Compile(String),
     #[error("policy evaluation failed: {0}")]
     Eval(String),
+    /// The caller named a document the engine cannot be asked about.
+    #[error("{0}")]
+    Path(String),
 }
 
 /// The choke points where the mesh asks the policy before acting.

@@ -17,10 +17,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// The engine reads a Data API path as a one-line query and refuses a line wider than
-/// this (regorus's column limit); a longer path is the caller's error, not ours.
-const MAX_PATH_QUERY_CHARS: usize = 1024;
-
 /// The policy-enforcer service: the process's enforcer, served to outside callers.
 pub struct PolicyService {
     pub ctx: ServiceContext,
@@ -143,19 +139,12 @@ async fn data(
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    let query_chars = crate::engine::data_ref(&segments).chars().count();
-    if query_chars > MAX_PATH_QUERY_CHARS {
-        return opa_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_parameter",
-            format!(
-                "path: names a document {query_chars} characters long as a query; at most {MAX_PATH_QUERY_CHARS}"
-            ),
-        );
-    }
     let policies = svc.enforcer.current();
     let eval = match policies.eval_path(&segments, input.clone()) {
         Ok(eval) => eval,
+        Err(e @ crate::PolicyError::Path(_)) => {
+            return opa_error(StatusCode::BAD_REQUEST, "invalid_parameter", e.to_string());
+        }
         Err(e) => {
             return opa_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
